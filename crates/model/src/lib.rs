@@ -1,0 +1,13 @@
+//! Pure numerics of Tweetoscope: no timely, no Kafka, no I/O.
+//!
+//! - [`hawkes`]: the marked Hawkes process with exponential kernel — likelihood, prior,
+//!   MAP estimation (global optimum) and the final-size prediction.
+//! - [`forest`]: the random-forest "predictive layer" that corrects the Hawkes prediction.
+//! - [`stats`]: accuracy statistics (ARE, mean, median, quantiles).
+//!
+//! Everything here is synchronous and deterministic so that it can be unit-tested and
+//! benchmarked on its own, and called from the dataflow operators unchanged.
+
+pub mod forest;
+pub mod hawkes;
+pub mod stats;

@@ -1,0 +1,177 @@
+//! The command line: `tweetoscope [SUBCOMMAND]`, parsed with clap.
+//!
+//! Timely's own flags (`-w/--threads`, `-n/--processes`, `-p/--process`, `-h/--hostfile`)
+//! are accepted by every command that runs the dataflow; `-h` is the hostfile as in timely,
+//! so help is `--help` only.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DataflowConfig;
+use crate::pipeline::Cluster;
+
+/// The embedded dataflow configuration, compiled in so that `tweetoscope` runs from anywhere.
+pub const EMBEDDED_CONFIG: &str = include_str!("../dataflows/embedded.toml");
+
+/// Real-time tweet popularity prediction: marked Hawkes process + random forest, on timely
+/// dataflow. With no subcommand, replays the bundled real sample (80 SEISMIC cascades) in
+/// one process and prints the accuracy per observation window.
+#[derive(Debug, Parser)]
+#[command(name = "tweetoscope", version, disable_help_flag = true, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help, global = true)]
+    pub help: Option<bool>,
+    /// Options of the embedded default run.
+    #[command(flatten)]
+    pub run: RunOptions,
+    /// The command (default: the embedded replay).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay recorded cascades (SEISMIC folder or file, or course CSV + index) through the
+    /// whole pipeline and print the accuracy per window.
+    Run {
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
+        #[arg(long)]
+        input: PathBuf,
+        /// The course-layout index CSV of --input.
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Run options.
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Fit the Hawkes model to every cascade at one observation time and print one JSON line
+    /// per cascade: {"cascade","n","p","beta","n_star","G1","N_pred","objective"}.
+    Fit {
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
+        #[arg(long)]
+        input: PathBuf,
+        /// The course-layout index CSV of --input.
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Observation time T (s): events with t ≤ T are used.
+        #[arg(long = "t-obs")]
+        t_obs: f64,
+        /// Dataflow configuration TOML (its [hawkes] table is used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Options of every command that runs the dataflow.
+#[derive(Debug, Clone, Args, Default)]
+pub struct RunOptions {
+    /// Dataflow configuration TOML (default: dataflows/embedded.toml, compiled in).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the per-window summary as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Replay at this multiple of real time instead of as fast as possible.
+    #[arg(long)]
+    pub pace: Option<f64>,
+    /// Worker threads per process (timely's -w).
+    #[arg(short = 'w', long = "threads", default_value_t = 1)]
+    pub threads: usize,
+    /// Number of processes (timely's -n).
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// Index of this process, 0-based (timely's -p).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// Hostfile: one `host:port` per line, in process order (timely's -h).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+/// Errors of the command line layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A file named on the command line could not be read.
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+impl RunOptions {
+    /// The cluster layout, reading the hostfile if any.
+    pub fn cluster(&self) -> Result<Cluster, CliError> {
+        let addresses = match &self.hostfile {
+            None => Vec::new(),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| CliError::Read { path: path.clone(), source })?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        Ok(Cluster { threads: self.threads, processes: self.processes, process: self.process, addresses })
+    }
+
+    /// The dataflow configuration: `--config`, else the embedded default.
+    pub fn load_config(&self) -> Result<DataflowConfig, crate::config::ConfigError> {
+        match &self.config {
+            Some(path) => DataflowConfig::load(path),
+            None => DataflowConfig::parse(EMBEDDED_CONFIG),
+        }
+    }
+}
+
+/// Finds a bundled file: as given (relative to the current directory), else under
+/// `$TWEETOSCOPE_HOME`, else next to the executable's project, else in the source tree the
+/// binary was built from. This is what lets `tweetoscope` run with no arguments anywhere.
+pub fn resolve_bundled(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_owned();
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(home) = std::env::var_os("TWEETOSCOPE_HOME") {
+        roots.push(home.into());
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{release,debug}/tweetoscope → the project root is two folders up.
+        roots.extend(exe.ancestors().skip(1).take(3).map(Path::to_owned));
+    }
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    roots.into_iter().map(|r| r.join(path)).find(|p| p.exists()).unwrap_or_else(|| path.to_owned())
+}
+
+/// Shared ownership of a dataset, as the pipeline takes it.
+pub type SharedDataset = Arc<crate::io::files::Dataset>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn timely_flags_parse_and_dash_h_is_the_hostfile() {
+        let cli = Cli::try_parse_from(["tweetoscope", "run", "--input", "x", "-w", "2", "-n", "2", "-p", "1", "-h", "hosts"]).unwrap();
+        let Some(Command::Run { run, .. }) = cli.command else { panic!("run expected") };
+        assert_eq!((run.threads, run.processes, run.process), (2, 2, 1));
+        assert_eq!(run.hostfile, Some(PathBuf::from("hosts")));
+    }
+
+    #[test]
+    fn no_arguments_is_the_embedded_default() {
+        let cli = Cli::try_parse_from(["tweetoscope"]).unwrap();
+        assert!(cli.command.is_none());
+        assert!(cli.run.load_config().is_ok());
+    }
+}

@@ -1,0 +1,303 @@
+//! The dataflow configuration: one TOML file per named dataflow in `dataflows/`.
+//!
+//! Every struct denies unknown keys, so a typo in a config file is an error rather than a
+//! silently ignored setting, and every field says why it exists. [`DataflowConfig::validate`]
+//! checks the cross-field rules that serde cannot.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tweetoscope_model::forest::ForestParams;
+use tweetoscope_model::hawkes::{HawkesSettings, PriorKind};
+
+use crate::Time;
+
+/// Errors while loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, …).
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// The values are individually well-typed but make no sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A whole dataflow configuration (`dataflows/*.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataflowConfig {
+    /// Where events come from when the command line does not say.
+    pub input: InputConfig,
+    /// Windows, termination and alerting: the collector's semantics.
+    pub pipeline: PipelineConfig,
+    /// The marked Hawkes model and its prior.
+    pub hawkes: HawkesConfig,
+    /// The random-forest predictive layer.
+    pub forest: ForestConfig,
+}
+
+/// The default input of a dataflow (overridden by `--input`/`--index`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// A SEISMIC raw folder (one file per cascade) or a course data CSV; relative paths are
+    /// resolved against the current directory, then the project's data folder.
+    pub path: Option<PathBuf>,
+    /// The course index CSV that goes with a course data CSV.
+    pub index: Option<PathBuf>,
+    /// Cascades whose post time is unknown start at a seeded random offset in
+    /// `[0, random_start_range)` seconds, as the course generator did (its default: 600 s).
+    pub random_start_range: Time,
+    /// Seed of those random start offsets, so that a replay is reproducible.
+    pub seed: u64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self { path: None, index: None, random_start_range: 600, seed: 1 }
+    }
+}
+
+/// The collector's semantics (SPEC §1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Observation windows T_obs in seconds after the original tweet; one partial cascade,
+    /// one fit and one prediction per cascade and window.
+    pub windows: Vec<Time>,
+    /// A cascade with no event for `t_end` seconds is terminated; its size then is the true size.
+    pub t_end: Time,
+    /// Partial cascades with fewer events than this are not estimated (too little signal).
+    pub min_cascade_size: usize,
+    /// A prediction above this many events raises an alert.
+    pub alert_threshold: f64,
+    /// A terminated cascade's id is remembered this long (event time, seconds) so that its
+    /// late retweets are recognised and rejected as such rather than as unknown cascades.
+    pub tombstone_ttl: Time,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { windows: vec![600, 1200], t_end: 1800, min_cascade_size: 10, alert_threshold: 150.0, tombstone_ttl: 86_400 }
+    }
+}
+
+/// The Hawkes model's constants (SPEC §4.1); defaults are the course's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HawkesConfig {
+    /// Power-law exponent of the mark (follower count) distribution.
+    pub alpha: f64,
+    /// Lower cut-off of the mark distribution.
+    pub mu: f64,
+    /// Prior mean of p.
+    pub prior_mean_p: f64,
+    /// Prior mean of β (1/s).
+    pub prior_mean_beta: f64,
+    /// Prior standard deviation of p.
+    pub prior_sd_p: f64,
+    /// Prior standard deviation of β.
+    pub prior_sd_beta: f64,
+    /// Prior correlation of p and β.
+    pub prior_corr: f64,
+    /// Which log-prior is maximised with the likelihood: `course`, `log_normal` or `flat`.
+    pub prior: PriorKind,
+    /// Smallest kernel rate β (1/s): slowest reaction time considered (course: 10 days).
+    pub beta_min: f64,
+    /// Largest kernel rate β (1/s): fastest reaction time considered (course: 1 minute).
+    pub beta_max: f64,
+}
+
+impl Default for HawkesConfig {
+    fn default() -> Self {
+        let s = HawkesSettings::default();
+        Self {
+            alpha: s.alpha,
+            mu: s.mu,
+            prior_mean_p: s.prior_mean_p,
+            prior_mean_beta: s.prior_mean_beta,
+            prior_sd_p: s.prior_sd_p,
+            prior_sd_beta: s.prior_sd_beta,
+            prior_corr: s.prior_corr,
+            prior: s.prior,
+            beta_min: s.beta_min,
+            beta_max: s.beta_max,
+        }
+    }
+}
+
+impl HawkesConfig {
+    /// The estimator's settings.
+    pub fn settings(&self) -> HawkesSettings {
+        HawkesSettings {
+            alpha: self.alpha,
+            mu: self.mu,
+            prior_mean_p: self.prior_mean_p,
+            prior_mean_beta: self.prior_mean_beta,
+            prior_sd_p: self.prior_sd_p,
+            prior_sd_beta: self.prior_sd_beta,
+            prior_corr: self.prior_corr,
+            prior: self.prior,
+            beta_min: self.beta_min,
+            beta_max: self.beta_max,
+        }
+    }
+}
+
+/// The random-forest predictive layer (SPEC §4.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForestConfig {
+    /// Turn the correction off to run plain Hawkes (ω = 1 always).
+    pub enabled: bool,
+    /// Retrain a window's forest every this many new samples of that window.
+    pub retrain_every: usize,
+    /// Train on at most this many most recent samples, so that training cost stays bounded
+    /// on long streams and the model follows drift.
+    pub max_samples: usize,
+    /// A model trained at event time t is used for predictions at t + model_delay and later
+    /// (the feedback loop's timestamp increment; must be ≥ 1).
+    pub model_delay: Time,
+    /// Number of trees.
+    pub n_trees: usize,
+    /// Maximum depth of a tree (none: grow until leaves are pure or too small).
+    pub max_depth: Option<u16>,
+    /// Minimum number of samples in a leaf.
+    pub min_samples_leaf: usize,
+    /// Minimum number of samples to split a node.
+    pub min_samples_split: usize,
+    /// Base seed; each training run is seeded from (seed, window, training count) so that
+    /// models do not depend on scheduling.
+    pub seed: u64,
+}
+
+impl Default for ForestConfig {
+    fn default() -> Self {
+        let p = ForestParams::default();
+        Self {
+            enabled: true,
+            retrain_every: 10,
+            max_samples: 2000,
+            model_delay: 1,
+            n_trees: p.n_trees,
+            max_depth: p.max_depth,
+            min_samples_leaf: p.min_samples_leaf,
+            min_samples_split: p.min_samples_split,
+            seed: 7,
+        }
+    }
+}
+
+impl ForestConfig {
+    /// The forest's hyper-parameters.
+    pub fn params(&self) -> ForestParams {
+        ForestParams {
+            n_trees: self.n_trees,
+            max_depth: self.max_depth,
+            min_samples_leaf: self.min_samples_leaf,
+            min_samples_split: self.min_samples_split,
+            ..ForestParams::default()
+        }
+    }
+}
+
+impl DataflowConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.pipeline;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if p.windows.is_empty() {
+            return invalid("pipeline.windows must name at least one observation window".into());
+        }
+        let mut sorted = p.windows.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted != p.windows {
+            return invalid("pipeline.windows must be strictly increasing".into());
+        }
+        if p.windows[0] == 0 {
+            return invalid("pipeline.windows must be positive".into());
+        }
+        // Windows close before termination can happen (termination needs t_end idle seconds
+        // after the last event, which is at or after the start), so every partial cascade is
+        // emitted before its cascade's final size: the join of predictions and sizes relies on it.
+        if *p.windows.last().unwrap() > p.t_end {
+            return invalid(format!("every window must be ≤ pipeline.t_end ({} s)", p.t_end));
+        }
+        if p.min_cascade_size < 2 {
+            return invalid("pipeline.min_cascade_size must be at least 2 (a fit needs two events)".into());
+        }
+        if !(p.alert_threshold.is_finite() && p.alert_threshold >= 0.0) {
+            return invalid("pipeline.alert_threshold must be a finite number ≥ 0".into());
+        }
+        let f = &self.forest;
+        if f.retrain_every == 0 || f.max_samples == 0 || f.n_trees == 0 {
+            return invalid("forest.retrain_every, forest.max_samples and forest.n_trees must be ≥ 1".into());
+        }
+        if f.model_delay == 0 {
+            return invalid("forest.model_delay must be ≥ 1 (a zero-delay feedback loop never progresses)".into());
+        }
+        tweetoscope_model::hawkes::HawkesModel::new(self.hawkes.settings())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = DataflowConfig::parse("[pipeline]\nwindow = [600]\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_gives_course_defaults() {
+        let c = DataflowConfig::parse("").unwrap();
+        assert_eq!(c.pipeline.windows, vec![600, 1200]);
+        assert_eq!(c.pipeline.t_end, 1800);
+        assert_eq!(c.hawkes.alpha, 2.4);
+    }
+
+    #[test]
+    fn windows_after_termination_are_rejected() {
+        let err = DataflowConfig::parse("[pipeline]\nwindows = [600, 3600]\nt_end = 1800\n").unwrap_err();
+        assert!(err.to_string().contains("t_end"), "{err}");
+    }
+
+    #[test]
+    fn zero_model_delay_is_rejected() {
+        assert!(DataflowConfig::parse("[forest]\nmodel_delay = 0\n").is_err());
+    }
+
+    #[test]
+    fn shipped_dataflows_parse() {
+        for name in ["embedded"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows").join(format!("{name}.toml"));
+            DataflowConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}

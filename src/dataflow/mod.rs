@@ -1,0 +1,178 @@
+//! The pipeline as ONE timely dataflow: thin operators around the synchronous cores.
+//!
+//! ```text
+//! source ─exchange(hash cascade)─► window+terminate ─► estimate ─► predict ◄─ models (loop, +δ)
+//!                                        │                           │
+//!                                        └──── final sizes ─────► outcome ─exchange(window)─► train
+//! ```
+//! Every stage works in event time: a stage acts on time `t` only once its inputs'
+//! frontier has passed `t`, and sorts what it processes at one time by cascade id, so the
+//! outputs do not depend on the number of workers or processes, nor on scheduling.
+
+pub mod outcome;
+pub mod predict;
+pub mod sink;
+pub mod source;
+pub mod train;
+pub mod window;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
+use timely::dataflow::StreamVec;
+use tweetoscope_model::hawkes::HawkesModel;
+
+use crate::cascade::{TrackerOutput, TrackerSettings};
+use crate::config::{DataflowConfig, ForestConfig};
+use crate::messages::{json, Estimate, FitSummary, OutputRecord, Partial, Topic, TweetEvent};
+use crate::summary::SummaryEvent;
+use crate::Time;
+
+/// The container builder used by every operator here.
+pub(crate) type Builder<D> = CapacityContainerBuilder<Vec<D>>;
+
+/// Everything the stages need, derived once from the dataflow config.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    /// Window and terminate semantics.
+    pub tracker: TrackerSettings,
+    /// The Hawkes estimator.
+    pub hawkes: HawkesModel,
+    /// Prediction size that raises an alert.
+    pub alert_threshold: f64,
+    /// The predictive layer.
+    pub forest: ForestConfig,
+}
+
+impl StageSettings {
+    /// Derives the stage settings from a validated config.
+    pub fn from_config(config: &DataflowConfig) -> Result<Self, crate::config::ConfigError> {
+        config.validate()?;
+        let p = &config.pipeline;
+        Ok(Self {
+            tracker: TrackerSettings {
+                windows: p.windows.clone(),
+                t_end: p.t_end,
+                min_cascade_size: p.min_cascade_size,
+                tombstone_ttl: p.tombstone_ttl,
+            },
+            hawkes: HawkesModel::new(config.hawkes.settings())
+                .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?,
+            alert_threshold: p.alert_threshold,
+            forest: config.forest.clone(),
+        })
+    }
+}
+
+/// The streams a built pipeline exposes to sinks.
+pub struct PipelineStreams<'s> {
+    /// Encoded output records of every topic (only when requested: they cost encoding).
+    pub records: Option<StreamVec<'s, Time, OutputRecord>>,
+    /// Small events the run summary and telemetry are computed from.
+    pub summary: StreamVec<'s, Time, SummaryEvent>,
+}
+
+/// Fits one partial cascade (the estimate stage's core).
+pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
+    let fit = model.fit(&partial.events, partial.t_obs as f64).ok().map(|f| FitSummary {
+        p: f.p,
+        beta: f.beta,
+        n_star: f.n_star,
+        g1: f.g1,
+        n_hawkes: f.n_pred,
+    });
+    Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit }
+}
+
+/// Builds the pipeline on a stream of input events (in any worker distribution).
+pub fn build<'s>(
+    events: StreamVec<'s, Time, TweetEvent>,
+    settings: &StageSettings,
+    want_records: bool,
+) -> PipelineStreams<'s> {
+    let scope = events.scope();
+    let tracked = window::window_terminate(events, settings.tracker.clone());
+
+    let partials = tracked.clone().flat_map(|o| match o {
+        TrackerOutput::Partial(p) => Some(p),
+        _ => None,
+    });
+    let finals = tracked.clone().flat_map(|o| match o {
+        TrackerOutput::Final(f) => Some(f),
+        _ => None,
+    });
+
+    let model = settings.hawkes.clone();
+    let series = want_records.then(|| {
+        partials.clone().map(|p| OutputRecord {
+            sort_key: (Topic::CascadeSeries, p.cascade, p.t_obs, 0),
+            key: None,
+            value: json::serie(&p),
+        })
+    });
+    let estimates = partials.map(move |p| estimate(&model, p));
+
+    let (loop_handle, models) = scope.feedback::<Vec<crate::messages::Model>>(settings.forest.model_delay);
+    let predictions = predict::predict(estimates.clone(), models);
+    let outcomes = outcome::outcome(predictions.clone(), finals.clone());
+    let samples = outcomes.clone().flat_map(|o| match o {
+        outcome::Outcome::Sample(s) => Some(s),
+        _ => None,
+    });
+    let trained = train::train(samples.clone(), settings.forest.clone());
+    trained.clone().broadcast().connect_loop(loop_handle);
+
+    let threshold = settings.alert_threshold;
+    let summary = scope.concatenate(vec![
+        tracked.flat_map(|o| SummaryEvent::from_tracker(&o)),
+        predictions.clone().map(move |p| SummaryEvent::from_prediction(&p, threshold)),
+        outcomes.clone().flat_map(|o| o.summary_event()),
+        trained.clone().map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples }),
+    ]);
+
+    let records = series.map(|series| {
+        let alert_threshold = settings.alert_threshold;
+        let parts = vec![
+            series,
+            finals.flat_map(|f| {
+                let value = json::size(&f);
+                f.windows
+                    .iter()
+                    .map(|w| OutputRecord {
+                        sort_key: (Topic::CascadeProperties, f.cascade, *w, 1),
+                        key: Some(w.to_string()),
+                        value: value.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            }),
+            estimates.map(|e| OutputRecord {
+                sort_key: (Topic::CascadeProperties, e.cascade, e.t_obs, 0),
+                key: Some(e.t_obs.to_string()),
+                value: json::parameters(&e),
+            }),
+            samples.map(|s| OutputRecord {
+                sort_key: (Topic::Samples, s.cascade, s.t_obs, 0),
+                key: Some(s.t_obs.to_string()),
+                value: json::sample(&s),
+            }),
+            trained.map(|m| OutputRecord {
+                sort_key: (Topic::Models, 0, m.t_obs, 0),
+                key: Some(m.t_obs.to_string()),
+                value: json::model(&m),
+            }),
+            predictions.flat_map(move |p| {
+                (p.n_pred > alert_threshold).then(|| OutputRecord {
+                    sort_key: (Topic::Alerts, p.cascade, p.t_obs, 0),
+                    key: None,
+                    value: json::alert(&p),
+                })
+            }),
+            outcomes.flat_map(|o| o.stat_record()),
+        ];
+        scope.concatenate(parts)
+    });
+    PipelineStreams { records, summary }
+}
+
+/// Re-exported so that tests can build sub-pipelines.
+pub use window::window_terminate;

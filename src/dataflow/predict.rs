@@ -1,0 +1,106 @@
+//! The `predict` stage: applies each window's latest model to the estimates, in event time.
+//!
+//! An estimate at time `t` is predicted once the models' frontier has passed `t`, with the
+//! models whose (delayed) time is ≤ `t`: a model trained at event time `v` arrives through the
+//! feedback loop at `v + δ`, so predictions depend on event time only, never on scheduling.
+
+use std::collections::{BTreeMap, HashMap};
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+
+use super::Builder;
+use crate::messages::{Estimate, Model, Prediction};
+use crate::Time;
+
+/// The prediction for one estimate given the window's current model, if any.
+///
+/// N = n + ω·G1/(1 − n*) with ω from the forest (1 without a model). A non-finite or
+/// negative ω falls back to 1 and the prediction never goes below n.
+pub fn predict_one(estimate: Estimate, model: Option<&Model>) -> Prediction {
+    let n = estimate.n as f64;
+    let (n_hawkes, n_pred, omega, version) = match (&estimate.fit, model) {
+        (None, _) => (n, n, 1.0, None),
+        (Some(fit), model) => {
+            let omega = model
+                .map(|m| m.forest.predict(&[fit.beta, fit.n_star, fit.g1]))
+                .filter(|w| w.is_finite() && *w >= 0.0)
+                .unwrap_or(1.0);
+            let tail = fit.g1 / (1.0 - fit.n_star);
+            let n_pred = n + omega * tail;
+            let n_pred = if n_pred.is_finite() { n_pred } else { fit.n_hawkes };
+            (fit.n_hawkes, n_pred, omega, model.map(|m| m.version))
+        }
+    };
+    Prediction {
+        cascade: estimate.cascade,
+        t_obs: estimate.t_obs,
+        msg: estimate.msg,
+        n: estimate.n,
+        fit: estimate.fit,
+        n_hawkes,
+        n_pred,
+        omega,
+        model_version: version,
+    }
+}
+
+/// Joins estimates with the models stream (broadcast to every worker).
+pub fn predict<'s>(
+    estimates: StreamVec<'s, Time, Estimate>,
+    models: StreamVec<'s, Time, Model>,
+) -> StreamVec<'s, Time, Prediction> {
+    estimates.binary_frontier::<_, Builder<Prediction>, _, _, _, _>(
+        models,
+        Pipeline,
+        Pipeline,
+        "Predict",
+        |_cap, _info| {
+            let mut current: HashMap<Time, Model> = HashMap::new();
+            let mut pending_models: BTreeMap<Time, Vec<Model>> = BTreeMap::new();
+            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Estimate>)> = BTreeMap::new();
+            move |(est_in, _est_frontier), (model_in, model_frontier), output| {
+                model_in.for_each_stamp(|cap, data| {
+                    let time = *cap.least().expect("a message has a time");
+                    let pending = pending_models.entry(time).or_default();
+                    for d in data {
+                        pending.append(d);
+                    }
+                });
+                est_in.for_each_stamp(|cap, data| {
+                    let time = *cap.least().expect("a message has a time");
+                    let entry = stash
+                        .entry(time)
+                        .or_insert_with(|| (cap.retain_least(0).expect("output 0 exists"), Vec::new()));
+                    for d in data {
+                        entry.1.append(d);
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    let time = *entry.key();
+                    if model_frontier.less_equal(&time) {
+                        break; // a model for this time may still arrive
+                    }
+                    while let Some(models) = pending_models.first_entry() {
+                        if *models.key() > time {
+                            break;
+                        }
+                        let mut models = models.remove();
+                        models.sort_by_key(|m| (m.t_obs, m.version));
+                        for m in models {
+                            current.insert(m.t_obs, m);
+                        }
+                    }
+                    let (cap, mut batch) = entry.remove();
+                    batch.sort_by_key(|e| (e.cascade, e.t_obs));
+                    let mut session = output.session(&cap);
+                    for estimate in batch {
+                        let model = current.get(&estimate.t_obs);
+                        session.give(predict_one(estimate, model));
+                    }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,73 @@
+//! The replay source: emits one worker's share of a recorded dataset in event-time order.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+
+use super::Builder;
+use crate::messages::TweetEvent;
+use crate::Time;
+
+/// How many events one activation emits at most, so that a source never starves the other
+/// operators of its worker (timely schedules cooperatively).
+const BATCH: usize = 8192;
+
+/// Replay pacing: `None` replays as fast as possible; `Some(f)` replays at `f` × real time
+/// (event-time seconds per wall-clock second), for watching a live page.
+pub type Pace = Option<f64>;
+
+/// A source that replays `events` (sorted by time), holding one capability at the time of
+/// the next event, and releases it at the end (or on shutdown).
+pub fn replay<'s>(
+    scope: Scope<'s, Time>,
+    events: Vec<TweetEvent>,
+    pace: Pace,
+    progress: Arc<AtomicU64>,
+    shutdown: Arc<AtomicBool>,
+) -> StreamVec<'s, Time, TweetEvent> {
+    source::<_, Builder<TweetEvent>, _, _>(scope, "ReplaySource", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let first_time = events.first().map(|e| e.time).unwrap_or(0);
+        let mut cap = if events.is_empty() { None } else { Some(capability) };
+        let mut events = events.into_iter().peekable();
+        let started = Instant::now();
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            if shutdown.load(Ordering::Relaxed) {
+                cap = None;
+                return;
+            }
+            // With pacing, only event times up to first + elapsed × pace are due.
+            let due = pace.map(|f| first_time + (started.elapsed().as_secs_f64() * f) as Time);
+            let mut sent = 0;
+            while sent < BATCH {
+                let Some(time) = events.peek().map(|e| e.time) else { break };
+                if due.is_some_and(|d| time > d) {
+                    break;
+                }
+                c.downgrade(&time);
+                let mut session = output.session(c);
+                while let Some(e) = events.next_if(|e| e.time == time) {
+                    session.give(e);
+                    sent += 1;
+                }
+            }
+            progress.fetch_add(sent as u64, Ordering::Relaxed);
+            match events.peek() {
+                None => cap = None,
+                Some(next) => {
+                    // Nothing before the next event can come any more: let time advance.
+                    c.downgrade(&next.time);
+                    if pace.is_some() && sent == 0 {
+                        activator.activate_after(Duration::from_millis(20));
+                    } else {
+                        activator.activate();
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,76 @@
+//! The `window` and `terminate` stages: one operator around [`CascadeTracker`], exchanged
+//! by cascade id, holding one capability at its earliest pending time.
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+
+use super::Builder;
+use crate::cascade::{CascadeTracker, TrackerOutput, TrackerSettings};
+use crate::messages::TweetEvent;
+use crate::{shard_of, Time};
+
+/// Routes events to the worker that owns their cascade, and tracks cascades there.
+pub fn window_terminate<'s>(
+    events: StreamVec<'s, Time, TweetEvent>,
+    settings: TrackerSettings,
+) -> StreamVec<'s, Time, TrackerOutput> {
+    let pact = Exchange::new(|e: &TweetEvent| shard_of(e.cascade));
+    events.unary_frontier::<Builder<TrackerOutput>, _, _, _>(pact, "WindowTerminate", move |_cap, _info| {
+        let mut tracker = CascadeTracker::new(settings);
+        // Events wait here until their time is complete, then are fed in (cascade, seq) order.
+        let mut stash: BTreeMap<Time, Vec<TweetEvent>> = BTreeMap::new();
+        let mut held: Option<Capability<Time>> = None;
+        let mut out: Vec<(Time, TrackerOutput)> = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                let time = *cap.least().expect("a message has a time");
+                if held.as_ref().is_none_or(|h| time < *h.time()) {
+                    held = cap.retain_least(0);
+                }
+                let batch = stash.entry(time).or_default();
+                for d in data {
+                    batch.append(d);
+                }
+            });
+            while let Some(entry) = stash.first_entry() {
+                let time = *entry.key();
+                if frontier.less_equal(&time) {
+                    break;
+                }
+                let mut batch = entry.remove();
+                batch.sort_by_key(|e| (e.cascade, e.seq));
+                tracker.fire_before(time, &mut out);
+                for event in batch {
+                    tracker.on_event(event, &mut out);
+                }
+            }
+            // Every time before the frontier is complete: fire what is due before it.
+            let complete_before = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+            tracker.fire_before(complete_before, &mut out);
+
+            if !out.is_empty() {
+                let cap = held.as_ref().expect("outputs are never earlier than the held capability");
+                out.sort_by_key(|(t, _)| *t); // stable: keeps the tracker's order within a time
+                let mut rest = out.drain(..).peekable();
+                while let Some(&(time, _)) = rest.peek() {
+                    let at = cap.delayed(&time);
+                    let mut session = output.session(&at);
+                    while let Some((_, o)) = rest.next_if(|(t, _)| *t == time) {
+                        session.give(o);
+                    }
+                }
+            }
+            let next = match (stash.first_key_value().map(|(t, _)| *t), tracker.next_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
+                Some(t) => held.as_mut().expect("pending work holds a capability").downgrade(&t),
+                None => held = None,
+            }
+        }
+    })
+}

@@ -1,0 +1,4 @@
+//! Input and output at the edges: recorded-cascade files and JSON-lines output files.
+
+pub mod files;
+pub mod jsonl;

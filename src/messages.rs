@@ -1,0 +1,288 @@
+//! Records that flow between the stages, and the course-compatible JSON of the output
+//! topics (SPEC §3).
+//!
+//! Internal records ([`TweetEvent`], [`Partial`], [`Estimate`], [`Prediction`], …) are
+//! serde types because timely exchanges them between workers and processes with bincode.
+//! [`OutputRecord`] is what the sinks write: a topic, a Kafka key, a JSON value and a sort
+//! key that makes every output file's order deterministic.
+
+use serde::{Deserialize, Serialize};
+use tweetoscope_model::hawkes::Event;
+
+use crate::Time;
+
+/// A cascade id: the id of the original tweet. Numeric, so that per-event records stay
+/// small and hashing is cheap; the wire format carries it as a string.
+pub type CascadeId = u64;
+
+/// Whether an input event is the original tweet or a retweet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The original tweet: opens a cascade.
+    Tweet,
+    /// A retweet: extends an open cascade.
+    Retweet,
+}
+
+/// One input event on the global event-time axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TweetEvent {
+    /// The cascade it belongs to (sharding key).
+    pub cascade: CascadeId,
+    /// Event time in seconds on the global timeline (the timely timestamp).
+    pub time: Time,
+    /// Position of the event in its source (file row, or Kafka offset): breaks ties between
+    /// events of the same second deterministically, in file order as the reference does.
+    pub seq: u64,
+    /// Follower count of the (re)tweeting user.
+    pub magnitude: f64,
+    /// Original tweet or retweet.
+    pub kind: EventKind,
+    /// The tweet's text, carried on the original tweet only (course field `msg`).
+    pub msg: String,
+}
+
+/// A partial cascade at an observation window, from the window stage to estimate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// The observation window T_obs (s).
+    pub t_obs: Time,
+    /// The original tweet's text.
+    pub msg: String,
+    /// Events with relative time ≤ T_obs, in order; `t` relative to the original tweet.
+    pub events: Vec<Event>,
+}
+
+/// A terminated cascade, from the terminate stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalSize {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// Number of events when it terminated (original tweet included): the true size.
+    pub n_tot: usize,
+    /// Relative time of its last event (course field `t_end`).
+    pub t_end: Time,
+    /// The windows whose partial cascade was emitted (and so expect this size).
+    pub windows: Vec<Time>,
+}
+
+/// The fit of one partial cascade, from estimate to predict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// The window.
+    pub t_obs: Time,
+    /// The original tweet's text.
+    pub msg: String,
+    /// Events observed by T_obs.
+    pub n: usize,
+    /// The fitted parameters, or `None` when the fit failed (then the prediction is `n`).
+    pub fit: Option<FitSummary>,
+}
+
+/// The parts of a Hawkes fit that later stages need.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FitSummary {
+    /// Infection probability per follower.
+    pub p: f64,
+    /// Kernel rate (1/s).
+    pub beta: f64,
+    /// Branching factor n* = p·E[m] (< 1).
+    pub n_star: f64,
+    /// Expected direct descendants still to come, G1.
+    pub g1: f64,
+    /// Plain Hawkes prediction of the final size.
+    pub n_hawkes: f64,
+}
+
+/// A prediction, from predict to the outcome join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// The window.
+    pub t_obs: Time,
+    /// The original tweet's text (for alerts).
+    pub msg: String,
+    /// Events observed by T_obs.
+    pub n: usize,
+    /// The fit (absent when it failed).
+    pub fit: Option<FitSummary>,
+    /// Plain Hawkes prediction (n when the fit failed).
+    pub n_hawkes: f64,
+    /// The corrected prediction N = n + ω·G1/(1−n*).
+    pub n_pred: f64,
+    /// The correction factor applied (1 before the window has a model).
+    pub omega: f64,
+    /// Event time of the model used (its version), if any.
+    pub model_version: Option<Time>,
+}
+
+/// A training sample (SPEC §4.2) for a window's forest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The cascade (for deterministic ordering and tracing).
+    pub cascade: CascadeId,
+    /// The window.
+    pub t_obs: Time,
+    /// Features (β, n*, G1).
+    pub x: [f64; 3],
+    /// Target W = (N_true − n)(1 − n*)/G1.
+    pub w: f64,
+}
+
+/// A trained model for one window, versioned by the event time it was trained at.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    /// The window.
+    pub t_obs: Time,
+    /// Event time at which it was trained; used from `version + model_delay` on.
+    pub version: Time,
+    /// How many samples it was trained on.
+    pub n_samples: usize,
+    /// The forest.
+    pub forest: tweetoscope_model::forest::Forest,
+}
+
+/// The output topics of SPEC §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    /// Partial cascades (`serie`).
+    CascadeSeries,
+    /// Final sizes (`size`) and fits (`parameters`).
+    CascadeProperties,
+    /// Training samples.
+    Samples,
+    /// Trained models.
+    Models,
+    /// Alerts.
+    Alerts,
+    /// Per-prediction accuracy.
+    Stats,
+}
+
+impl Topic {
+    /// All topics, in file-writing order.
+    pub const ALL: [Topic; 6] =
+        [Topic::CascadeSeries, Topic::CascadeProperties, Topic::Samples, Topic::Models, Topic::Alerts, Topic::Stats];
+
+    /// The default topic (and file stem) name, as in the course.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::CascadeSeries => "cascade_series",
+            Topic::CascadeProperties => "cascade_properties",
+            Topic::Samples => "samples",
+            Topic::Models => "models",
+            Topic::Alerts => "alerts",
+            Topic::Stats => "stats",
+        }
+    }
+}
+
+/// One record for an output topic, already encoded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// Deterministic order within one event time: (topic, cascade, window, kind rank).
+    pub sort_key: (Topic, CascadeId, Time, u8),
+    /// Kafka key (the window for `cascade_properties`, `samples` and `models`), if any.
+    pub key: Option<String>,
+    /// The JSON value.
+    pub value: String,
+}
+
+/// Course-compatible JSON values (SPEC §3), built with serde_json so that they are always
+/// valid JSON, with finite numbers only (callers guarantee finiteness; see `finite`).
+pub mod json {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Replaces a non-finite number with 0 so that no NaN or infinity is ever written;
+    /// upstream stages already exclude them, this is the last line of defence.
+    fn finite(x: f64) -> f64 {
+        if x.is_finite() {
+            x
+        } else {
+            0.0
+        }
+    }
+
+    /// `{"type":"serie",…}`.
+    pub fn serie(p: &Partial) -> String {
+        let tweets: Vec<(f64, f64)> = p.events.iter().map(|e| (e.t, e.m)).collect();
+        json!({"type": "serie", "cid": p.cascade.to_string(), "msg": p.msg, "T_obs": p.t_obs, "tweets": tweets})
+            .to_string()
+    }
+
+    /// `{"type":"size",…}`.
+    pub fn size(f: &FinalSize) -> String {
+        json!({"type": "size", "cid": f.cascade.to_string(), "n_tot": f.n_tot, "t_end": f.t_end}).to_string()
+    }
+
+    /// `{"type":"parameters",…}`; `n_star` and `G1` are added to the course fields.
+    pub fn parameters(e: &Estimate) -> String {
+        let (params, n_star, g1, n_supp) = match &e.fit {
+            Some(f) => ([finite(f.p), finite(f.beta)], finite(f.n_star), finite(f.g1), finite(f.n_hawkes)),
+            None => ([0.0, 0.0], 0.0, 0.0, e.n as f64),
+        };
+        json!({"type": "parameters", "cid": e.cascade.to_string(), "msg": e.msg, "n_obs": e.n,
+               "n_supp": n_supp, "params": params, "n_star": n_star, "G1": g1, "fit_ok": e.fit.is_some()})
+        .to_string()
+    }
+
+    /// `{"type":"sample",…}`.
+    pub fn sample(s: &Sample) -> String {
+        json!({"type": "sample", "cid": s.cascade.to_string(), "X": s.x.map(finite), "W": finite(s.w)}).to_string()
+    }
+
+    /// `{"type":"alert",…}`.
+    pub fn alert(p: &Prediction) -> String {
+        json!({"type": "alert", "cid": p.cascade.to_string(), "msg": p.msg, "T_obs": p.t_obs,
+               "n_tot": finite(p.n_pred).round() as u64})
+        .to_string()
+    }
+
+    /// `{"type":"stat",…}` with the corrected ARE and, added, the plain Hawkes one.
+    pub fn stat(cascade: CascadeId, t_obs: Time, are: f64, are_hawkes: f64) -> String {
+        json!({"type": "stat", "cid": cascade.to_string(), "T_obs": t_obs, "ARE": finite(are),
+               "ARE_hawkes": finite(are_hawkes)})
+        .to_string()
+    }
+
+    /// `{"type":"model",…}`: the window's forest, versioned by event time.
+    pub fn model(m: &Model) -> String {
+        json!({"type": "model", "T_obs": m.t_obs, "version": m.version, "n_samples": m.n_samples,
+               "forest": m.forest})
+        .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serie_is_course_shaped_json() {
+        let p = Partial {
+            cascade: 12,
+            t_obs: 600,
+            msg: "hi".into(),
+            events: vec![Event { t: 0.0, m: 10.0 }, Event { t: 5.0, m: 3.0 }],
+        };
+        let v: serde_json::Value = serde_json::from_str(&json::serie(&p)).unwrap();
+        assert_eq!(v["type"], "serie");
+        assert_eq!(v["cid"], "12");
+        assert_eq!(v["T_obs"], 600);
+        assert_eq!(v["tweets"][1][0], 5.0);
+    }
+
+    #[test]
+    fn non_finite_numbers_never_reach_json() {
+        let s = json::stat(1, 600, f64::NAN, f64::INFINITY);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["ARE"], 0.0);
+    }
+}

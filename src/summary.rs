@@ -1,0 +1,252 @@
+//! The run summary: per observation window, how many cascades, predictions and alerts, and
+//! the accuracy of plain Hawkes and of the corrected prediction.
+//!
+//! Stages emit small [`SummaryEvent`]s; one accumulator (on worker 0) folds them. Statistics
+//! are computed from sorted values, so the figures do not depend on arrival order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tweetoscope_model::stats::Summary;
+
+use crate::cascade::{RejectReason, TrackerOutput};
+use crate::dataflow::outcome::Exclusion;
+use crate::messages::Prediction;
+use crate::Time;
+
+/// One countable fact from a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SummaryEvent {
+    /// A partial cascade was emitted for a window.
+    Partial { t_obs: Time },
+    /// A window of a cascade had too few events to be estimated.
+    TooSmall { t_obs: Time },
+    /// A cascade terminated.
+    Terminated,
+    /// An input event was rejected.
+    Rejected { reason: RejectReason },
+    /// A prediction was made.
+    Prediction { t_obs: Time, fit_ok: bool, alert: bool },
+    /// A prediction's accuracy once the true size was known.
+    Accuracy { t_obs: Time, are: f64, are_hawkes: f64 },
+    /// A training sample was made.
+    SampleMade { t_obs: Time },
+    /// A prediction gave no sample.
+    SampleExcluded { t_obs: Time, reason: Exclusion },
+    /// A window's model was retrained.
+    ModelTrained { t_obs: Time, n_samples: usize },
+}
+
+impl SummaryEvent {
+    /// The event of a window/terminate output.
+    pub fn from_tracker(o: &TrackerOutput) -> Option<Self> {
+        Some(match o {
+            TrackerOutput::Partial(p) => SummaryEvent::Partial { t_obs: p.t_obs },
+            TrackerOutput::TooSmall { t_obs, .. } => SummaryEvent::TooSmall { t_obs: *t_obs },
+            TrackerOutput::Final(_) => SummaryEvent::Terminated,
+            TrackerOutput::Rejected(r) => SummaryEvent::Rejected { reason: r.reason },
+        })
+    }
+
+    /// The event of a prediction.
+    pub fn from_prediction(p: &Prediction, alert_threshold: f64) -> Self {
+        SummaryEvent::Prediction { t_obs: p.t_obs, fit_ok: p.fit.is_some(), alert: p.n_pred > alert_threshold }
+    }
+}
+
+/// Accumulated figures of one window.
+#[derive(Debug, Clone, Default)]
+struct WindowAcc {
+    partials: u64,
+    too_small: u64,
+    predictions: u64,
+    fits_failed: u64,
+    alerts: u64,
+    are: Vec<f64>,
+    are_hawkes: Vec<f64>,
+    samples: u64,
+    excluded: u64,
+    models: u64,
+}
+
+/// Folds summary events.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryAccumulator {
+    windows: BTreeMap<Time, WindowAcc>,
+    terminated: u64,
+    rejected: BTreeMap<RejectReason, u64>,
+}
+
+impl SummaryAccumulator {
+    /// Folds one event.
+    pub fn add(&mut self, e: SummaryEvent) {
+        match e {
+            SummaryEvent::Partial { t_obs } => self.windows.entry(t_obs).or_default().partials += 1,
+            SummaryEvent::TooSmall { t_obs } => self.windows.entry(t_obs).or_default().too_small += 1,
+            SummaryEvent::Terminated => self.terminated += 1,
+            SummaryEvent::Rejected { reason } => *self.rejected.entry(reason).or_default() += 1,
+            SummaryEvent::Prediction { t_obs, fit_ok, alert } => {
+                let w = self.windows.entry(t_obs).or_default();
+                w.predictions += 1;
+                w.fits_failed += u64::from(!fit_ok);
+                w.alerts += u64::from(alert);
+            }
+            SummaryEvent::Accuracy { t_obs, are, are_hawkes } => {
+                let w = self.windows.entry(t_obs).or_default();
+                w.are.push(are);
+                w.are_hawkes.push(are_hawkes);
+            }
+            SummaryEvent::SampleMade { t_obs } => self.windows.entry(t_obs).or_default().samples += 1,
+            SummaryEvent::SampleExcluded { t_obs, .. } => self.windows.entry(t_obs).or_default().excluded += 1,
+            SummaryEvent::ModelTrained { t_obs, .. } => self.windows.entry(t_obs).or_default().models += 1,
+        }
+    }
+
+    /// The report, given the run's event count and wall time.
+    pub fn report(&self, events: u64, seconds: f64) -> RunReport {
+        let windows = self
+            .windows
+            .iter()
+            .map(|(t_obs, w)| WindowReport {
+                t_obs: *t_obs,
+                cascades: w.partials,
+                too_small: w.too_small,
+                predictions: w.predictions,
+                fits_failed: w.fits_failed,
+                are_hawkes: Summary::of(&w.are_hawkes).into(),
+                are: Summary::of(&w.are).into(),
+                alerts: w.alerts,
+                samples: w.samples,
+                samples_excluded: w.excluded,
+                models_trained: w.models,
+            })
+            .collect();
+        RunReport {
+            windows,
+            terminated: self.terminated,
+            rejected: self.rejected.iter().map(|(r, n)| (r.as_str().to_owned(), *n)).collect(),
+            events,
+            seconds,
+        }
+    }
+}
+
+/// ARE statistics of one model at one window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AreReport {
+    /// Predictions with a known true size.
+    pub count: usize,
+    /// Mean ARE.
+    pub mean: f64,
+    /// Median ARE.
+    pub median: f64,
+    /// 90th percentile of ARE.
+    pub p90: f64,
+}
+
+impl From<Summary> for AreReport {
+    fn from(s: Summary) -> Self {
+        Self { count: s.count, mean: s.mean, median: s.median, p90: s.p90 }
+    }
+}
+
+/// The figures of one window (the `--summary` JSON schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// The observation window (s).
+    pub t_obs: Time,
+    /// Partial cascades emitted (at least `min_cascade_size` events).
+    pub cascades: u64,
+    /// Cascades too small to estimate at this window.
+    pub too_small: u64,
+    /// Predictions made.
+    pub predictions: u64,
+    /// Fits that failed (prediction = observed size).
+    pub fits_failed: u64,
+    /// Accuracy of plain Hawkes.
+    pub are_hawkes: AreReport,
+    /// Accuracy of the corrected prediction.
+    pub are: AreReport,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Training samples made.
+    pub samples: u64,
+    /// Predictions excluded from training (degenerate).
+    pub samples_excluded: u64,
+    /// Models trained.
+    pub models_trained: u64,
+}
+
+/// The whole run's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Per window.
+    pub windows: Vec<WindowReport>,
+    /// Cascades terminated.
+    pub terminated: u64,
+    /// Rejected events by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Input events replayed.
+    pub events: u64,
+    /// Wall time of the run (s).
+    pub seconds: f64,
+}
+
+impl RunReport {
+    /// The human-readable table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "{:>6} {:>9} {:>11} {:>15} {:>15} {:>15} {:>15} {:>7}\n",
+            "T_obs", "cascades", "predictions", "ARE hawkes mean", "ARE hawkes med", "ARE RF mean", "ARE RF med", "alerts"
+        ));
+        for w in &self.windows {
+            s.push_str(&format!(
+                "{:>6} {:>9} {:>11} {:>15.3} {:>15.3} {:>15.3} {:>15.3} {:>7}\n",
+                w.t_obs,
+                w.cascades,
+                w.predictions,
+                w.are_hawkes.mean,
+                w.are_hawkes.median,
+                w.are.mean,
+                w.are.median,
+                w.alerts
+            ));
+        }
+        let rate = if self.seconds > 0.0 { self.events as f64 / self.seconds } else { 0.0 };
+        s.push_str(&format!(
+            "{} events in {:.3} s ({:.0} events/s); {} cascades terminated",
+            self.events, self.seconds, rate, self.terminated
+        ));
+        let rejected: u64 = self.rejected.values().sum();
+        if rejected > 0 {
+            s.push_str(&format!("; {rejected} events rejected {:?}", self.rejected));
+        }
+        s.push('\n');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_is_independent_of_event_order() {
+        let events = vec![
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3 },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2 },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9 },
+            SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true },
+        ];
+        let mut a = SummaryAccumulator::default();
+        let mut b = SummaryAccumulator::default();
+        events.iter().cloned().for_each(|e| a.add(e));
+        events.iter().rev().cloned().for_each(|e| b.add(e));
+        assert_eq!(a.report(10, 1.0), b.report(10, 1.0));
+        let r = a.report(10, 1.0);
+        assert_eq!(r.windows[0].are.median, 0.2);
+        assert_eq!(r.windows[0].alerts, 1);
+        assert!(r.table().contains("600"));
+    }
+}
