@@ -145,6 +145,10 @@ pub struct Model {
     pub n_samples: usize,
     /// The forest.
     pub forest: tweetoscope_model::forest::Forest,
+    /// Its training set, (β, n*, G1, W) rows in training order: with the forest's params and
+    /// seed this rebuilds the identical forest, so the `models` topic carries this compact
+    /// form (kilobytes) rather than the trees (megabytes).
+    pub training: Vec<[f64; 4]>,
 }
 
 /// The output topics of SPEC §3.
@@ -252,10 +256,13 @@ pub mod json {
         .to_string()
     }
 
-    /// `{"type":"model",…}`: the window's forest, versioned by event time.
+    /// `{"type":"model",…}`: the window's forest, versioned by event time, as its
+    /// hyper-parameters, seed and training set (training is deterministic, so a reader
+    /// rebuilds the identical forest with `Forest::train`).
     pub fn model(m: &Model) -> String {
+        let training: Vec<[f64; 4]> = m.training.iter().map(|r| r.map(finite)).collect();
         json!({"type": "model", "T_obs": m.t_obs, "version": m.version, "n_samples": m.n_samples,
-               "forest": m.forest})
+               "params": m.forest.params(), "seed": m.forest.seed(), "training": training})
         .to_string()
     }
 }

@@ -48,7 +48,10 @@ impl WindowTrainer {
         let (x, y): (Vec<Features>, Vec<f64>) = self.samples.iter().copied().unzip();
         let seed = mix64(config.seed ^ mix64(t_obs ^ mix64(self.seen as u64)));
         match Forest::train(&x, &y, &config.params(), seed) {
-            Ok(forest) => Some(Model { t_obs, version: now, n_samples: x.len(), forest }),
+            Ok(forest) => {
+                let training = x.iter().zip(&y).map(|(x, y)| [x[0], x[1], x[2], *y]).collect();
+                Some(Model { t_obs, version: now, n_samples: x.len(), forest, training })
+            }
             Err(e) => {
                 tracing::warn!(t_obs, error = %e, "forest training failed; keeping the previous model");
                 None

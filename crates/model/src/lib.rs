@@ -4,6 +4,8 @@
 //!   MAP estimation (global optimum) and the final-size prediction.
 //! - [`forest`]: the random-forest "predictive layer" that corrects the Hawkes prediction.
 //! - [`stats`]: accuracy statistics (ARE, mean, median, quantiles).
+//! - [`seismic`]: the SEISMIC baseline (Zhao et al., KDD 2015).
+//! - [`simulate`]: synthetic cascades from the marked Hawkes model.
 //!
 //! Everything here is synchronous and deterministic so that it can be unit-tested and
 //! benchmarked on its own, and called from the dataflow operators unchanged.
@@ -11,3 +13,5 @@
 pub mod forest;
 pub mod hawkes;
 pub mod stats;
+pub mod seismic;
+pub mod simulate;

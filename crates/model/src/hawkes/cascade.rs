@@ -20,24 +20,38 @@ pub(crate) fn observed(events: &[Event], t_obs: f64) -> Result<&[Event], FitErro
     if !t_obs.is_finite() || t_obs > MAX_TIME {
         return Err(FitError::InvalidInput(format!("observation time {t_obs} is not a finite time ≤ {MAX_TIME:e} s")));
     }
-    let mut prev = f64::NEG_INFINITY;
-    for (i, e) in events.iter().enumerate() {
-        if !(e.t.is_finite() && (0.0..=MAX_TIME).contains(&e.t)) {
-            return Err(FitError::InvalidInput(format!("event {i}: time {} is not in [0, {MAX_TIME:e}] s", e.t)));
-        }
-        if !(e.m.is_finite() && (0.0..=MAX_MAGNITUDE).contains(&e.m)) {
-            return Err(FitError::InvalidInput(format!(
-                "event {i}: magnitude {} is not in [0, {MAX_MAGNITUDE:e}]",
-                e.m
-            )));
-        }
-        if e.t < prev {
-            return Err(FitError::InvalidInput(format!("event {i}: time {} is before the previous event ({prev})", e.t)));
-        }
+    // One branch-free pass to accept valid input fast (comparisons with NaN are false), and
+    // a second one only to name the culprit.
+    let mut ok = true;
+    let mut prev = 0.0f64;
+    for e in events {
+        ok &= (e.t >= prev) & (e.t <= MAX_TIME) & (e.m >= 0.0) & (e.m <= MAX_MAGNITUDE);
         prev = e.t;
+    }
+    if !ok {
+        return Err(culprit(events));
     }
     let n = events.partition_point(|e| e.t <= t_obs);
     Ok(&events[..n])
+}
+
+/// The error message for the first invalid event (there is one).
+#[cold]
+fn culprit(events: &[Event]) -> FitError {
+    let mut prev = f64::NEG_INFINITY;
+    for (i, e) in events.iter().enumerate() {
+        if !(e.t.is_finite() && (0.0..=MAX_TIME).contains(&e.t)) {
+            return FitError::InvalidInput(format!("event {i}: time {} is not in [0, {MAX_TIME:e}] s", e.t));
+        }
+        if !(e.m.is_finite() && (0.0..=MAX_MAGNITUDE).contains(&e.m)) {
+            return FitError::InvalidInput(format!("event {i}: magnitude {} is not in [0, {MAX_MAGNITUDE:e}]", e.m));
+        }
+        if e.t < prev {
+            return FitError::InvalidInput(format!("event {i}: time {} is before the previous event ({prev})", e.t));
+        }
+        prev = e.t;
+    }
+    FitError::InvalidInput("invalid events".into())
 }
 
 /// Like [`observed`], and also requires what a likelihood needs: n ≥ 2 events, and a

@@ -24,3 +24,24 @@ fn trace51() {
     let best = prof.maximise_with(12);
     eprintln!("{best:?}");
 }
+
+#[test]
+#[ignore]
+fn time_prep() {
+    let ev = cascade(1);
+    let ev = &ev[..1000];
+    let t = ev[999].t;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        for _ in 0..10000 { std::hint::black_box(cascade::fittable(std::hint::black_box(ev), t).unwrap()); }
+        let a = start.elapsed() / 10000;
+        let start = std::time::Instant::now();
+        for _ in 0..10000 { std::hint::black_box(Kernel::new(std::hint::black_box(ev), t)); }
+        let b = start.elapsed() / 10000;
+        let mut k = Kernel::new(ev, t);
+        let start = std::time::Instant::now();
+        for _ in 0..10000 { std::hint::black_box(k.sums(std::hint::black_box(2e-4))); }
+        let c = start.elapsed() / 10000;
+        eprintln!("fittable {a:?} new {b:?} sweep {c:?}");
+    }
+}

@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled sample (SEISMIC raw layout).
+pub fn bundled_sample() -> PathBuf {
+    root().join("data/seismic-tideh100/raw/training")
+}
+
+/// The `tweetoscope` binary built for these tests.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tweetoscope"))
+}
+
+/// Runs a command, failing the test with its stderr when it does not exit 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the binary starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?} exited with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Asserts that two output folders hold byte-identical files, naming the first difference.
+pub fn assert_same_outputs(a: &Path, b: &Path) {
+    let mut names: Vec<_> = std::fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names.len(), 6, "expected six topic files in {}", a.display());
+    for name in names {
+        let (x, y) = (std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap());
+        if x != y {
+            let (xl, yl): (Vec<_>, Vec<_>) = (x.split(|c| *c == b'\n').collect(), y.split(|c| *c == b'\n').collect());
+            let line = xl.iter().zip(&yl).position(|(p, q)| p != q).unwrap_or(xl.len().min(yl.len()));
+            panic!(
+                "{:?} differs between {} and {} (lines: {} vs {}), first at line {}:\n  {}\n  {}",
+                name,
+                a.display(),
+                b.display(),
+                xl.len(),
+                yl.len(),
+                line + 1,
+                String::from_utf8_lossy(xl.get(line).unwrap_or(&&b""[..])).chars().take(300).collect::<String>(),
+                String::from_utf8_lossy(yl.get(line).unwrap_or(&&b""[..])).chars().take(300).collect::<String>(),
+            );
+        }
+    }
+}
+
+/// Free loopback TCP ports (bound then released; good enough for a test on one machine).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
