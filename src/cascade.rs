@@ -18,30 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use tweetoscope_model::hawkes::Event;
 
+pub use crate::messages::RejectReason;
 use crate::messages::{CascadeId, EventKind, FinalSize, Partial, TweetEvent};
 use crate::Time;
-
-/// Why an event was rejected (a bounded label set: used as a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum RejectReason {
-    /// A retweet whose original tweet was never seen (or was forgotten long ago).
-    UnknownCascade,
-    /// A retweet of a cascade that has already terminated.
-    TerminatedCascade,
-    /// A second original tweet for a cascade already open or recently terminated.
-    DuplicateTweet,
-}
-
-impl RejectReason {
-    /// Stable name for logs, metrics and dead-letter records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::UnknownCascade => "unknown_cascade",
-            RejectReason::TerminatedCascade => "terminated_cascade",
-            RejectReason::DuplicateTweet => "duplicate_tweet",
-        }
-    }
-}
 
 /// A rejected event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +99,11 @@ impl CascadeTracker {
             tombstones: HashMap::new(),
             tombstone_expiry: BTreeMap::new(),
         }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &TrackerSettings {
+        &self.settings
     }
 
     /// Number of open cascades (state held).

@@ -48,6 +48,54 @@ pub enum Command {
         #[command(flatten)]
         run: RunOptions,
     },
+    /// Replay a dataset onto the `tweets` topic (course JSON, key = cascade id), paced or as
+    /// fast as possible; exits non-zero if any message was not delivered.
+    Generate {
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
+        #[arg(long)]
+        input: PathBuf,
+        /// The course-layout index CSV of --input.
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Time acceleration: event seconds per wall second (course: 500), or `max`.
+        #[arg(long, default_value = "500")]
+        speed: String,
+        /// Number of sources stamped on the messages.
+        #[arg(long, default_value_t = 1)]
+        sources: u64,
+        /// Kafka options.
+        #[command(flatten)]
+        kafka: KafkaOptions,
+    },
+    /// Run the pipeline on the `tweets` topic and produce every output topic, until SIGINT or
+    /// SIGTERM; then drain, flush the producers and print the summary.
+    Live {
+        /// Kafka options.
+        #[command(flatten)]
+        kafka: KafkaOptions,
+        /// Run options.
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Replay the `tweets` topic from its beginning to the end offsets seen at start, as fast
+    /// as possible, and report the accuracy per window (as `run`).
+    Backtest {
+        /// Kafka options.
+        #[command(flatten)]
+        kafka: KafkaOptions,
+        /// Run options.
+        #[command(flatten)]
+        run: RunOptions,
+    },
+    /// Create the input, output and dead-letter topics that do not exist yet.
+    Topics {
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Kafka options.
+        #[command(flatten)]
+        kafka: KafkaOptions,
+    },
     /// Fit the Hawkes model to every cascade at one observation time and print one JSON line
     /// per cascade: {"cascade","n","p","beta","n_star","G1","N_pred","objective"}.
     Fit {
@@ -93,6 +141,30 @@ pub struct RunOptions {
     /// Hostfile: one `host:port` per line, in process order (timely's -h).
     #[arg(short = 'h', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
+}
+
+/// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).
+#[derive(Debug, Clone, Args, Default)]
+pub struct KafkaOptions {
+    /// Bootstrap servers (else the config's, else $TWEETOSCOPE_KAFKA_BROKERS).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Prefix every topic name (e.g. one namespace per test or per environment).
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+}
+
+impl KafkaOptions {
+    /// Applies these options and the environment to a config.
+    pub fn apply(&self, config: &mut DataflowConfig) {
+        config.kafka = config.kafka.clone().with_env();
+        if let Some(b) = &self.brokers {
+            config.kafka.brokers = b.clone();
+        }
+        if let Some(p) = &self.topic_prefix {
+            config.kafka.topics = config.kafka.topics.with_prefix(p);
+        }
+    }
 }
 
 /// Errors of the command line layer.

@@ -38,6 +38,8 @@ pub struct DataflowConfig {
     pub hawkes: HawkesConfig,
     /// The random-forest predictive layer.
     pub forest: ForestConfig,
+    /// Kafka brokers, credentials, topics and source behaviour (distributed mode).
+    pub kafka: crate::io::kafka::KafkaConfig,
 }
 
 /// The default input of a dataflow (overridden by `--input`/`--index`).
@@ -260,6 +262,7 @@ impl DataflowConfig {
         }
         tweetoscope_model::hawkes::HawkesModel::new(self.hawkes.settings())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.kafka.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

@@ -13,11 +13,13 @@ pub mod cascade;
 pub mod cli;
 pub mod config;
 pub mod dataflow;
+pub mod generate;
 pub mod io;
 pub mod messages;
 pub mod pipeline;
 pub mod replay;
 pub mod summary;
+pub mod wire;
 
 /// Event time: seconds on the global timeline of the input (the timely timestamp).
 pub type Time = u64;

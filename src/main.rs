@@ -1,16 +1,19 @@
 //! The `tweetoscope` binary: parses the command line and calls the library; errors become a
 //! message on stderr and a non-zero exit.
 
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tweetoscope::cli::{resolve_bundled, Cli, Command, RunOptions};
-use tweetoscope::io::files::{read_dataset, Dataset};
-use tweetoscope::pipeline::{run_replay, ReplayJob, RunHandles};
+use tweetoscope::cli::{resolve_bundled, Cli, Command, KafkaOptions, RunOptions};
+use tweetoscope::dataflow::kafka_source::{KafkaSourceSpec, StartAt};
+use tweetoscope::generate::{generate, GenerateOptions};
+use tweetoscope::io::files::read_dataset;
+use tweetoscope::pipeline::{run, Job, RunHandles, SourceSpec};
+use tweetoscope::summary::RunReport;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -19,13 +22,13 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = dispatch(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
             let config = cli.run.load_config()?;
@@ -35,45 +38,76 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Run { input, index, run }) => replay(&run, input, index),
         Some(Command::Fit { input, index, t_obs, config }) => fit(&input, index.as_deref(), t_obs, config),
+        Some(Command::Generate { input, index, speed, sources, kafka }) => {
+            generate_command(&input, index.as_deref(), &speed, sources, &kafka)
+        }
+        Some(Command::Live { kafka, run }) => kafka_run(&run, &kafka, false),
+        Some(Command::Topics { partitions, kafka }) => {
+            let mut config = RunOptions::default().load_config()?;
+            kafka.apply(&mut config);
+            let names = config.kafka.topics.all();
+            tweetoscope::io::kafka::ensure_topics(&config.kafka, &names, partitions)?;
+            println!("topics ready: {}", names.join(" "));
+            Ok(())
+        }
+        Some(Command::Backtest { kafka, run }) => kafka_run(&run, &kafka, true),
     }
 }
 
-/// Replays a dataset through the pipeline, with a progress bar, then prints the table.
-fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Result<()> {
-    let config = options.load_config()?;
-    let dataset: Dataset = read_dataset(&input, index.as_deref())?;
-    let cluster = options.cluster()?;
-    let handles = RunHandles::default();
-    let local_share: usize = (0..cluster.threads)
-        .map(|t| tweetoscope::replay::worker_share(&dataset, cluster.process * cluster.threads + t, cluster.threads * cluster.processes))
-        .sum();
-    let bar = indicatif::ProgressBar::new(local_share as u64).with_style(
-        indicatif::ProgressStyle::with_template("{spinner} replaying [{bar:40}] {pos}/{len} events ({per_sec}, {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ticker = {
-        let (bar, done, events) = (bar.clone(), done.clone(), handles.events.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                bar.set_position(events.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
-    let job = ReplayJob {
-        config,
-        dataset: Arc::new(dataset),
-        out_dir: options.out.clone(),
-        cluster,
-        pace: options.pace,
-    };
-    let report = run_replay(job, handles.clone());
-    done.store(true, Ordering::Relaxed);
-    let _ = ticker.join();
-    bar.finish_and_clear();
-    let Some(report) = report? else {
+/// A progress bar on stderr fed from a counter (hidden when stderr is not a terminal).
+struct Progress {
+    done: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn start(what: &str, total: Option<u64>, counter: Arc<AtomicU64>) -> Self {
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t).with_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} events ({{per_sec}}, {{eta}})"
+                ))
+                .expect("valid template")
+                .progress_chars("=> "),
+            ),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what}: {{pos}} events ({{per_sec}})"))
+                    .expect("valid template"),
+            ),
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (bar, done) = (bar.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    bar.set_position(counter.load(Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Self { done, ticker: Some(ticker), bar }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Stops the job on SIGINT/SIGTERM (the pipeline then drains and finishes).
+fn stop_on_signals(shutdown: Arc<AtomicBool>) -> Result<()> {
+    ctrlc::set_handler(move || shutdown.store(true, Ordering::Relaxed)).context("installing the signal handler")
+}
+
+/// Prints the table and writes `--summary`.
+fn report(options: &RunOptions, report: Option<RunReport>) -> Result<()> {
+    let Some(report) = report else {
         eprintln!("process {} finished; process 0 prints the summary", options.process);
         return Ok(());
     };
@@ -85,8 +119,86 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
     Ok(())
 }
 
+/// Replays a dataset through the pipeline, with a progress bar, then prints the table.
+fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Result<()> {
+    let config = options.load_config()?;
+    let dataset = read_dataset(&input, index.as_deref())?;
+    let cluster = options.cluster()?;
+    let handles = RunHandles::default();
+    if options.pace.is_some() {
+        stop_on_signals(handles.shutdown.clone())?;
+    }
+    let peers = cluster.threads * cluster.processes;
+    let local: usize = (0..cluster.threads)
+        .map(|t| tweetoscope::replay::worker_share(&dataset, cluster.process * cluster.threads + t, peers))
+        .sum();
+    let job = Job {
+        config,
+        source: SourceSpec::Replay { dataset: Arc::new(dataset), pace: options.pace },
+        out_dir: options.out.clone(),
+        kafka_sink: false,
+        cluster,
+    };
+    let result = {
+        let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());
+        run(job, handles)
+    };
+    report(options, result?)
+}
+
+/// `live` and `backtest`: the pipeline on the `tweets` topic.
+fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, bounded: bool) -> Result<()> {
+    let mut config = options.load_config()?;
+    kafka.apply(&mut config);
+    config.validate()?;
+    let handles = RunHandles::default();
+    stop_on_signals(handles.shutdown.clone())?;
+    let job = Job {
+        source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning }),
+        config,
+        out_dir: options.out.clone(),
+        kafka_sink: !bounded,
+        cluster: options.cluster()?,
+    };
+    let result = {
+        let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());
+        run(job, handles)
+    };
+    report(options, result?)
+}
+
+/// `generate`: the dataset onto the `tweets` topic.
+fn generate_command(input: &Path, index: Option<&Path>, speed: &str, sources: u64, kafka: &KafkaOptions) -> Result<()> {
+    let speed = match speed {
+        "max" => None,
+        s => {
+            let f: f64 = s.parse().with_context(|| format!("--speed {s:?}: a number or `max`"))?;
+            if !(f.is_finite() && f > 0.0) {
+                bail!("--speed must be a positive number or `max`");
+            }
+            Some(f)
+        }
+    };
+    let mut config = RunOptions::default().load_config()?;
+    kafka.apply(&mut config);
+    config.validate()?;
+    let dataset = read_dataset(input, index)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    stop_on_signals(shutdown.clone())?;
+    let report = {
+        let _progress = Progress::start("generating", Some(dataset.events() as u64), sent.clone());
+        generate(&dataset, &config.input, &config.kafka, &GenerateOptions { speed, sources }, sent, shutdown)?
+    };
+    println!("{} messages sent, {} acknowledged by the broker, {} not delivered", report.sent, report.delivered, report.failed);
+    if report.failed > 0 || report.delivered < report.sent {
+        bail!("{} of {} messages were not delivered", report.sent - report.delivered, report.sent);
+    }
+    Ok(())
+}
+
 /// `tweetoscope fit`: one JSON line per cascade.
-fn fit(input: &std::path::Path, index: Option<&std::path::Path>, t_obs: f64, config: Option<PathBuf>) -> Result<()> {
+fn fit(input: &Path, index: Option<&Path>, t_obs: f64, config: Option<PathBuf>) -> Result<()> {
     anyhow::ensure!(t_obs.is_finite() && t_obs >= 0.0, "--t-obs must be a finite number of seconds ≥ 0");
     let options = RunOptions { config, ..RunOptions::default() };
     let config = options.load_config()?;

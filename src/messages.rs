@@ -15,6 +15,68 @@ use crate::Time;
 /// small and hashing is cheap; the wire format carries it as a string.
 pub type CascadeId = u64;
 
+/// Why an input event was rejected: a bounded set (it is a metric label and the
+/// dead-letter reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The payload is not valid JSON (or not UTF-8, or a number out of range).
+    InvalidJson,
+    /// A required field is missing.
+    MissingField,
+    /// A field has the wrong type.
+    WrongType,
+    /// A field has an impossible value (negative or huge time, negative magnitude, …).
+    InvalidValue,
+    /// The `type` is neither `tweet` nor `retweet`.
+    UnknownType,
+    /// The Kafka key is missing or not a cascade id.
+    BadKey,
+    /// The payload exceeds the configured size limit.
+    Oversized,
+    /// The event is too far behind its partition's newest event (allowed lateness).
+    Late,
+    /// A retweet whose original tweet was never seen (or was forgotten long ago).
+    UnknownCascade,
+    /// A retweet of a cascade that has already terminated.
+    TerminatedCascade,
+    /// A second original tweet for a cascade already open or recently terminated.
+    DuplicateTweet,
+}
+
+impl RejectReason {
+    /// Every reason, for pre-registering metrics.
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::InvalidJson,
+        RejectReason::MissingField,
+        RejectReason::WrongType,
+        RejectReason::InvalidValue,
+        RejectReason::UnknownType,
+        RejectReason::BadKey,
+        RejectReason::Oversized,
+        RejectReason::Late,
+        RejectReason::UnknownCascade,
+        RejectReason::TerminatedCascade,
+        RejectReason::DuplicateTweet,
+    ];
+
+    /// Stable name for logs, metrics and dead-letter records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::InvalidValue => "invalid_value",
+            RejectReason::UnknownType => "unknown_type",
+            RejectReason::BadKey => "bad_key",
+            RejectReason::Oversized => "oversized",
+            RejectReason::Late => "late",
+            RejectReason::UnknownCascade => "unknown_cascade",
+            RejectReason::TerminatedCascade => "terminated_cascade",
+            RejectReason::DuplicateTweet => "duplicate_tweet",
+        }
+    }
+}
+
 /// Whether an input event is the original tweet or a retweet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {

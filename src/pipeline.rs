@@ -13,10 +13,14 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 
 use crate::config::{ConfigError, DataflowConfig};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, OkErr};
+
+use crate::dataflow::kafka_source::{self, KafkaSourceSpec};
 use crate::dataflow::{self, sink, source, StageSettings};
 use crate::io::files::Dataset;
 use crate::io::jsonl::JsonlWriter;
-use crate::summary::{RunReport, SummaryAccumulator};
+use crate::summary::{RunReport, SummaryAccumulator, SummaryEvent};
 use crate::Time;
 
 /// How the timely computation is laid out (timely's `-w -n -p -h`).
@@ -95,21 +99,41 @@ pub enum PipelineError {
     /// A worker panicked.
     #[error("a worker failed: {0}")]
     Worker(String),
+    /// Kafka could not be set up or flushed.
+    #[error(transparent)]
+    Kafka(#[from] crate::io::kafka::KafkaSetupError),
+    /// Messages were not acknowledged by the broker.
+    #[error("{0} messages were not delivered to Kafka")]
+    Delivery(u64),
 }
 
-/// A replay of a recorded dataset through the whole pipeline.
+/// Where the input events come from.
 #[derive(Debug, Clone)]
-pub struct ReplayJob {
-    /// The dataflow configuration.
+pub enum SourceSpec {
+    /// A recorded dataset replayed from memory (each worker takes its share).
+    Replay {
+        /// The cascades.
+        dataset: Arc<Dataset>,
+        /// Replay speed (event seconds per wall second), or as fast as possible.
+        pace: Option<f64>,
+    },
+    /// The `tweets` topic.
+    Kafka(KafkaSourceSpec),
+}
+
+/// A whole job: source, dataflow configuration, sinks, cluster layout.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The dataflow configuration (its `[kafka]` table is used by Kafka sources and sinks).
     pub config: DataflowConfig,
-    /// The cascades to replay (each worker takes its share).
-    pub dataset: Arc<Dataset>,
+    /// The input.
+    pub source: SourceSpec,
     /// Where to write the JSON-lines output files, if anywhere.
     pub out_dir: Option<PathBuf>,
+    /// Whether to produce the output topics (and dead letters) to Kafka.
+    pub kafka_sink: bool,
     /// Threads and processes.
     pub cluster: Cluster,
-    /// Replay speed (event seconds per wall second), or as fast as possible.
-    pub pace: Option<f64>,
 }
 
 /// Counters shared with the caller while a job runs (progress bars, metrics).
@@ -117,51 +141,81 @@ pub struct ReplayJob {
 pub struct RunHandles {
     /// Input events emitted so far by this process's sources.
     pub events: Arc<AtomicU64>,
-    /// Set to stop the sources early; the pipeline then drains and finishes.
+    /// Set to stop the sources; the pipeline then drains what it has read and finishes,
+    /// without treating the cascades still open as terminated.
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// Runs a replay job to completion. Returns the report on process 0 (worker 0 holds the
-/// summary), `None` on the other processes.
-pub fn run_replay(job: ReplayJob, handles: RunHandles) -> Result<Option<RunReport>, PipelineError> {
+/// What worker 0 leaves for the caller.
+type WorkerResult = (SummaryAccumulator, Option<std::io::Error>);
+
+/// Runs a job to completion (or, in live mode, until `handles.shutdown` is set). Returns the
+/// report on process 0 (worker 0 holds the summary), `None` on the other processes.
+pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineError> {
     let settings = StageSettings::from_config(&job.config)?;
     let timely_config = job.cluster.timely_config()?;
     let started = Instant::now();
     let input = job.config.input.clone();
-    let out_dir = job.out_dir.clone();
-    if let Some(dir) = &out_dir {
+    let kafka = job.config.kafka.clone();
+    if let Some(dir) = &job.out_dir {
         // Fail early, in the caller's thread, on an unwritable folder.
         std::fs::create_dir_all(dir).map_err(|source| PipelineError::Output { path: dir.clone(), source })?;
     }
-    let result: Arc<Mutex<Option<(SummaryAccumulator, Option<std::io::Error>)>>> = Arc::default();
-    let result_in = result.clone();
-    let dataset = job.dataset.clone();
-    let pace = job.pace;
+    let producer = if job.kafka_sink { Some(Arc::new(kafka.producer().map_err(PipelineError::Kafka)?)) } else { None };
+    let result: Arc<Mutex<Option<WorkerResult>>> = Arc::default();
+    let source_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (result_in, errors_in, producer_in) = (result.clone(), source_errors.clone(), producer.clone());
+    let (source_spec, out_dir) = (job.source.clone(), job.out_dir.clone());
     let worker_handles = handles.clone();
     let guards = timely::execute(timely_config, move |worker| {
         let index = worker.index();
-        let peers = worker.peers();
-        let timeline = crate::replay::worker_timeline(&dataset, input.random_start_range, input.seed, index, peers);
         let acc = Rc::new(RefCell::new(SummaryAccumulator::default()));
         let write_error: Rc<RefCell<Option<std::io::Error>>> = Rc::default();
         let writer = match (&out_dir, index) {
-            (Some(dir), 0) => match JsonlWriter::create(dir) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    write_error.borrow_mut().replace(e);
-                    None
-                }
-            },
+            (Some(dir), 0) => JsonlWriter::create(dir).map_err(|e| write_error.borrow_mut().replace(e)).ok(),
             _ => None,
         };
         let probe = ProbeHandle::<Time>::new();
         worker.dataflow::<Time, _, _>(|scope| {
-            let events = source::replay(scope, timeline, pace, worker_handles.events.clone(), worker_handles.shutdown.clone());
-            let streams = dataflow::build(events, &settings, out_dir.is_some());
+            let (events, dead_letters) = match &source_spec {
+                SourceSpec::Replay { dataset, pace } => {
+                    let timeline = crate::replay::worker_timeline(dataset, input.random_start_range, input.seed, index, scope.peers());
+                    let events = source::replay(scope, timeline, *pace, worker_handles.events.clone(), worker_handles.shutdown.clone());
+                    (events, None)
+                }
+                SourceSpec::Kafka(spec) => {
+                    let items = kafka_source::kafka_source(
+                        scope,
+                        spec.clone(),
+                        worker_handles.events.clone(),
+                        worker_handles.shutdown.clone(),
+                        errors_in.clone(),
+                    );
+                    let (events, dead) = items.ok_err(|x| x);
+                    (events, Some(dead))
+                }
+            };
+            let want_records = out_dir.is_some() || producer_in.is_some();
+            let streams = dataflow::build(events, &settings, want_records, worker_handles.shutdown.clone());
+            let dead_letters = match dead_letters {
+                Some(d) => scope.concatenate(vec![d, streams.dead_letters]),
+                None => streams.dead_letters,
+            };
+            let summary = scope.concatenate(vec![
+                streams.summary,
+                dead_letters.clone().map(|d| SummaryEvent::Rejected { reason: d.reason }),
+            ]);
             if let Some(records) = streams.records {
-                sink::write_records(records.probe_with(&probe), writer, write_error.clone());
+                let records = records.probe_with(&probe);
+                if let Some(producer) = &producer_in {
+                    sink::produce_records(records.clone(), producer.clone(), kafka.topics.clone());
+                    sink::produce_dead_letters(dead_letters.probe_with(&probe), producer.clone(), kafka.topics.dead_letters.clone());
+                }
+                if out_dir.is_some() {
+                    sink::write_records(records, writer, write_error.clone());
+                }
             }
-            sink::fold_summary(streams.summary.probe_with(&probe), acc.clone());
+            sink::fold_summary(summary.probe_with(&probe), acc.clone());
         });
         while worker.step_or_park(Some(Duration::from_millis(50))) {}
         if index == 0 {
@@ -174,20 +228,21 @@ pub fn run_replay(job: ReplayJob, handles: RunHandles) -> Result<Option<RunRepor
     for r in guards.join() {
         r.map_err(PipelineError::Worker)?;
     }
+    if let Some(producer) = &producer {
+        producer.flush(Duration::from_secs(60)).map_err(|e| PipelineError::Kafka(e.into()))?;
+        let failed = producer.stats.failed.load(std::sync::atomic::Ordering::Relaxed);
+        if failed > 0 {
+            return Err(PipelineError::Delivery(failed));
+        }
+    }
+    if let Some(e) = source_errors.lock().map_err(|e| PipelineError::Worker(e.to_string()))?.first() {
+        return Err(PipelineError::Kafka(crate::io::kafka::KafkaSetupError::Invalid(e.clone())));
+    }
     let seconds = started.elapsed().as_secs_f64();
-    // Every process replays its share of the same dataset; the total is the dataset's size
-    // unless the run was stopped early, when only this process's count is known.
-    let events = if handles.shutdown.load(std::sync::atomic::Ordering::Relaxed) {
-        handles.events.load(std::sync::atomic::Ordering::Relaxed)
-    } else {
-        job.dataset.events() as u64
-    };
     let taken = result.lock().map_err(|e| PipelineError::Worker(e.to_string()))?.take();
     match taken {
         None => Ok(None),
-        Some((_, Some(source))) => {
-            Err(PipelineError::Output { path: job.out_dir.clone().unwrap_or_default(), source })
-        }
-        Some((acc, None)) => Ok(Some(acc.report(events, seconds))),
+        Some((_, Some(source))) => Err(PipelineError::Output { path: job.out_dir.clone().unwrap_or_default(), source }),
+        Some((acc, None)) => Ok(Some(acc.report(seconds))),
     }
 }

@@ -17,6 +17,8 @@ use crate::Time;
 /// One countable fact from a stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SummaryEvent {
+    /// A batch of input events entered the pipeline.
+    Input { events: u64 },
     /// A partial cascade was emitted for a window.
     Partial { t_obs: Time },
     /// A window of a cascade had too few events to be estimated.
@@ -38,13 +40,14 @@ pub enum SummaryEvent {
 }
 
 impl SummaryEvent {
-    /// The event of a window/terminate output.
+    /// The event of a window/terminate output (rejections are counted from the dead-letter
+    /// stream, which also carries the source's rejections).
     pub fn from_tracker(o: &TrackerOutput) -> Option<Self> {
         Some(match o {
             TrackerOutput::Partial(p) => SummaryEvent::Partial { t_obs: p.t_obs },
             TrackerOutput::TooSmall { t_obs, .. } => SummaryEvent::TooSmall { t_obs: *t_obs },
             TrackerOutput::Final(_) => SummaryEvent::Terminated,
-            TrackerOutput::Rejected(r) => SummaryEvent::Rejected { reason: r.reason },
+            TrackerOutput::Rejected(_) => return None,
         })
     }
 
@@ -75,12 +78,14 @@ pub struct SummaryAccumulator {
     windows: BTreeMap<Time, WindowAcc>,
     terminated: u64,
     rejected: BTreeMap<RejectReason, u64>,
+    events: u64,
 }
 
 impl SummaryAccumulator {
     /// Folds one event.
     pub fn add(&mut self, e: SummaryEvent) {
         match e {
+            SummaryEvent::Input { events } => self.events += events,
             SummaryEvent::Partial { t_obs } => self.windows.entry(t_obs).or_default().partials += 1,
             SummaryEvent::TooSmall { t_obs } => self.windows.entry(t_obs).or_default().too_small += 1,
             SummaryEvent::Terminated => self.terminated += 1,
@@ -102,8 +107,9 @@ impl SummaryAccumulator {
         }
     }
 
-    /// The report, given the run's event count and wall time.
-    pub fn report(&self, events: u64, seconds: f64) -> RunReport {
+    /// The report, given the run's wall time.
+    pub fn report(&self, seconds: f64) -> RunReport {
+        let events = self.events;
         let windows = self
             .windows
             .iter()
@@ -243,8 +249,8 @@ mod tests {
         let mut b = SummaryAccumulator::default();
         events.iter().cloned().for_each(|e| a.add(e));
         events.iter().rev().cloned().for_each(|e| b.add(e));
-        assert_eq!(a.report(10, 1.0), b.report(10, 1.0));
-        let r = a.report(10, 1.0);
+        assert_eq!(a.report(1.0), b.report(1.0));
+        let r = a.report(1.0);
         assert_eq!(r.windows[0].are.median, 0.2);
         assert_eq!(r.windows[0].alerts, 1);
         assert!(r.table().contains("600"));

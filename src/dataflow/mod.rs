@@ -9,12 +9,16 @@
 //! frontier has passed `t`, and sorts what it processes at one time by cascade id, so the
 //! outputs do not depend on the number of workers or processes, nor on scheduling.
 
+pub mod kafka_source;
 pub mod outcome;
 pub mod predict;
 pub mod sink;
 pub mod source;
 pub mod train;
 pub mod window;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::{Broadcast, Map};
@@ -70,6 +74,8 @@ pub struct PipelineStreams<'s> {
     pub records: Option<StreamVec<'s, Time, OutputRecord>>,
     /// Small events the run summary and telemetry are computed from.
     pub summary: StreamVec<'s, Time, SummaryEvent>,
+    /// Events the window/terminate stage rejected (unknown, terminated, duplicate).
+    pub dead_letters: StreamVec<'s, Time, kafka_source::DeadLetter>,
 }
 
 /// Fits one partial cascade (the estimate stage's core).
@@ -89,9 +95,22 @@ pub fn build<'s>(
     events: StreamVec<'s, Time, TweetEvent>,
     settings: &StageSettings,
     want_records: bool,
+    shutdown: Arc<AtomicBool>,
 ) -> PipelineStreams<'s> {
     let scope = events.scope();
-    let tracked = window::window_terminate(events, settings.tracker.clone());
+    let input_counts = count_input(events.clone());
+    let tracked = window::window_terminate(events, settings.tracker.clone(), shutdown);
+    let dead_letters = tracked.clone().flat_map(|o| match o {
+        TrackerOutput::Rejected(r) => Some(kafka_source::DeadLetter {
+            reason: r.reason,
+            detail: format!("cascade {} at time {}", r.cascade, r.time),
+            partition: None,
+            offset: None,
+            key: Some(r.cascade.to_string()),
+            payload: String::new(),
+        }),
+        _ => None,
+    });
 
     let partials = tracked.clone().flat_map(|o| match o {
         TrackerOutput::Partial(p) => Some(p),
@@ -124,6 +143,7 @@ pub fn build<'s>(
 
     let threshold = settings.alert_threshold;
     let summary = scope.concatenate(vec![
+        input_counts,
         tracked.flat_map(|o| SummaryEvent::from_tracker(&o)),
         predictions.clone().map(move |p| SummaryEvent::from_prediction(&p, threshold)),
         outcomes.clone().flat_map(|o| o.summary_event()),
@@ -171,7 +191,22 @@ pub fn build<'s>(
         ];
         scope.concatenate(parts)
     });
-    PipelineStreams { records, summary }
+    PipelineStreams { records, summary, dead_letters }
+}
+
+/// One summary event per input batch with its size: the run's event count, computed in the
+/// dataflow so that it is the same whatever the source and the number of processes.
+fn count_input<'s>(events: StreamVec<'s, Time, TweetEvent>) -> StreamVec<'s, Time, SummaryEvent> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::Operator;
+    events.unary::<Builder<SummaryEvent>, _, _, _>(Pipeline, "CountInput", |_cap, _info| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let events: usize = data.map(|d| d.len()).sum();
+                output.session(&cap).give(SummaryEvent::Input { events: events as u64 });
+            });
+        }
+    })
 }
 
 /// Re-exported so that tests can build sub-pipelines.

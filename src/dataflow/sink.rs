@@ -1,14 +1,19 @@
-//! Sinks on worker 0: the JSON-lines writer (deterministic order) and the summary fold.
+//! Sinks: the JSON-lines writer and the summary fold (on worker 0), Kafka producers (on
+//! every worker).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use timely::dataflow::channels::pact::Exchange;
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
+use super::kafka_source::DeadLetter;
 use crate::io::jsonl::JsonlWriter;
+use crate::io::kafka::{CountingProducer, TopicNames};
 use crate::messages::OutputRecord;
 use crate::summary::{SummaryAccumulator, SummaryEvent};
 use crate::Time;
@@ -60,6 +65,34 @@ pub fn fold_summary(events: StreamVec<'_, Time, SummaryEvent>, acc: Rc<RefCell<S
             let mut acc = acc.borrow_mut();
             for e in data.flat_map(|d| d.drain(..)) {
                 acc.add(e);
+            }
+        });
+    });
+}
+
+/// Produces every record to its Kafka topic from the worker that made it (no gathering:
+/// Kafka consumers read partitions in parallel anyway). Send errors are counted by the
+/// producer and fail the run at the end.
+pub fn produce_records(records: StreamVec<'_, Time, OutputRecord>, producer: Arc<CountingProducer>, topics: TopicNames) {
+    records.sink(Pipeline, "ProduceKafka", move |(input, _frontier)| {
+        input.for_each_stamp(|_cap, data| {
+            for r in data.flat_map(|d| d.drain(..)) {
+                if let Err(e) = producer.send(topics.of(r.sort_key.0), r.key.as_deref(), &r.value) {
+                    tracing::error!(error = %e, topic = topics.of(r.sort_key.0), "kafka send failed");
+                }
+            }
+        });
+    });
+}
+
+/// Produces dead letters, keyed by their reason.
+pub fn produce_dead_letters(letters: StreamVec<'_, Time, DeadLetter>, producer: Arc<CountingProducer>, topic: String) {
+    letters.sink(Pipeline, "ProduceDeadLetters", move |(input, _frontier)| {
+        input.for_each_stamp(|_cap, data| {
+            for d in data.flat_map(|d| d.drain(..)) {
+                if let Err(e) = producer.send(&topic, Some(d.reason.as_str()), &d.to_json()) {
+                    tracing::error!(error = %e, "kafka send of a dead letter failed");
+                }
             }
         });
     });

@@ -2,6 +2,8 @@
 //! by cascade id, holding one capability at its earliest pending time.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
@@ -13,9 +15,16 @@ use crate::messages::TweetEvent;
 use crate::{shard_of, Time};
 
 /// Routes events to the worker that owns their cascade, and tracks cascades there.
+///
+/// When the input ends, the frontier empties: event time has in effect gone to infinity, so
+/// every open cascade fires its remaining windows and terminates with the size seen so far
+/// (a bounded replay counts every cascade). If `shutdown` is set instead (a live run being
+/// stopped), open cascades are abandoned rather than reported with sizes they never
+/// reached; their count is logged.
 pub fn window_terminate<'s>(
     events: StreamVec<'s, Time, TweetEvent>,
     settings: TrackerSettings,
+    shutdown: Arc<AtomicBool>,
 ) -> StreamVec<'s, Time, TrackerOutput> {
     let pact = Exchange::new(|e: &TweetEvent| shard_of(e.cascade));
     events.unary_frontier::<Builder<TrackerOutput>, _, _, _>(pact, "WindowTerminate", move |_cap, _info| {
@@ -48,8 +57,16 @@ pub fn window_terminate<'s>(
                 }
             }
             // Every time before the frontier is complete: fire what is due before it.
-            let complete_before = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-            tracker.fire_before(complete_before, &mut out);
+            match frontier.frontier().first().copied() {
+                Some(complete_before) => tracker.fire_before(complete_before, &mut out),
+                None if shutdown.load(Ordering::Relaxed) => {
+                    if tracker.open_cascades() > 0 {
+                        tracing::info!(open = tracker.open_cascades(), "shutdown: open cascades abandoned");
+                    }
+                    tracker = CascadeTracker::new(tracker.settings().clone());
+                }
+                None => tracker.fire_before(Time::MAX, &mut out),
+            }
 
             if !out.is_empty() {
                 let cap = held.as_ref().expect("outputs are never earlier than the held capability");

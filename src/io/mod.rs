@@ -1,4 +1,5 @@
 //! Input and output at the edges: recorded-cascade files and JSON-lines output files.
 
 pub mod files;
+pub mod kafka;
 pub mod jsonl;

@@ -44,7 +44,7 @@ mod seismic {
     }
 
     fn assert_rel(what: &str, got: f64, want: f64, rel: f64) {
-        let err = (got - want).abs() / want.abs();
+        let err = if got == want { 0.0 } else { (got - want).abs() / want.abs() };
         println!("{what}: got {got:.15e}, want {want:.15e}, relative error {err:.1e}");
         assert!(err <= rel, "{what}: got {got:.15e}, want {want:.15e}");
     }

@@ -1,0 +1,250 @@
+//! The Kafka source: each worker reads a deterministic share of the `tweets` partitions.
+//!
+//! - Partitions are `assign`ed (`p % peers == worker`), never subscribed, so no group
+//!   rebalance moves them behind timely's back.
+//! - Event time: the watermark is the minimum over live partitions of the newest event time
+//!   seen in that partition, minus the allowed lateness; the worker's one capability follows
+//!   it. An event more than the lateness behind its own partition's newest event is late:
+//!   judged per partition, it depends only on Kafka's order, so a backtest is deterministic.
+//! - Bounded mode snapshots the end offsets at start and finishes there; live mode runs
+//!   until the shutdown flag is set, and a partition silent for `idle_timeout_ms` stops
+//!   holding the watermark back (a wall-clock rule, so live mode trades determinism for
+//!   progress).
+//! - Undecodable or late messages become [`DeadLetter`]s with their reason.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
+
+use super::Builder;
+use crate::io::kafka::{KafkaConfig, KafkaSetupError};
+use crate::messages::{RejectReason, TweetEvent};
+use crate::wire::{decode, truncate};
+use crate::Time;
+
+/// A rejected input message, for the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Details.
+    pub detail: String,
+    /// Where it came from (partition), if from Kafka.
+    pub partition: Option<i32>,
+    /// Its offset, if from Kafka.
+    pub offset: Option<i64>,
+    /// Its key, lossily decoded and truncated.
+    pub key: Option<String>,
+    /// Its payload, lossily decoded and truncated to 1 KiB.
+    pub payload: String,
+}
+
+impl DeadLetter {
+    /// The dead-letter topic's JSON value.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"type": "dead_letter", "reason": self.reason.as_str(), "detail": self.detail,
+                           "partition": self.partition, "offset": self.offset, "key": self.key,
+                           "payload": self.payload})
+        .to_string()
+    }
+}
+
+/// Where each assigned partition starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartAt {
+    /// From the earliest retained offset.
+    Beginning,
+    /// From given offsets (partition → offset); others from the beginning.
+    Offsets(BTreeMap<i32, i64>),
+}
+
+/// What the Kafka source reads.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceSpec {
+    /// Brokers, credentials, topic names and source settings.
+    pub kafka: KafkaConfig,
+    /// Stop at the end offsets taken at start (backtest), or run until shutdown (live).
+    pub bounded: bool,
+    /// Start offsets.
+    pub start: StartAt,
+}
+
+/// One record out of the source: an event or a dead letter.
+pub type SourceItem = Result<TweetEvent, DeadLetter>;
+
+struct PartitionState {
+    /// Newest event time seen.
+    max_time: Option<Time>,
+    /// Bounded mode: offset one past the last message to read.
+    end: Option<i64>,
+    /// Reached its end (bounded) — no longer holds the watermark.
+    done: bool,
+    /// Last time a message arrived (live idleness rule).
+    last_message: Instant,
+}
+
+/// Sets up this worker's consumer: assigns its partitions and snapshots end offsets.
+fn setup(
+    spec: &KafkaSourceSpec,
+    index: usize,
+    peers: usize,
+) -> Result<(BaseConsumer, BTreeMap<i32, PartitionState>), KafkaSetupError> {
+    let consumer = spec.kafka.consumer()?;
+    let topic = &spec.kafka.topics.tweets;
+    let timeout = Duration::from_secs(30);
+    let all = crate::io::kafka::partitions_of(&consumer, topic, timeout)?;
+    let mut list = TopicPartitionList::new();
+    let mut states = BTreeMap::new();
+    for p in all.into_iter().filter(|p| (*p as usize) % peers == index) {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let start = match &spec.start {
+            StartAt::Offsets(o) => o.get(&p).copied().unwrap_or(low),
+            StartAt::Beginning => low,
+        };
+        let end = spec.bounded.then_some(high);
+        let done = end.is_some_and(|e| start.max(low) >= e);
+        list.add_partition_offset(topic, p, Offset::Offset(start.max(low)))?;
+        states.insert(p, PartitionState { max_time: None, end, done, last_message: Instant::now() });
+    }
+    consumer.assign(&list)?;
+    Ok((consumer, states))
+}
+
+/// The source operator. Setup failures are logged and counted in `errors`, and the source
+/// then finishes (the run reports the error) rather than panicking a worker.
+pub fn kafka_source<'s>(
+    scope: Scope<'s, Time>,
+    spec: KafkaSourceSpec,
+    events_in: Arc<AtomicU64>,
+    shutdown: Arc<AtomicBool>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+) -> StreamVec<'s, Time, SourceItem> {
+    let (index, peers) = (scope.index(), scope.peers());
+    source::<_, Builder<SourceItem>, _, _>(scope, "KafkaSource", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let (consumer, mut partitions) = match setup(&spec, index, peers) {
+            Ok(ok) => (Some(ok.0), ok.1),
+            Err(e) => {
+                errors.lock().expect("error list").push(e.to_string());
+                (None, BTreeMap::new())
+            }
+        };
+        let mut cap = (consumer.is_some() && partitions.values().any(|p| !p.done)).then_some(capability);
+        let lateness = spec.kafka.source.lateness;
+        let max_bytes = spec.kafka.source.max_message_bytes;
+        let idle = Duration::from_millis(spec.kafka.source.idle_timeout_ms);
+        let batch_limit = spec.kafka.source.poll_batch;
+        let bounded = spec.bounded;
+        move |output| {
+            let (Some(c), Some(consumer)) = (cap.as_mut(), consumer.as_ref()) else { return };
+            if shutdown.load(Ordering::Relaxed) {
+                cap = None;
+                return;
+            }
+            let mut by_time: BTreeMap<Time, Vec<SourceItem>> = BTreeMap::new();
+            let mut polled = 0;
+            while polled < batch_limit {
+                let message = match consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "kafka consumer error; retrying");
+                        break;
+                    }
+                    Some(Ok(m)) => m,
+                };
+                polled += 1;
+                let (p, offset) = (message.partition(), message.offset());
+                let Some(state) = partitions.get_mut(&p) else { continue };
+                if state.done {
+                    continue; // past the snapshot end of a bounded run
+                }
+                state.last_message = Instant::now();
+                if state.end.is_some_and(|e| offset + 1 >= e) {
+                    state.done = true;
+                }
+                if state.end.is_some_and(|e| offset >= e) {
+                    continue;
+                }
+                let dead = |reason, detail: String| DeadLetter {
+                    reason,
+                    detail,
+                    partition: Some(p),
+                    offset: Some(offset),
+                    key: message.key().map(|k| truncate(&String::from_utf8_lossy(k), 200).to_owned()),
+                    payload: truncate(&String::from_utf8_lossy(message.payload().unwrap_or_default()), 1024).to_owned(),
+                };
+                let item = match decode(message.key(), message.payload(), offset as u64, max_bytes) {
+                    Err(e) => Err(dead(e.reason, e.detail)),
+                    Ok(event) => {
+                        let newest = state.max_time.map_or(event.time, |m| m.max(event.time));
+                        if event.time + lateness < newest {
+                            Err(dead(RejectReason::Late, format!("time {} is more than {lateness} s behind {newest}", event.time)))
+                        } else {
+                            state.max_time = Some(newest);
+                            Ok(event)
+                        }
+                    }
+                };
+                let time = match &item {
+                    Ok(e) => e.time,
+                    Err(_) => *c.time(),
+                };
+                by_time.entry(time).or_default().push(item);
+            }
+            // Watermark: the minimum over partitions that still hold it back.
+            let now = Instant::now();
+            let holding: Vec<Option<Time>> = partitions
+                .values()
+                .filter(|s| !s.done && (bounded || now.duration_since(s.last_message) < idle))
+                .map(|s| s.max_time)
+                .collect();
+            let mut sent = 0u64;
+            for (time, items) in by_time {
+                // Live mode may exclude an idle partition whose late data then arrives below
+                // the capability: such an event is late too.
+                let at = if time < *c.time() { *c.time() } else { time };
+                let at_cap = c.delayed(&at);
+                let mut session = output.session(&at_cap);
+                for item in items {
+                    let item = match item {
+                        Ok(e) if e.time < at => Err(DeadLetter {
+                            reason: RejectReason::Late,
+                            detail: format!("time {} is behind the watermark {at}", e.time),
+                            partition: None,
+                            offset: Some(e.seq as i64),
+                            key: Some(e.cascade.to_string()),
+                            payload: String::new(),
+                        }),
+                        other => other,
+                    };
+                    sent += u64::from(item.is_ok());
+                    session.give(item);
+                }
+            }
+            events_in.fetch_add(sent, Ordering::Relaxed);
+            if partitions.values().all(|s| s.done) {
+                cap = None;
+                return;
+            }
+            if !holding.is_empty() && holding.iter().all(Option::is_some) {
+                let watermark = holding.iter().flatten().min().copied().unwrap_or(0).saturating_sub(lateness);
+                if watermark > *c.time() {
+                    c.downgrade(&watermark);
+                }
+            }
+            if polled >= batch_limit {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(2));
+            }
+        }
+    })
+}
