@@ -8,8 +8,8 @@
 //!   judged per partition, it depends only on Kafka's order, so a backtest is deterministic.
 //! - Bounded mode snapshots the end offsets at start and finishes there; live mode runs
 //!   until the shutdown flag is set, and a partition silent for `idle_timeout_ms` stops
-//!   holding the watermark back (a wall-clock rule, so live mode trades determinism for
-//!   progress).
+//!   holding the watermark back; when all are silent the watermark reaches the oldest of
+//!   their newest events (wall-clock rules: live mode trades determinism for progress).
 //! - Undecodable or late messages become [`DeadLetter`]s with their reason.
 
 use std::collections::BTreeMap;
@@ -234,10 +234,18 @@ pub fn kafka_source<'s>(
                 cap = None;
                 return;
             }
-            if !holding.is_empty() && holding.iter().all(Option::is_some) {
-                let watermark = holding.iter().flatten().min().copied().unwrap_or(0).saturating_sub(lateness);
-                if watermark > *c.time() {
-                    c.downgrade(&watermark);
+            // When every live partition is idle, what was read is all there is for now: let
+            // the watermark reach it, so that a quiet stream's last events are processed.
+            let watermark = if holding.is_empty() {
+                partitions.values().filter(|s| !s.done).filter_map(|s| s.max_time).min()
+            } else if holding.iter().all(Option::is_some) {
+                holding.iter().flatten().min().copied()
+            } else {
+                None
+            };
+            if let Some(w) = watermark.map(|w| w.saturating_sub(lateness)) {
+                if w > *c.time() {
+                    c.downgrade(&w);
                 }
             }
             if polled >= batch_limit {

@@ -329,3 +329,47 @@ fn grid_margin() {
     println!("grid_margin:\n{report}");
     finish("default grid vs 240-point grid", cases.len() * 3, &default_sweeps_ok);
 }
+
+/// A wider study of the grid size than the golden cases: every cascade of both datasets at
+/// T = 5, 10, …, 120 minutes, three priors, each fit compared with a 240-point grid.
+/// Slow (about a minute); run with `--ignored`.
+#[test]
+#[ignore]
+fn grid_study() {
+    let mut cascades = read_dataset(&format!("{ROOT}/data/seismic-tideh100"));
+    cascades.extend(read_dataset(&format!("{ROOT}/tests/data/seismic-r-tweet")));
+    let models = variants();
+    let sizes = [6usize, 7, 8, 9, 10, 11, 12];
+    let mut missed = vec![0usize; sizes.len()];
+    let mut worst = vec![0.0f64; sizes.len()];
+    let mut fits = 0;
+    for c in &cascades {
+        for minutes in (5..=120).step_by(5) {
+            let t = minutes as f64 * 60.0;
+            if c.iter().take_while(|e| e.t <= t).count() < 2 {
+                continue;
+            }
+            for (_, model) in &models {
+                fits += 1;
+                let fine = model.fit_with_grid(c, t, 240).unwrap().objective;
+                for (i, &k) in sizes.iter().enumerate() {
+                    let ours = model.fit_with_grid(c, t, k).unwrap().objective;
+                    let short = (fine - ours) / fine.abs().max(1.0);
+                    worst[i] = worst[i].max(short);
+                    if short > 1e-6 {
+                        missed[i] += 1;
+                        if k >= 10 {
+                            let a = model.fit_with_grid(c, t, k).unwrap();
+                            let b = model.fit_with_grid(c, t, 240).unwrap();
+                            println!("  grid {k}: cascade of {} events, T = {t}, {:?}: ours p {:e} beta {:e} f {}, fine p {:e} beta {:e} f {}",
+                                c.len(), model.settings().prior, a.p, a.beta, a.objective, b.p, b.beta, b.objective);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, k) in sizes.iter().enumerate() {
+        println!("grid {k:>2}: {:>4} of {fits} fits more than 1e-6 below the 240-point grid (worst {:e})", missed[i], worst[i]);
+    }
+}

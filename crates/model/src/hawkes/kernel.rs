@@ -310,47 +310,11 @@ impl Kernel {
         let (mut sb, mut sv) = (0.0f64, 0.0f64);
         let chunks = m[..n - 1].chunks(CHUNK).zip(self.gaps.chunks(CHUNK)).zip(self.gap_slot.chunks(CHUNK));
         for ((mc, gc), sc) in chunks {
-            // Two steps at a time. Step by step, the recursions of A, b and V are each an add
-            // and a multiply deep: 8 cycles of latency per event without FMA. Over two steps
-            // they are still one multiply and one add deep, their coefficients computed off
-            // the chains, e.g. A_{i+1} = (e_{i+1} e_i)·A_{i−1} + e_{i+1}(e_i m_{i−1} + m_i).
-            // That halves the latency per event.
-            let pairs = mc.chunks_exact(2).zip(gc.chunks_exact(2)).zip(sc.chunks_exact(2));
-            for ((mp, dp), sp) in pairs {
-                let (m0, m1, d0, d1) = (mp[0], mp[1], dp[0], dp[1]);
-                let (e0, e1) = (exps[sp[0] as usize], exps[sp[1] as usize]);
-                // First step, from the chain values (a, b, v).
-                let s0 = a + m0;
-                let r0 = 1.0 / s0;
-                let (w0, q0) = (a * r0, m0 * r0); // q = 1 − w, without cancellation
-                let a0 = e0 * s0;
-                let b0 = d0 + w0 * b;
-                let v0 = w0 * (v + q0 * b * b);
-                // Second step, from the first one's values (for its sums).
-                let s1 = a0 + m1;
-                let r1 = 1.0 / s1;
-                let (w1, q1) = (a0 * r1, m1 * r1);
-                let a1 = e1 * s1;
-                let b1 = d1 + w1 * b0;
-                let v1 = w1 * (v0 + q1 * b0 * b0);
-                sb += b0 + b1;
-                sv += v0 + v1;
-                let ((x0, k0), (x1, k1)) = (split(a0), split(a1));
-                expo += k0 + k1;
-                mant *= x0 * x1;
-                // The chains, advanced two steps at once from the old values.
-                let ww = w1 * w0;
-                v = ww * v + w1 * (w0 * q0 * b * b + q1 * b0 * b0);
-                b = (d1 + w1 * d0) + ww * b;
-                a = (e1 * e0) * a + e1 * (e0 * m0 + m1);
-            }
-            if mc.len() % 2 == 1 {
-                let last = mc.len() - 1;
-                let (mi, dt, slot) = (mc[last], gc[last], sc[last]);
-                // The odd last step, alone.
+            for ((&mi, &dt), &slot) in mc.iter().zip(gc).zip(sc) {
                 let s = a + mi;
                 let r = 1.0 / s;
-                let (w, q) = (a * r, mi * r);
+                let w = a * r;
+                let q = mi * r; // 1 − w, without cancellation
                 v = w * (v + q * b * b);
                 b = dt + w * b;
                 a = exps[slot as usize] * s;
@@ -402,46 +366,6 @@ impl Kernel {
     #[cfg(test)]
     pub fn sums_log_space(&mut self, beta: f64) -> Sums {
         self.sums_log(beta)
-    }
-
-    /// The one-step-at-a-time linear sweep (timing comparison).
-    #[cfg(test)]
-    pub fn sums_linear_single(&mut self, beta: f64) -> Sums {
-        for (e, &g) in self.gap_exps.iter_mut().zip(&self.gap_values) {
-            *e = (-beta * g).exp();
-        }
-        let m = &self.m;
-        let n = m.len();
-        let exps = &self.gap_exps;
-        let (mut a, mut b, mut v) = (0.0f64, 0.0f64, 0.0f64);
-        const CHUNK: usize = 512;
-        let mut mant = 1.0f64;
-        let mut expo: i64 = 0;
-        let (mut sb, mut sv) = (0.0f64, 0.0f64);
-        let chunks = m[..n - 1].chunks(CHUNK).zip(self.gaps.chunks(CHUNK)).zip(self.gap_slot.chunks(CHUNK));
-        for ((mc, gc), sc) in chunks {
-            for ((&mi, &dt), &slot) in mc.iter().zip(gc).zip(sc) {
-                let s = a + mi;
-                let r = 1.0 / s;
-                let w = a * r;
-                let q = mi * r;
-                v = w * (v + q * b * b);
-                b = dt + w * b;
-                a = exps[slot as usize] * s;
-                sb += b;
-                sv += v;
-                let (x, k) = split(a);
-                expo += k;
-                mant *= x;
-            }
-            let (x, k) = split(mant);
-            expo += k;
-            mant = x;
-        }
-        let l = mant.ln() + expo as f64 * std::f64::consts::LN_2;
-        let s = a + m[n - 1];
-        let a_end = (-beta * self.dt_end).exp() * s;
-        self.finish(a_end, a / s, m[n - 1] / s, b, v, l, -sb, sv)
     }
 
     /// Forces the linear-space sweep (tests compare both).

@@ -475,26 +475,18 @@ fn fit_is_consistent_with_the_evaluation_functions() {
     }
 }
 
-/// Timing probe (not a test): `cargo test --release --lib time_probe -- --ignored --nocapture`.
 #[test]
 #[ignore]
-fn time_probe() {
-    fn min_time(mut f: impl FnMut()) -> std::time::Duration {
-        (0..40).map(|_| { let s = std::time::Instant::now(); for _ in 0..200 { f() } s.elapsed() / 200 }).min().unwrap()
-    }
-    let model = HawkesModel::new(HawkesSettings::default()).unwrap();
-    for (k, n) in [(1usize, 100usize), (1, 1000), (9, 1000), (28, 10000)] {
-        let ev = cascade(k);
-        let ev = &ev[..n];
-        let t = ev[n - 1].t;
-        let a = min_time(|| { std::hint::black_box(cascade::fittable(std::hint::black_box(ev), t).unwrap()); });
-        let b = min_time(|| { std::hint::black_box(Kernel::new(std::hint::black_box(ev), t)); });
-        let mut kern = Kernel::new(ev, t);
-        let c = min_time(|| { std::hint::black_box(kern.sums_linear_space(std::hint::black_box(2e-4))); });
-        let c1 = min_time(|| { std::hint::black_box(kern.sums_linear_single(std::hint::black_box(2e-4))); });
-        let d = min_time(|| { std::hint::black_box(model.fit(std::hint::black_box(ev), t).unwrap()); });
-        eprintln!("single-step sweep {c1:?}");
-        let sweeps = model.fit(ev, t).unwrap().sweeps;
-        eprintln!("cascade {k} n {n}: validate {a:?} prepare {b:?} sweep {c:?} fit {d:?} ({sweeps} sweeps)");
+fn profile_dump() {
+    let ev = cascade(33);
+    let m = model(PriorKind::LogNormal);
+    let t_obs = 900.0;
+    let ev = &ev[..ev.partition_point(|e| e.t <= t_obs)];
+    eprintln!("n = {}", ev.len());
+    let mut prof = Profile::new(Kernel::new(ev, t_obs), m.terms, m.bounds);
+    for k in 0..=60 {
+        let v = (4e-4f64).ln() + k as f64 * ((2.5e-3f64).ln() - (4e-4f64).ln()) / 60.0;
+        let pt = prof.at(v.exp(), v, f64::NAN);
+        eprintln!("beta {:.4e} f {:.6} df {:+.4e} d2f {:+.4e} p {:.4e}", pt.beta, pt.f, pt.df, pt.d2f, pt.p);
     }
 }

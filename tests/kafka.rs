@@ -1,0 +1,264 @@
+//! Distributed mode against a real Apache Kafka broker on loopback (`scripts/kafka start`;
+//! `scripts/test` starts it). Every test uses fresh, uniquely prefixed topics, so the suite
+//! passes when run twice in a row; every wait is bounded.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tweetoscope::io::kafka::{ensure_topics, KafkaConfig, TopicNames};
+
+fn brokers() -> String {
+    std::env::var("TWEETOSCOPE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A fresh topic namespace on the broker, with every topic created (4 partitions).
+fn namespace(test: &str) -> (String, KafkaConfig) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("{test}_{}_{nanos}_", std::process::id());
+    let mut kafka = KafkaConfig { brokers: brokers(), ..KafkaConfig::default() };
+    kafka.topics = TopicNames::default().with_prefix(&prefix);
+    if let Err(e) = ensure_topics(&kafka, &kafka.topics.all(), 4) {
+        panic!("cannot create topics on {}: {e}\nIs the broker up? `scripts/kafka start` (scripts/test starts it).", kafka.brokers);
+    }
+    (prefix, kafka)
+}
+
+fn tweetoscope(prefix: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = binary();
+    cmd.arg(args[0]).args(["--brokers", &brokers(), "--topic-prefix", prefix]).args(&args[1..]);
+    cmd
+}
+
+/// Every message of a topic, read from the beginning to the end offsets seen now.
+fn consume_all(kafka: &KafkaConfig, topic: &str) -> Vec<(Option<String>, String)> {
+    let consumer: BaseConsumer = kafka.consumer().unwrap();
+    let partitions = tweetoscope::io::kafka::partitions_of(&consumer, topic, Duration::from_secs(10)).unwrap();
+    let mut list = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
+        remaining += high - low;
+        list.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < remaining {
+        assert!(Instant::now() < deadline, "read {} of {remaining} messages of {topic} in 60 s", out.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            out.push((key, String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()));
+        }
+    }
+    out
+}
+
+/// Count of messages in a topic (sum of high − low watermarks).
+fn topic_len(kafka: &KafkaConfig, topic: &str) -> i64 {
+    let consumer: BaseConsumer = kafka.consumer().unwrap();
+    tweetoscope::io::kafka::partitions_of(&consumer, topic, Duration::from_secs(10))
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// The lines of every topic file of a `--out` folder, sorted (a multiset per topic).
+fn file_multisets(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    ["cascade_series", "cascade_properties", "samples", "models", "alerts", "stats"]
+        .iter()
+        .map(|t| {
+            let text = std::fs::read_to_string(dir.join(format!("{t}.jsonl"))).unwrap();
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            (t.to_string(), lines)
+        })
+        .collect()
+}
+
+fn generate(prefix: &str) {
+    run_ok(tweetoscope(prefix, &["generate", "--speed", "max", "--sources", "3", "--input"]).arg(bundled_sample()));
+}
+
+fn embedded_run(out: &Path) {
+    run_ok(binary().args(["run", "--input"]).arg(bundled_sample()).arg("--out").arg(out));
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+fn terminate(mut child: Child) -> std::process::Output {
+    let pid = child.id().to_string();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the live pipeline did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn backtest_of_a_generated_topic_equals_the_file_run_for_one_and_two_processes() {
+    let (prefix, _kafka) = namespace("backtest");
+    generate(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    embedded_run(&dir.path().join("run"));
+    run_ok(tweetoscope(&prefix, &["backtest", "-w", "2", "--out"]).arg(dir.path().join("bt")));
+    assert_same_outputs(&dir.path().join("run"), &dir.path().join("bt"));
+
+    let ports = free_ports(2);
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
+    let spawn = |p: &str| {
+        tweetoscope(&prefix, &["backtest", "-w", "2", "-n", "2", "-p", p, "-h"])
+            .arg(&hostfile)
+            .arg("--out")
+            .arg(dir.path().join("cluster"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = [spawn("0"), spawn("1")];
+    for (i, child) in children.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "process {i} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_same_outputs(&dir.path().join("run"), &dir.path().join("cluster"));
+}
+
+#[test]
+fn live_pipeline_produces_the_output_topics_of_an_embedded_run() {
+    let (prefix, kafka) = namespace("live");
+    let dir = tempfile::tempdir().unwrap();
+    embedded_run(&dir.path().join("run"));
+    let expected = file_multisets(&dir.path().join("run"));
+    let live = tweetoscope(&prefix, &["live", "-w", "2"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    generate(&prefix);
+    // Live event time only advances with new events: a last tweet far in the future (on
+    // every partition, through four cascade ids) moves the watermark past every deadline of
+    // the dataset, as the next day of a real stream would.
+    let producer = kafka.producer().unwrap();
+    for id in 1_000_000_000u64..1_000_000_004 {
+        let event = tweetoscope::messages::TweetEvent {
+            cascade: id,
+            time: 10_000_000,
+            seq: 0,
+            magnitude: 1.0,
+            kind: tweetoscope::messages::EventKind::Tweet,
+            msg: String::new(),
+        };
+        let (key, value) = tweetoscope::wire::encode(&event, 0);
+        producer.send(&kafka.topics.tweets, Some(&key), &value).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let want_stats = expected["stats"].len() as i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while topic_len(&kafka, &kafka.topics.stats) < want_stats {
+        assert!(Instant::now() < deadline, "only {} of {want_stats} stats after 120 s", topic_len(&kafka, &kafka.topics.stats));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = terminate(live);
+    assert!(out.status.success(), "live exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    for (topic, lines) in &expected {
+        let name = kafka.topics.of(match topic.as_str() {
+            "cascade_series" => tweetoscope::messages::Topic::CascadeSeries,
+            "cascade_properties" => tweetoscope::messages::Topic::CascadeProperties,
+            "samples" => tweetoscope::messages::Topic::Samples,
+            "models" => tweetoscope::messages::Topic::Models,
+            "alerts" => tweetoscope::messages::Topic::Alerts,
+            _ => tweetoscope::messages::Topic::Stats,
+        });
+        let mut got: Vec<String> = consume_all(&kafka, name).into_iter().map(|(_, v)| v).collect();
+        got.sort();
+        assert_eq!(got.len(), lines.len(), "{topic}: record count");
+        assert!(got == *lines, "{topic}: the live records differ from the embedded run's");
+    }
+    // Keys as in the course: T_obs on cascade_properties.
+    let props = consume_all(&kafka, &kafka.topics.cascade_properties);
+    assert!(props.iter().all(|(k, _)| matches!(k.as_deref(), Some("600") | Some("1200"))));
+}
+
+#[test]
+fn malformed_and_late_messages_are_dead_lettered_with_their_reason() {
+    let (prefix, kafka) = namespace("dead");
+    let producer = kafka.producer().unwrap();
+    let topic = kafka.topics.tweets.clone();
+    let good = |t: u64, kind: &str| format!(r#"{{"type":"{kind}","msg":"m","t":{t},"m":50,"source":0}}"#);
+    // One cascade on one partition (same key): tweet, retweets, then a late one.
+    let mut sends: Vec<(Option<&str>, String)> = vec![
+        (Some("7"), good(1000, "tweet")),
+        (Some("7"), good(1005, "retweet")),
+        (Some("7"), good(5000, "retweet")), // idle > t_end since 1005: terminated cascade
+        (Some("7"), good(1010, "retweet")), // 3990 s behind its partition: late
+        (Some("7"), "{broken".into()),
+        (Some("7"), r#"{"type":"retweet","t":"soon","m":1}"#.into()),
+        (Some("7"), r#"{"type":"retweet","m":1}"#.into()),
+        (Some("7"), r#"{"type":"like","t":5001,"m":1}"#.into()),
+        (Some("7"), r#"{"type":"retweet","t":-3,"m":1}"#.into()),
+        (None, r#"{"type":"retweet","t":5002,"m":1}"#.into()),
+        (Some("8"), good(5003, "retweet")), // unknown cascade
+    ];
+    sends.push((Some("7"), format!(r#"{{"type":"retweet","t":5004,"m":1,"msg":"{}"}}"#, "x".repeat(70_000))));
+    for (key, value) in &sends {
+        producer.send(&topic, *key, value).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[kafka.source]\nlateness = 600\n").unwrap();
+    let summary = dir.path().join("s.json");
+    run_ok(tweetoscope(&prefix, &["backtest", "--config"]).arg(&config).arg("--summary").arg(&summary));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let rejected = &s["rejected"];
+    for (reason, n) in [
+        ("late", 1),
+        ("invalid_json", 1),
+        ("wrong_type", 1),
+        ("missing_field", 1),
+        ("unknown_type", 1),
+        ("invalid_value", 1),
+        ("bad_key", 1),
+        ("unknown_cascade", 1),
+        ("oversized", 1),
+        ("terminated_cascade", 1),
+    ] {
+        assert_eq!(rejected[reason], n, "{reason} in {rejected}");
+    }
+    // Decoded and on time: the tweet, the retweets at 1005 and 5000, the one of cascade 8.
+    assert_eq!(s["events"], 4, "{s}");
+    assert_eq!(rejected.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 10, "{rejected}");
+
+    // Live mode writes them to the dead-letter topic with their reason (the eight the source
+    // rejects; the tracker's two wait for event time to pass 5003 + lateness).
+    let live = tweetoscope(&prefix, &["live", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while topic_len(&kafka, &kafka.topics.dead_letters) < 8 {
+        assert!(Instant::now() < deadline, "dead letters not produced within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = terminate(live);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let letters = consume_all(&kafka, &kafka.topics.dead_letters);
+    let mut reasons: Vec<String> = letters
+        .iter()
+        .map(|(_, v)| serde_json::from_str::<serde_json::Value>(v).unwrap()["reason"].as_str().unwrap().to_owned())
+        .collect();
+    reasons.sort();
+    assert!(reasons.contains(&"late".to_owned()) && reasons.contains(&"oversized".to_owned()), "{reasons:?}");
+    assert!(letters.iter().all(|(_, v)| !v.contains(&"x".repeat(2000))), "payloads are truncated");
+}
