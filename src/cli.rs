@@ -114,6 +114,9 @@ pub enum Command {
     },
 }
 
+/// Where the HTTP server binds by default: loopback only.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
+
 /// Options of every command that runs the dataflow.
 #[derive(Debug, Clone, Args, Default)]
 pub struct RunOptions {
@@ -129,6 +132,13 @@ pub struct RunOptions {
     /// Replay at this multiple of real time instead of as fast as possible.
     #[arg(long)]
     pub pace: Option<f64>,
+    /// Serve /metrics, the live page (/) and /api/state here; `off` disables. If the default
+    /// address is taken (another process on this host), the run goes on without it.
+    #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
+    pub metrics_addr: String,
+    /// Keep serving the page and metrics after a replay ends, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
     /// Worker threads per process (timely's -w).
     #[arg(short = 'w', long = "threads", default_value_t = 1)]
     pub threads: usize,
@@ -189,6 +199,25 @@ impl RunOptions {
                 .collect(),
         };
         Ok(Cluster { threads: self.threads, processes: self.processes, process: self.process, addresses })
+    }
+
+    /// Starts the HTTP server as `--metrics-addr` says (None when off, or when the default
+    /// address is already taken).
+    pub fn http(&self) -> Result<Option<crate::http::HttpServer>, std::io::Error> {
+        if self.metrics_addr == "off" {
+            return Ok(None);
+        }
+        match crate::http::HttpServer::start(&self.metrics_addr) {
+            Ok(server) => {
+                eprintln!("serving metrics and the live page on http://{}/", server.addr);
+                Ok(Some(server))
+            }
+            Err(e) if self.metrics_addr == DEFAULT_HTTP_ADDR => {
+                tracing::warn!(error = %e, "no HTTP server: the default address is taken");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The dataflow configuration: `--config`, else the embedded default.

@@ -14,11 +14,14 @@ pub mod cli;
 pub mod config;
 pub mod dataflow;
 pub mod generate;
+pub mod http;
 pub mod io;
+pub mod live;
 pub mod messages;
 pub mod pipeline;
 pub mod replay;
 pub mod summary;
+pub mod telemetry;
 pub mod wire;
 
 /// Event time: seconds on the global timeline of the input (the timely timestamp).

@@ -125,8 +125,10 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
     let handles = RunHandles::default();
-    if options.pace.is_some() {
-        stop_on_signals(handles.shutdown.clone())?;
+    // Ctrl-C stops a paced replay early, and ends `--serve`.
+    let stop = handles.shutdown.clone();
+    if options.pace.is_some() || options.serve {
+        stop_on_signals(stop.clone())?;
     }
     let peers = cluster.threads * cluster.processes;
     let local: usize = (0..cluster.threads)
@@ -139,11 +141,20 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
         kafka_sink: false,
         cluster,
     };
+    let http = options.http()?;
     let result = {
         let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());
         run(job, handles)
     };
-    report(options, result?)
+    report(options, result?)?;
+    if let (true, Some(server)) = (options.serve, http) {
+        eprintln!("replay done; serving http://{}/ until Ctrl-C", server.addr);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(server);
+    }
+    Ok(())
 }
 
 /// `live` and `backtest`: the pipeline on the `tweets` topic.
@@ -160,6 +171,7 @@ fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, bounded: bool) -> Resul
         kafka_sink: !bounded,
         cluster: options.cluster()?,
     };
+    let _http = options.http()?;
     let result = {
         let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());
         run(job, handles)

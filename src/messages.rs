@@ -158,6 +158,8 @@ pub struct FitSummary {
     pub g1: f64,
     /// Plain Hawkes prediction of the final size.
     pub n_hawkes: f64,
+    /// The optimum sits on a bound of (p, β).
+    pub at_bound: bool,
 }
 
 /// A prediction, from predict to the outcome join.

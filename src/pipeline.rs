@@ -14,7 +14,7 @@ use timely::dataflow::ProbeHandle;
 
 use crate::config::{ConfigError, DataflowConfig};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, OkErr};
+use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 
 use crate::dataflow::kafka_source::{self, KafkaSourceSpec};
 use crate::dataflow::{self, sink, source, StageSettings};
@@ -153,6 +153,8 @@ type WorkerResult = (SummaryAccumulator, Option<std::io::Error>);
 /// report on process 0 (worker 0 holds the summary), `None` on the other processes.
 pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineError> {
     let settings = StageSettings::from_config(&job.config)?;
+    crate::telemetry::windows_configured(&job.config.pipeline.windows);
+    crate::live::configure(job.config.pipeline.alert_threshold);
     let timely_config = job.cluster.timely_config()?;
     let started = Instant::now();
     let input = job.config.input.clone();
@@ -215,9 +217,31 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
                     sink::write_records(records, writer, write_error.clone());
                 }
             }
+            let summary = summary.inspect(crate::telemetry::summary_event);
+            streams.live.inspect_core(|event| {
+                if let Ok((stamp, data)) = event {
+                    let time = stamp.iter().next().copied().unwrap_or_default();
+                    for e in data {
+                        match e {
+                            dataflow::LiveEvent::Prediction(p) => crate::live::prediction(time, p),
+                            dataflow::LiveEvent::Outcome(o) => crate::live::outcome(time, o),
+                        }
+                    }
+                }
+            });
             sink::fold_summary(summary.probe_with(&probe), acc.clone());
         });
-        while worker.step_or_park(Some(Duration::from_millis(50))) {}
+        let mut last_frontier = None;
+        while worker.step_or_park(Some(Duration::from_millis(50))) {
+            let frontier = probe.with_frontier(|f| f.first().copied());
+            if index == 0 && frontier != last_frontier {
+                crate::telemetry::frontier(frontier);
+                last_frontier = frontier;
+            }
+        }
+        if index == 0 {
+            crate::telemetry::frontier(None);
+        }
         if index == 0 {
             let acc = acc.borrow().clone();
             let err = write_error.borrow_mut().take();

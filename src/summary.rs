@@ -28,7 +28,7 @@ pub enum SummaryEvent {
     /// An input event was rejected.
     Rejected { reason: RejectReason },
     /// A prediction was made.
-    Prediction { t_obs: Time, fit_ok: bool, alert: bool },
+    Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
     /// A prediction's accuracy once the true size was known.
     Accuracy { t_obs: Time, are: f64, are_hawkes: f64 },
     /// A training sample was made.
@@ -36,7 +36,7 @@ pub enum SummaryEvent {
     /// A prediction gave no sample.
     SampleExcluded { t_obs: Time, reason: Exclusion },
     /// A window's model was retrained.
-    ModelTrained { t_obs: Time, n_samples: usize },
+    ModelTrained { t_obs: Time, n_samples: usize, version: Time },
 }
 
 impl SummaryEvent {
@@ -53,7 +53,12 @@ impl SummaryEvent {
 
     /// The event of a prediction.
     pub fn from_prediction(p: &Prediction, alert_threshold: f64) -> Self {
-        SummaryEvent::Prediction { t_obs: p.t_obs, fit_ok: p.fit.is_some(), alert: p.n_pred > alert_threshold }
+        SummaryEvent::Prediction {
+            t_obs: p.t_obs,
+            fit_ok: p.fit.is_some(),
+            alert: p.n_pred > alert_threshold,
+            at_bound: p.fit.is_some_and(|f| f.at_bound),
+        }
     }
 }
 
@@ -64,6 +69,7 @@ struct WindowAcc {
     too_small: u64,
     predictions: u64,
     fits_failed: u64,
+    at_bound: u64,
     alerts: u64,
     are: Vec<f64>,
     are_hawkes: Vec<f64>,
@@ -90,9 +96,10 @@ impl SummaryAccumulator {
             SummaryEvent::TooSmall { t_obs } => self.windows.entry(t_obs).or_default().too_small += 1,
             SummaryEvent::Terminated => self.terminated += 1,
             SummaryEvent::Rejected { reason } => *self.rejected.entry(reason).or_default() += 1,
-            SummaryEvent::Prediction { t_obs, fit_ok, alert } => {
+            SummaryEvent::Prediction { t_obs, fit_ok, alert, at_bound } => {
                 let w = self.windows.entry(t_obs).or_default();
                 w.predictions += 1;
+                w.at_bound += u64::from(at_bound);
                 w.fits_failed += u64::from(!fit_ok);
                 w.alerts += u64::from(alert);
             }
@@ -119,6 +126,7 @@ impl SummaryAccumulator {
                 too_small: w.too_small,
                 predictions: w.predictions,
                 fits_failed: w.fits_failed,
+                fits_at_bound: w.at_bound,
                 are_hawkes: Summary::of(&w.are_hawkes).into(),
                 are: Summary::of(&w.are).into(),
                 alerts: w.alerts,
@@ -169,6 +177,8 @@ pub struct WindowReport {
     pub predictions: u64,
     /// Fits that failed (prediction = observed size).
     pub fits_failed: u64,
+    /// Fits whose optimum is on a bound of (p, β).
+    pub fits_at_bound: u64,
     /// Accuracy of plain Hawkes.
     pub are_hawkes: AreReport,
     /// Accuracy of the corrected prediction.
@@ -243,7 +253,7 @@ mod tests {
             SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3 },
             SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2 },
             SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9 },
-            SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true },
+            SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true, at_bound: false },
         ];
         let mut a = SummaryAccumulator::default();
         let mut b = SummaryAccumulator::default();

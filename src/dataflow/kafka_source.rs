@@ -89,6 +89,8 @@ struct PartitionState {
     done: bool,
     /// Last time a message arrived (live idleness rule).
     last_message: Instant,
+    /// Offset of the next message to read (consumer lag).
+    next_offset: i64,
 }
 
 /// Sets up this worker's consumer: assigns its partitions and snapshots end offsets.
@@ -112,7 +114,7 @@ fn setup(
         let end = spec.bounded.then_some(high);
         let done = end.is_some_and(|e| start.max(low) >= e);
         list.add_partition_offset(topic, p, Offset::Offset(start.max(low)))?;
-        states.insert(p, PartitionState { max_time: None, end, done, last_message: Instant::now() });
+        states.insert(p, PartitionState { max_time: None, end, done, last_message: Instant::now(), next_offset: start.max(low) });
     }
     consumer.assign(&list)?;
     Ok((consumer, states))
@@ -143,6 +145,8 @@ pub fn kafka_source<'s>(
         let idle = Duration::from_millis(spec.kafka.source.idle_timeout_ms);
         let batch_limit = spec.kafka.source.poll_batch;
         let bounded = spec.bounded;
+        let topic = spec.kafka.topics.tweets.clone();
+        let mut last_lag_report = Instant::now();
         move |output| {
             let (Some(c), Some(consumer)) = (cap.as_mut(), consumer.as_ref()) else { return };
             if shutdown.load(Ordering::Relaxed) {
@@ -167,6 +171,7 @@ pub fn kafka_source<'s>(
                     continue; // past the snapshot end of a bounded run
                 }
                 state.last_message = Instant::now();
+                state.next_offset = offset + 1;
                 if state.end.is_some_and(|e| offset + 1 >= e) {
                     state.done = true;
                 }
@@ -230,6 +235,23 @@ pub fn kafka_source<'s>(
                 }
             }
             events_in.fetch_add(sent, Ordering::Relaxed);
+            if let Some(newest) = partitions.values().filter_map(|s| s.max_time).max() {
+                crate::telemetry::newest_event(newest);
+            }
+            // Consumer lag: from the snapshot end in a backtest; live, from a (brief, broker
+            // round-trip) watermark query every couple of seconds.
+            if last_lag_report.elapsed() > Duration::from_secs(2) {
+                last_lag_report = Instant::now();
+                for (p, state) in &partitions {
+                    let end = match state.end {
+                        Some(end) => Some(end),
+                        None => consumer.fetch_watermarks(&topic, *p, Duration::from_millis(200)).ok().map(|w| w.1),
+                    };
+                    if let Some(end) = end {
+                        crate::telemetry::consumer_lag(*p, end - state.next_offset);
+                    }
+                }
+            }
             if partitions.values().all(|s| s.done) {
                 cap = None;
                 return;

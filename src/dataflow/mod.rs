@@ -76,6 +76,17 @@ pub struct PipelineStreams<'s> {
     pub summary: StreamVec<'s, Time, SummaryEvent>,
     /// Events the window/terminate stage rejected (unknown, terminated, duplicate).
     pub dead_letters: StreamVec<'s, Time, kafka_source::DeadLetter>,
+    /// Predictions and their outcomes, for the live page.
+    pub live: StreamVec<'s, Time, LiveEvent>,
+}
+
+/// What the live page follows.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum LiveEvent {
+    /// A prediction.
+    Prediction(crate::messages::Prediction),
+    /// Its outcome.
+    Outcome(outcome::Outcome),
 }
 
 /// Fits one partial cascade (the estimate stage's core).
@@ -86,6 +97,7 @@ pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
         n_star: f.n_star,
         g1: f.g1,
         n_hawkes: f.n_pred,
+        at_bound: !f.bounds_hit.is_empty(),
     });
     Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit }
 }
@@ -142,12 +154,16 @@ pub fn build<'s>(
     trained.clone().broadcast().connect_loop(loop_handle);
 
     let threshold = settings.alert_threshold;
+    let live = scope.concatenate(vec![
+        predictions.clone().map(LiveEvent::Prediction),
+        outcomes.clone().map(LiveEvent::Outcome),
+    ]);
     let summary = scope.concatenate(vec![
         input_counts,
         tracked.flat_map(|o| SummaryEvent::from_tracker(&o)),
         predictions.clone().map(move |p| SummaryEvent::from_prediction(&p, threshold)),
         outcomes.clone().flat_map(|o| o.summary_event()),
-        trained.clone().map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples }),
+        trained.clone().map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples, version: m.version }),
     ]);
 
     let records = series.map(|series| {
@@ -191,7 +207,7 @@ pub fn build<'s>(
         ];
         scope.concatenate(parts)
     });
-    PipelineStreams { records, summary, dead_letters }
+    PipelineStreams { records, summary, dead_letters, live }
 }
 
 /// One summary event per input batch with its size: the run's event count, computed in the

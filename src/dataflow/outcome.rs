@@ -33,6 +33,19 @@ pub enum Exclusion {
     NonFinite,
 }
 
+impl Exclusion {
+    /// Stable name (a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::FitFailed => "fit_failed",
+            Exclusion::ZeroG1 => "zero_g1",
+            Exclusion::Supercritical => "supercritical",
+            Exclusion::NegativeTarget => "negative_target",
+            Exclusion::NonFinite => "non_finite",
+        }
+    }
+}
+
 /// What the join emits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -177,7 +190,7 @@ mod tests {
 
     #[test]
     fn sample_target_follows_the_formula() {
-        let fit = FitSummary { p: 0.01, beta: 0.001, n_star: 0.5, g1: 5.0, n_hawkes: 20.0 };
+        let fit = FitSummary { p: 0.01, beta: 0.001, n_star: 0.5, g1: 5.0, n_hawkes: 20.0, at_bound: false };
         let mut out = Vec::new();
         outcomes_of(&prediction(Some(fit)), 30, &mut out);
         assert!(matches!(out[0], Outcome::Stat { are, .. } if (are - 1.0 / 3.0).abs() < 1e-12));
@@ -187,7 +200,7 @@ mod tests {
     #[test]
     fn degenerate_cases_are_excluded_not_sampled() {
         let mut out = Vec::new();
-        let zero = FitSummary { p: 0.01, beta: 0.001, n_star: 0.5, g1: 0.0, n_hawkes: 10.0 };
+        let zero = FitSummary { p: 0.01, beta: 0.001, n_star: 0.5, g1: 0.0, n_hawkes: 10.0, at_bound: false };
         outcomes_of(&prediction(Some(zero)), 30, &mut out);
         outcomes_of(&prediction(None), 30, &mut out);
         let shrunk = FitSummary { g1: 3.0, ..zero };

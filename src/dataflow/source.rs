@@ -56,6 +56,7 @@ pub fn replay<'s>(
                 }
             }
             progress.fetch_add(sent as u64, Ordering::Relaxed);
+            crate::telemetry::newest_event(*c.time());
             match events.peek() {
                 None => cap = None,
                 Some(next) => {

@@ -27,6 +27,7 @@ pub fn window_terminate<'s>(
     shutdown: Arc<AtomicBool>,
 ) -> StreamVec<'s, Time, TrackerOutput> {
     let pact = Exchange::new(|e: &TweetEvent| shard_of(e.cascade));
+    let worker = events.scope().index();
     events.unary_frontier::<Builder<TrackerOutput>, _, _, _>(pact, "WindowTerminate", move |_cap, _info| {
         let mut tracker = CascadeTracker::new(settings);
         // Events wait here until their time is complete, then are fed in (cascade, seq) order.
@@ -80,6 +81,7 @@ pub fn window_terminate<'s>(
                     }
                 }
             }
+            crate::telemetry::open_cascades(worker, tracker.open_cascades());
             let next = match (stash.first_key_value().map(|(t, _)| *t), tracker.next_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

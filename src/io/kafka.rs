@@ -368,9 +368,13 @@ impl ProducerContext for CountingContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => self.stats.delivered.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => {
+                crate::telemetry::deliveries(1, 0);
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed)
+            }
             Err((e, _)) => {
                 tracing::error!(error = %e, "kafka delivery failed");
+                crate::telemetry::deliveries(0, 1);
                 self.stats.failed.fetch_add(1, Ordering::Relaxed)
             }
         };

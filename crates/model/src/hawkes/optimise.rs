@@ -28,9 +28,13 @@ use super::BoundHit;
 /// chosen.
 pub(crate) const GRID_POINTS: usize = 12;
 
+/// How many times an interval may be split to look for a hidden maximum (see
+/// `Profile::search_interval`).
+const HIDDEN_SPLITS: usize = 2;
+
 /// Newton on f' stops once the next step in v = log β would be below this: the parameters
 /// are then within ~1e−7 relative, and the objective within ½|f''|·step² of the maximum.
-const V_TOL: f64 = 1e-5;
+const V_TOL: f64 = 1e-6;
 
 /// Safety cap on the refinement steps of one bracket (bisection alone needs ~30 to shrink a
 /// bracket of width 1 to 1e−9; Newton usually needs 3 to 5).
@@ -45,16 +49,62 @@ fn newton_step(pt: &Point) -> f64 {
     }
 }
 
+/// Keeps the better (higher f) of `best` and `p`.
+fn keep_better(best: &mut Option<Point>, p: Point) {
+    if best.as_ref().is_none_or(|b| p.f > b.f) {
+        *best = Some(p);
+    }
+}
+
+/// The cubic Hermite interpolant of f' on [lo, hi] from f' and f'' at both ends, as a
+/// function of s ∈ [0, 1]; also its derivative in s.
+fn hermite_df(lo: &Point, hi: &Point) -> impl Fn(f64) -> (f64, f64) {
+    let h = hi.v - lo.v;
+    let (g0, g1, d0, d1) = (lo.df, hi.df, lo.d2f * h, hi.d2f * h);
+    move |s: f64| {
+        let (s2, s3) = (s * s, s * s * s);
+        let value = (2.0 * s3 - 3.0 * s2 + 1.0) * g0 + (s3 - 2.0 * s2 + s) * d0 + (-2.0 * s3 + 3.0 * s2) * g1 + (s3 - s2) * d1;
+        let slope = (6.0 * s2 - 6.0 * s) * (g0 - g1) + (3.0 * s2 - 4.0 * s + 1.0) * d0 + (3.0 * s2 - 2.0 * s) * d1;
+        (value, slope)
+    }
+}
+
+/// Where f' has the sign `sign` at (or next to) both ends of [lo, hi] but its cubic Hermite
+/// interpolant takes the other sign in between (a hidden maximum–minimum pair), the v where
+/// the cubic is most extreme; `None` otherwise.
+fn hidden_turn(lo: &Point, hi: &Point, sign: f64) -> Option<f64> {
+    // Stationary points of the cubic: roots of its derivative in s, the quadratic
+    // (6s² − 6s)(g0 − g1) + (3s² − 4s + 1) d0 + (3s² − 2s) d1 = a s² + b s + c.
+    let h = hi.v - lo.v;
+    let (g0, g1, d0, d1) = (lo.df, hi.df, lo.d2f * h, hi.d2f * h);
+    let (a, b, c) = (6.0 * (g0 - g1) + 3.0 * (d0 + d1), -6.0 * (g0 - g1) - 4.0 * d0 - 2.0 * d1, d0);
+    let mut roots = [f64::NAN; 2];
+    if a != 0.0 {
+        let disc = b * b - 4.0 * a * c;
+        if disc >= 0.0 {
+            let r = disc.sqrt();
+            roots = [(-b - r) / (2.0 * a), (-b + r) / (2.0 * a)];
+        }
+    } else if b != 0.0 {
+        roots[0] = -c / b;
+    }
+    let p = hermite_df(lo, hi);
+    roots
+        .into_iter()
+        .filter(|s| *s > 0.0 && *s < 1.0)
+        .map(|s| (s, p(s).0))
+        .filter(|&(_, value)| value * sign < 0.0)
+        .min_by(|x, y| (x.1 * sign).total_cmp(&(y.1 * sign)))
+        .map(|(s, _)| lo.v + s * (hi.v - lo.v))
+}
+
 /// First guess for the root of f' in a bracket: the root of the cubic Hermite interpolant of
 /// f' from f' and f'' at both ends (bisection on the cubic: no sweep needed). On the coarse
 /// grid this is much closer than the secant, saving Newton steps.
 fn hermite_root(lo: &Point, hi: &Point) -> f64 {
     let h = hi.v - lo.v;
-    let (g0, g1, d0, d1) = (lo.df, hi.df, lo.d2f * h, hi.d2f * h);
-    let cubic = |s: f64| {
-        let (s2, s3) = (s * s, s * s * s);
-        (2.0 * s3 - 3.0 * s2 + 1.0) * g0 + (s3 - 2.0 * s2 + s) * d0 + (-2.0 * s3 + 3.0 * s2) * g1 + (s3 - s2) * d1
-    };
+    let p = hermite_df(lo, hi);
+    let cubic = |s: f64| p(s).0;
     // cubic(0) = g0 > 0 > g1 = cubic(1)
     let (mut a, mut b) = (0.0f64, 1.0f64);
     for _ in 0..40 {
@@ -223,27 +273,59 @@ impl Profile {
         let mut hint = f64::NAN;
         let mut prev: Option<Point> = None;
         let mut best: Option<Point> = None;
-        let better = |best: &Option<Point>, p: &Point| best.as_ref().is_none_or(|b| p.f > b.f);
         for j in 0..points {
             let (beta, v) = self.node(j, points);
             let pt = self.at(beta, v, hint);
             hint = pt.u;
             // Grid points are candidates themselves: the ends are the β-bound maxima when f'
             // points outwards, and the best node is a safe fallback.
-            if better(&best, &pt) {
-                best = Some(pt);
-            }
+            keep_better(&mut best, pt);
             if let Some(lo) = prev {
-                if lo.df > 0.0 && pt.df <= 0.0 {
-                    let r = self.refine(lo, pt);
-                    if better(&best, &r) {
-                        best = Some(r);
-                    }
-                }
+                self.search_interval(lo, pt, HIDDEN_SPLITS, &mut best);
             }
             prev = Some(pt);
         }
         best.expect("at least two grid points")
+    }
+
+    /// Finds the local maxima of f between two evaluated points and keeps the best in `best`.
+    ///
+    /// A sign change of f' from + to − brackets a maximum, which is refined. Extrema can also
+    /// hide from the grid in pairs (a maximum and a minimum between two nodes where f' has
+    /// the same sign, or beside the maximum found in a bracket): the cubic Hermite
+    /// interpolant of f' (from f' and f'' at the ends) tells. If it crosses zero, f is
+    /// evaluated where the cubic is most extreme and both parts are searched again, up to
+    /// `splits` levels deep.
+    fn search_interval(&mut self, lo: Point, hi: Point, splits: usize, best: &mut Option<Point>) {
+        if lo.df > 0.0 && hi.df <= 0.0 {
+            let r = self.refine(lo, hi);
+            keep_better(best, r);
+            if splits > 0 {
+                // The bracket may hold maximum, minimum, maximum: look on both sides of the
+                // maximum found, where f' leaves it (f' = 0) positive on the left and
+                // negative on the right.
+                let top = Point { df: 0.0, ..r };
+                if r.v > lo.v {
+                    self.split_if_hidden(lo, top, 1.0, splits - 1, best);
+                }
+                if r.v < hi.v {
+                    self.split_if_hidden(top, hi, -1.0, splits - 1, best);
+                }
+            }
+        } else if splits > 0 && lo.df != 0.0 && lo.df.signum() == hi.df.signum() {
+            self.split_if_hidden(lo, hi, lo.df.signum(), splits - 1, best);
+        }
+    }
+
+    /// Splits [lo, hi] and searches both parts if the Hermite cubic of f', of sign `sign` at
+    /// the ends, crosses zero inside.
+    fn split_if_hidden(&mut self, lo: Point, hi: Point, sign: f64, splits: usize, best: &mut Option<Point>) {
+        if let Some(x) = hidden_turn(&lo, &hi, sign) {
+            let mid = self.at(x.exp(), x, lo.u);
+            keep_better(best, mid);
+            self.search_interval(lo, mid, splits, best);
+            self.search_interval(mid, hi, splits, best);
+        }
     }
 
     /// Refines a bracket lo.v < hi.v with f'(lo) > 0 ≥ f'(hi) to the local maximum inside.

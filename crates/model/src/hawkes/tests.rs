@@ -474,19 +474,3 @@ fn fit_is_consistent_with_the_evaluation_functions() {
         }
     }
 }
-
-#[test]
-#[ignore]
-fn profile_dump() {
-    let ev = cascade(33);
-    let m = model(PriorKind::LogNormal);
-    let t_obs = 900.0;
-    let ev = &ev[..ev.partition_point(|e| e.t <= t_obs)];
-    eprintln!("n = {}", ev.len());
-    let mut prof = Profile::new(Kernel::new(ev, t_obs), m.terms, m.bounds);
-    for k in 0..=60 {
-        let v = (4e-4f64).ln() + k as f64 * ((2.5e-3f64).ln() - (4e-4f64).ln()) / 60.0;
-        let pt = prof.at(v.exp(), v, f64::NAN);
-        eprintln!("beta {:.4e} f {:.6} df {:+.4e} d2f {:+.4e} p {:.4e}", pt.beta, pt.f, pt.df, pt.d2f, pt.p);
-    }
-}

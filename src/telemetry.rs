@@ -1,0 +1,252 @@
+//! Telemetry: every metric the process exports, defined in one place, and the named events
+//! that stages emit. Stage code never names a metric; it calls an event function here.
+//!
+//! Labels are bounded: windows (a handful, from the config), outcomes and reasons (fixed
+//! enums), Kafka partitions (a few). A cascade id is never a label; per-cascade facts go to
+//! the live page's state ([`crate::live`]) instead.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::messages::RejectReason;
+use crate::summary::SummaryEvent;
+use crate::Time;
+
+/// The process's metrics.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    events: IntCounterVec,
+    open_cascades: IntGaugeVec,
+    cascades_terminated: IntCounter,
+    partials: IntCounterVec,
+    too_small: IntCounterVec,
+    predictions: IntCounterVec,
+    fits: IntCounterVec,
+    are: HistogramVec,
+    alerts: IntCounterVec,
+    samples: IntCounterVec,
+    model_version: IntGaugeVec,
+    training_samples: IntGaugeVec,
+    models_trained: IntCounterVec,
+    frontier: IntGauge,
+    newest_event: IntGauge,
+    frontier_lag: IntGauge,
+    consumer_lag: IntGaugeVec,
+    produced: IntCounter,
+    delivery_failures: IntCounter,
+    wall_events_per_second: Gauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let build = GaugeVec::new(Opts::new("tweetoscope_build_info", "Build information (always 1)."), &["version"])
+            .expect("valid metric");
+        r.register(Box::new(build.clone())).expect("unique metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1.0);
+        let are = HistogramVec::new(
+            HistogramOpts::new(
+                "tweetoscope_are_ratio",
+                "Absolute relative error of predictions once the true size is known, by window and model.",
+            )
+            .buckets(vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 5.0, 10.0]),
+            &["window", "model"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(are.clone())).expect("unique metric");
+        let rate = Gauge::new("tweetoscope_input_events_per_second", "Input events per wall-clock second over the run so far.")
+            .expect("valid metric");
+        r.register(Box::new(rate.clone())).expect("unique metric");
+        let m = Self {
+            events: counter_vec(&r, "tweetoscope_events_total", "Input events by outcome (accepted, or the rejection reason).", &["outcome"]),
+            open_cascades: gauge_vec(&r, "tweetoscope_open_cascades", "Cascades currently open, per worker of this process.", &["worker"]),
+            cascades_terminated: {
+                let c = IntCounter::new("tweetoscope_cascades_terminated_total", "Cascades terminated (idle for t_end).").expect("valid");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            partials: counter_vec(&r, "tweetoscope_partial_cascades_total", "Partial cascades emitted, by window.", &["window"]),
+            too_small: counter_vec(&r, "tweetoscope_partial_cascades_too_small_total", "Windows skipped because the cascade had too few events.", &["window"]),
+            predictions: counter_vec(&r, "tweetoscope_predictions_total", "Predictions made, by window.", &["window"]),
+            fits: counter_vec(&r, "tweetoscope_fits_total", "Hawkes fits by outcome (ok, at_bound, failed).", &["outcome"]),
+            are,
+            alerts: counter_vec(&r, "tweetoscope_alerts_total", "Alerts raised (prediction above the threshold), by window.", &["window"]),
+            samples: counter_vec(&r, "tweetoscope_samples_total", "Training samples by window and outcome (made, or why excluded).", &["window", "outcome"]),
+            model_version: gauge_vec(&r, "tweetoscope_model_version_seconds", "Event time at which the window's current model was trained.", &["window"]),
+            training_samples: gauge_vec(&r, "tweetoscope_model_training_samples", "Samples the window's current model was trained on.", &["window"]),
+            models_trained: counter_vec(&r, "tweetoscope_models_trained_total", "Models trained, by window.", &["window"]),
+            frontier: gauge(&r, "tweetoscope_event_time_frontier_seconds", "Event-time frontier of the dataflow output (all earlier times are complete)."),
+            newest_event: gauge(&r, "tweetoscope_event_time_newest_seconds", "Newest input event time seen by this process."),
+            frontier_lag: gauge(&r, "tweetoscope_event_time_lag_seconds", "Newest event time minus the frontier: how far processing trails the input."),
+            consumer_lag: gauge_vec(&r, "tweetoscope_kafka_consumer_lag_messages", "Messages between the consumer position and the partition's end.", &["partition"]),
+            produced: {
+                let c = IntCounter::new("tweetoscope_kafka_messages_produced_total", "Messages acknowledged by Kafka.").expect("valid");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            delivery_failures: {
+                let c = IntCounter::new("tweetoscope_kafka_delivery_failures_total", "Messages Kafka did not acknowledge.").expect("valid");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            wall_events_per_second: rate,
+            registry: r,
+        };
+        m.events.with_label_values(&["accepted"]);
+        for reason in RejectReason::ALL {
+            m.events.with_label_values(&[reason.as_str()]);
+        }
+        for outcome in ["ok", "at_bound", "failed"] {
+            m.fits.with_label_values(&[outcome]);
+        }
+        m
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Declares the configured windows so that their series exist (at 0) from the start.
+pub fn windows_configured(windows: &[Time]) {
+    let m = metrics();
+    for w in windows {
+        let w = w.to_string();
+        m.partials.with_label_values(&[&w]);
+        m.predictions.with_label_values(&[&w]);
+        m.alerts.with_label_values(&[&w]);
+        m.samples.with_label_values(&[&w, "made"]);
+    }
+}
+
+/// A summary event seen on this worker (before they are gathered on worker 0).
+pub fn summary_event(e: &SummaryEvent) {
+    let m = metrics();
+    match e {
+        SummaryEvent::Input { events } => m.events.with_label_values(&["accepted"]).inc_by(*events),
+        SummaryEvent::Partial { t_obs } => m.partials.with_label_values(&[&t_obs.to_string()]).inc(),
+        SummaryEvent::TooSmall { t_obs } => m.too_small.with_label_values(&[&t_obs.to_string()]).inc(),
+        SummaryEvent::Terminated => m.cascades_terminated.inc(),
+        SummaryEvent::Rejected { reason } => m.events.with_label_values(&[reason.as_str()]).inc(),
+        SummaryEvent::Prediction { t_obs, fit_ok, alert, at_bound } => {
+            let w = t_obs.to_string();
+            m.predictions.with_label_values(&[&w]).inc();
+            let outcome = match (fit_ok, at_bound) {
+                (false, _) => "failed",
+                (true, true) => "at_bound",
+                (true, false) => "ok",
+            };
+            m.fits.with_label_values(&[outcome]).inc();
+            if *alert {
+                m.alerts.with_label_values(&[&w]).inc();
+            }
+        }
+        SummaryEvent::Accuracy { t_obs, are, are_hawkes } => {
+            let w = t_obs.to_string();
+            m.are.with_label_values(&[&w, "corrected"]).observe(*are);
+            m.are.with_label_values(&[&w, "hawkes"]).observe(*are_hawkes);
+        }
+        SummaryEvent::SampleMade { t_obs } => m.samples.with_label_values(&[&t_obs.to_string(), "made"]).inc(),
+        SummaryEvent::SampleExcluded { t_obs, reason } => {
+            m.samples.with_label_values(&[&t_obs.to_string(), reason.as_str()]).inc()
+        }
+        SummaryEvent::ModelTrained { t_obs, n_samples, version } => {
+            let w = t_obs.to_string();
+            m.models_trained.with_label_values(&[&w]).inc();
+            m.training_samples.with_label_values(&[&w]).set(*n_samples as i64);
+            m.model_version.with_label_values(&[&w]).set(*version as i64);
+        }
+    }
+}
+
+/// A worker's open-cascade count changed.
+pub fn open_cascades(worker: usize, open: usize) {
+    metrics().open_cascades.with_label_values(&[&worker.to_string()]).set(open as i64);
+}
+
+/// The newest event time this process has seen.
+pub fn newest_event(time: Time) {
+    let m = metrics();
+    if time as i64 > m.newest_event.get() {
+        m.newest_event.set(time as i64);
+        m.frontier_lag.set(time as i64 - m.frontier.get());
+    }
+}
+
+/// The dataflow's output frontier moved (None: the run is complete).
+pub fn frontier(time: Option<Time>) {
+    let m = metrics();
+    let t = time.unwrap_or(m.newest_event.get().max(0) as Time) as i64;
+    if t > m.frontier.get() {
+        m.frontier.set(t);
+    }
+    m.frontier_lag.set((m.newest_event.get() - m.frontier.get()).max(0));
+}
+
+/// A Kafka partition's consumer lag.
+pub fn consumer_lag(partition: i32, lag: i64) {
+    metrics().consumer_lag.with_label_values(&[&partition.to_string()]).set(lag.max(0));
+}
+
+/// Producer deliveries since the last call.
+pub fn deliveries(delivered: u64, failed: u64) {
+    let m = metrics();
+    m.produced.inc_by(delivered);
+    m.delivery_failures.inc_by(failed);
+}
+
+/// Input throughput so far.
+pub fn throughput(events_per_second: f64) {
+    if events_per_second.is_finite() {
+        metrics().wall_events_per_second.set(events_per_second);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_prefixed_and_series_exist_before_any_event() {
+        windows_configured(&[600]);
+        let text = metrics().render();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            assert!(line.split_whitespace().nth(2).unwrap().starts_with("tweetoscope_"), "{line}");
+        }
+        assert!(text.contains("tweetoscope_events_total{outcome=\"late\"} 0"), "{text}");
+        assert!(text.contains("tweetoscope_predictions_total{window=\"600\"}"));
+        assert!(text.contains("tweetoscope_build_info"));
+    }
+}
