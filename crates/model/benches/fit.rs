@@ -18,17 +18,22 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/seismic-tide
 
 /// All cascades of the dataset, in file order.
 fn cascades() -> Vec<Vec<Event>> {
-    let data = std::fs::read_to_string(format!("{DATA}/cascades-data.csv")).expect("cascades-data.csv");
+    let data =
+        std::fs::read_to_string(format!("{DATA}/cascades-data.csv")).expect("cascades-data.csv");
     let rows: Vec<Event> = data
         .lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (t, m) = l.split_once(',').expect("time,magnitude");
-            Event { t: t.trim().parse().unwrap(), m: m.trim().parse().unwrap() }
+            Event {
+                t: t.trim().parse().unwrap(),
+                m: m.trim().parse().unwrap(),
+            }
         })
         .collect();
-    let index = std::fs::read_to_string(format!("{DATA}/cascades-index.csv")).expect("cascades-index.csv");
+    let index =
+        std::fs::read_to_string(format!("{DATA}/cascades-index.csv")).expect("cascades-index.csv");
     index
         .lines()
         .skip(1)
@@ -40,8 +45,11 @@ fn cascades() -> Vec<Vec<Event>> {
         .collect()
 }
 
-/// (n, cascades truncated to n events, each with its T = t_n).
-fn workloads() -> Vec<(usize, Vec<(Vec<Event>, f64)>)> {
+/// Cascades of one size, each with its observation time T = t_n.
+type Workload = Vec<(Vec<Event>, f64)>;
+
+/// (n, cascades truncated to n events).
+fn workloads() -> Vec<(usize, Workload)> {
     let all = cascades();
     let mut out = Vec::new();
     for n in [10usize, 100, 1_000, 10_000] {
@@ -65,7 +73,11 @@ fn workloads() -> Vec<(usize, Vec<(Vec<Event>, f64)>)> {
         let i = k % base.len();
         if k > 0 {
             // the gap into event i (the gap into a tile's first event is its cascade's first gap)
-            t += if i == 0 { base[1].t - base[0].t } else { base[i].t - base[i - 1].t };
+            t += if i == 0 {
+                base[1].t - base[0].t
+            } else {
+                base[i].t - base[i - 1].t
+            };
         }
         tiled.push(Event { t, m: base[i].m });
     }
@@ -102,7 +114,8 @@ fn time_one(model: &HawkesModel, ev: &[Event], t: f64) -> Duration {
         black_box(model.fit(ev, t).unwrap());
         start.elapsed()
     };
-    let reps = ((Duration::from_millis(2).as_nanos() / once.as_nanos().max(1)) as usize).clamp(1, 10_000);
+    let reps =
+        ((Duration::from_millis(2).as_nanos() / once.as_nanos().max(1)) as usize).clamp(1, 10_000);
     let mut batches: Vec<Duration> = (0..7)
         .map(|_| {
             let start = Instant::now();
@@ -119,10 +132,16 @@ fn time_one(model: &HawkesModel, ev: &[Event], t: f64) -> Duration {
 fn summary() {
     let model = HawkesModel::new(HawkesSettings::default()).unwrap();
     println!("\nPer-fit time, median over cascades (each the median of 7 batches):");
-    println!("{:>8} {:>9} {:>12} {:>12} {:>12}  vs course SciPy Powell", "n", "cascades", "median", "max", "sweeps(med)");
+    println!(
+        "{:>8} {:>9} {:>12} {:>12} {:>12}  vs course SciPy Powell",
+        "n", "cascades", "median", "max", "sweeps(med)"
+    );
     for (n, set) in workloads() {
         let mut times: Vec<Duration> = set.iter().map(|(ev, t)| time_one(&model, ev, *t)).collect();
-        let mut sweeps: Vec<usize> = set.iter().map(|(ev, t)| model.fit(ev, *t).unwrap().sweeps).collect();
+        let mut sweeps: Vec<usize> = set
+            .iter()
+            .map(|(ev, t)| model.fit(ev, *t).unwrap().sweeps)
+            .collect();
         times.sort();
         sweeps.sort();
         let median = times[times.len() / 2];
@@ -131,7 +150,15 @@ fn summary() {
             1_000 => Some(0.32),
             _ => None,
         };
-        let ratio = python.map(|s| format!("{:.0}× faster than {} ms", s / median.as_secs_f64(), s * 1e3)).unwrap_or_default();
+        let ratio = python
+            .map(|s| {
+                format!(
+                    "{:.0}× faster than {} ms",
+                    s / median.as_secs_f64(),
+                    s * 1e3
+                )
+            })
+            .unwrap_or_default();
         println!(
             "{n:>8} {:>9} {:>12.2?} {:>12.2?} {:>12}  {ratio}",
             set.len(),

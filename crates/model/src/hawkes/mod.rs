@@ -207,7 +207,10 @@ impl HawkesModel {
             return bad(&format!("{name} = {x} is not finite"));
         }
         if s.alpha <= 2.0 {
-            return bad(&format!("alpha = {} must be > 2 (E[m] is infinite otherwise)", s.alpha));
+            return bad(&format!(
+                "alpha = {} must be > 2 (E[m] is infinite otherwise)",
+                s.alpha
+            ));
         }
         if let Some((name, x)) = named[1..6].iter().find(|(_, x)| *x <= 0.0) {
             return bad(&format!("{name} = {x} must be > 0"));
@@ -216,14 +219,25 @@ impl HawkesModel {
             return bad(&format!("prior_corr = {} must be in (-1, 1)", s.prior_corr));
         }
         if !(s.beta_min > 0.0 && s.beta_min < s.beta_max) {
-            return bad(&format!("need 0 < beta_min < beta_max, got {} and {}", s.beta_min, s.beta_max));
+            return bad(&format!(
+                "need 0 < beta_min < beta_max, got {} and {}",
+                s.beta_min, s.beta_max
+            ));
         }
         let expected_magnitude = s.mu * (s.alpha - 1.0) / (s.alpha - 2.0);
         let (p_min, p_max) = (P_MARGIN, 1.0 / expected_magnitude - P_MARGIN);
         if !(expected_magnitude.is_finite() && p_max > p_min) {
-            return bad(&format!("E[m] = {expected_magnitude} leaves no room for p in [1e-8, 1/E[m] - 1e-8]"));
+            return bad(&format!(
+                "E[m] = {expected_magnitude} leaves no room for p in [1e-8, 1/E[m] - 1e-8]"
+            ));
         }
-        let prior = LogNormalPrior::from_moments(s.prior_mean_p, s.prior_mean_beta, s.prior_sd_p, s.prior_sd_beta, s.prior_corr)?;
+        let prior = LogNormalPrior::from_moments(
+            s.prior_mean_p,
+            s.prior_mean_beta,
+            s.prior_sd_p,
+            s.prior_sd_beta,
+            s.prior_corr,
+        )?;
         let bounds = Bounds {
             p_min,
             p_max,
@@ -235,7 +249,13 @@ impl HawkesModel {
             v_max: s.beta_max.ln(),
         };
         let terms = PriorTerms::new(&prior, s.prior);
-        Ok(Self { settings, prior, terms, expected_magnitude, bounds })
+        Ok(Self {
+            settings,
+            prior,
+            terms,
+            expected_magnitude,
+            bounds,
+        })
     }
 
     /// The validated settings.
@@ -265,11 +285,20 @@ impl HawkesModel {
 
     /// The log-likelihood LL(p, β) of the events with t ≤ `t_obs` (SPEC §4.1), evaluated
     /// straight from the formula. p and β need not lie within the bounds.
-    pub fn log_likelihood(&self, events: &[Event], t_obs: f64, p: f64, beta: f64) -> Result<f64, FitError> {
+    pub fn log_likelihood(
+        &self,
+        events: &[Event],
+        t_obs: f64,
+        p: f64,
+        beta: f64,
+    ) -> Result<f64, FitError> {
         cascade::positive("p", p)?;
         cascade::positive("beta", beta)?;
         let ev = cascade::fittable(events, t_obs)?;
-        finite(reference::log_likelihood(ev, t_obs, p, beta), "log-likelihood")
+        finite(
+            reference::log_likelihood(ev, t_obs, p, beta),
+            "log-likelihood",
+        )
     }
 
     /// The log-prior of the settings' [`PriorKind`] at (p, β): −½ dᵀΣ⁻¹d (course),
@@ -277,11 +306,20 @@ impl HawkesModel {
     pub fn log_prior(&self, p: f64, beta: f64) -> Result<f64, FitError> {
         cascade::positive("p", p)?;
         cascade::positive("beta", beta)?;
-        finite(self.prior.log_prior(self.settings.prior, p.ln(), beta.ln()), "log-prior")
+        finite(
+            self.prior.log_prior(self.settings.prior, p.ln(), beta.ln()),
+            "log-prior",
+        )
     }
 
     /// The maximised function: log-likelihood + log-prior.
-    pub fn objective(&self, events: &[Event], t_obs: f64, p: f64, beta: f64) -> Result<f64, FitError> {
+    pub fn objective(
+        &self,
+        events: &[Event],
+        t_obs: f64,
+        p: f64,
+        beta: f64,
+    ) -> Result<f64, FitError> {
         let ll = self.log_likelihood(events, t_obs, p, beta)?;
         let lp = self.log_prior(p, beta)?;
         finite(ll + lp, "objective")
@@ -289,7 +327,13 @@ impl HawkesModel {
 
     /// The prediction at (p, β): (G1, N) with G1 = p·Σ m_i e^{−β(T−t_i)} and
     /// N = n + G1/(1 − n*), n* = p·E[m]. Fails when n* ≥ 1 (the cascade never ends).
-    pub fn predict(&self, events: &[Event], t_obs: f64, p: f64, beta: f64) -> Result<(f64, f64), FitError> {
+    pub fn predict(
+        &self,
+        events: &[Event],
+        t_obs: f64,
+        p: f64,
+        beta: f64,
+    ) -> Result<(f64, f64), FitError> {
         cascade::positive("p", p)?;
         cascade::positive("beta", beta)?;
         let ev = cascade::observed(events, t_obs)?;
@@ -298,7 +342,9 @@ impl HawkesModel {
         }
         let n_star = p * self.expected_magnitude;
         if n_star >= 1.0 {
-            return Err(FitError::InvalidInput(format!("n* = {n_star} ≥ 1: the predicted size is infinite")));
+            return Err(FitError::InvalidInput(format!(
+                "n* = {n_star} ≥ 1: the predicted size is infinite"
+            )));
         }
         let g1 = p * reference::residual_excitation(ev, t_obs, beta);
         let n_pred = ev.len() as f64 + g1 / (1.0 - n_star);
@@ -314,7 +360,12 @@ impl HawkesModel {
     /// [`HawkesModel::fit`] with a grid of `grid_points` (≥ 2) nodes in log β instead of the
     /// default. For tests and experiments: a finer grid is slower, not more accurate, unless
     /// two maxima of the β-profile fall between two nodes of the default grid.
-    pub fn fit_with_grid(&self, events: &[Event], t_obs: f64, grid_points: usize) -> Result<Fit, FitError> {
+    pub fn fit_with_grid(
+        &self,
+        events: &[Event],
+        t_obs: f64,
+        grid_points: usize,
+    ) -> Result<Fit, FitError> {
         let ev = cascade::fittable(events, t_obs)?;
         let mut profile = Profile::new(Kernel::new(ev, t_obs), self.terms, self.bounds);
         let best = profile.maximise_with(grid_points);
@@ -341,11 +392,22 @@ impl HawkesModel {
             bounds_hit,
             sweeps: profile.sweeps,
         };
-        let values = [fit.p, fit.beta, fit.n_star, fit.g1, fit.n_pred, fit.objective, fit.log_likelihood, fit.log_prior];
+        let values = [
+            fit.p,
+            fit.beta,
+            fit.n_star,
+            fit.g1,
+            fit.n_pred,
+            fit.objective,
+            fit.log_likelihood,
+            fit.log_prior,
+        ];
         if values.iter().all(|x| x.is_finite()) && fit.n_star < 1.0 {
             Ok(fit)
         } else {
-            Err(FitError::InvalidInput(format!("the fit is not finite ({fit:?}): input too extreme")))
+            Err(FitError::InvalidInput(format!(
+                "the fit is not finite ({fit:?}): input too extreme"
+            )))
         }
     }
 }
@@ -355,6 +417,8 @@ fn finite(x: f64, what: &str) -> Result<f64, FitError> {
     if x.is_finite() {
         Ok(x)
     } else {
-        Err(FitError::InvalidInput(format!("{what} is not finite ({x})")))
+        Err(FitError::InvalidInput(format!(
+            "{what} is not finite ({x})"
+        )))
     }
 }
