@@ -140,6 +140,7 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
         out_dir: options.out.clone(),
         kafka_sink: false,
         cluster,
+        warm_start: false,
     };
     let http = options.http()?;
     let result = {
@@ -170,6 +171,9 @@ fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, bounded: bool) -> Resul
         out_dir: options.out.clone(),
         kafka_sink: !bounded,
         cluster: options.cluster()?,
+        // A live pipeline continues from the models it published; a backtest is a function
+        // of the topic only.
+        warm_start: !bounded,
     };
     let _http = options.http()?;
     let result = {

@@ -207,6 +207,9 @@ pub struct Model {
     pub version: Time,
     /// How many samples it was trained on.
     pub n_samples: usize,
+    /// How many samples of its window had been seen in all (drives the retraining schedule
+    /// and the seed, so a warm-started trainer continues exactly where this one stopped).
+    pub samples_seen: usize,
     /// The forest.
     pub forest: tweetoscope_model::forest::Forest,
     /// Its training set, (β, n*, G1, W) rows in training order: with the forest's params and
@@ -326,8 +329,36 @@ pub mod json {
     pub fn model(m: &Model) -> String {
         let training: Vec<[f64; 4]> = m.training.iter().map(|r| r.map(finite)).collect();
         json!({"type": "model", "T_obs": m.t_obs, "version": m.version, "n_samples": m.n_samples,
-               "params": m.forest.params(), "seed": m.forest.seed(), "training": training})
+               "samples_seen": m.samples_seen, "params": m.forest.params(), "seed": m.forest.seed(),
+               "training": training})
         .to_string()
+    }
+
+    /// Rebuilds a model from its `models` topic JSON: the forest is retrained from the
+    /// stored training set, parameters and seed, which gives the identical forest.
+    pub fn parse_model(text: &str) -> Result<Model, String> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(rename = "T_obs")]
+            t_obs: Time,
+            version: Time,
+            samples_seen: usize,
+            params: tweetoscope_model::forest::ForestParams,
+            seed: u64,
+            training: Vec<[f64; 4]>,
+        }
+        let w: Wire = serde_json::from_str(text).map_err(|e| format!("invalid model record: {e}"))?;
+        let x: Vec<[f64; 3]> = w.training.iter().map(|r| [r[0], r[1], r[2]]).collect();
+        let y: Vec<f64> = w.training.iter().map(|r| r[3]).collect();
+        let forest = tweetoscope_model::forest::Forest::train(&x, &y, &w.params, w.seed).map_err(|e| e.to_string())?;
+        Ok(Model {
+            t_obs: w.t_obs,
+            version: w.version,
+            n_samples: x.len(),
+            samples_seen: w.samples_seen,
+            forest,
+            training: w.training,
+        })
     }
 }
 
@@ -348,6 +379,23 @@ mod tests {
         assert_eq!(v["cid"], "12");
         assert_eq!(v["T_obs"], 600);
         assert_eq!(v["tweets"][1][0], 5.0);
+    }
+
+    #[test]
+    fn a_model_record_rebuilds_the_identical_forest() {
+        use tweetoscope_model::forest::{Forest, ForestParams};
+        let training: Vec<[f64; 4]> =
+            (0..40).map(|i| [1e-4 * (i + 1) as f64, 0.01 * i as f64, 10.0 + i as f64, 0.5 + (i % 7) as f64]).collect();
+        let x: Vec<[f64; 3]> = training.iter().map(|r| [r[0], r[1], r[2]]).collect();
+        let y: Vec<f64> = training.iter().map(|r| r[3]).collect();
+        let params = ForestParams { n_trees: 10, ..ForestParams::default() };
+        let forest = Forest::train(&x, &y, &params, 99).unwrap();
+        let model = Model { t_obs: 600, version: 1234, n_samples: 40, samples_seen: 55, forest, training };
+        let back = json::parse_model(&json::model(&model)).unwrap();
+        assert_eq!((back.t_obs, back.version, back.samples_seen), (600, 1234, 55));
+        for probe in [[2e-4, 0.1, 12.0], [3e-3, 0.3, 40.0]] {
+            assert_eq!(back.forest.predict(&probe).to_bits(), model.forest.predict(&probe).to_bits());
+        }
     }
 
     #[test]

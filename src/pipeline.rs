@@ -134,6 +134,8 @@ pub struct Job {
     pub kafka_sink: bool,
     /// Threads and processes.
     pub cluster: Cluster,
+    /// Start from the latest model of each window in the `models` topic.
+    pub warm_start: bool,
 }
 
 /// Counters shared with the caller while a job runs (progress bars, metrics).
@@ -152,7 +154,11 @@ type WorkerResult = (SummaryAccumulator, Option<std::io::Error>);
 /// Runs a job to completion (or, in live mode, until `handles.shutdown` is set). Returns the
 /// report on process 0 (worker 0 holds the summary), `None` on the other processes.
 pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineError> {
-    let settings = StageSettings::from_config(&job.config)?;
+    let mut settings = StageSettings::from_config(&job.config)?;
+    if job.warm_start {
+        settings.initial_models = crate::io::kafka::read_latest_models(&job.config.kafka)?;
+        tracing::info!(models = settings.initial_models.len(), "warm start from the models topic");
+    }
     crate::telemetry::windows_configured(&job.config.pipeline.windows);
     crate::live::configure(job.config.pipeline.alert_threshold);
     let timely_config = job.cluster.timely_config()?;

@@ -188,6 +188,20 @@ fn live_pipeline_produces_the_output_topics_of_an_embedded_run() {
         assert_eq!(got.len(), lines.len(), "{topic}: record count");
         assert!(got == *lines, "{topic}: the live records differ from the embedded run's");
     }
+    // Warm start: the latest model of each window, rebuilt from the topic, is the embedded
+    // run's last model of that window.
+    let models = tweetoscope::io::kafka::read_latest_models(&kafka).unwrap();
+    let last_versions: BTreeMap<u64, u64> = expected["models"]
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["T_obs"].as_u64().unwrap(), v["version"].as_u64().unwrap()))
+        .fold(BTreeMap::new(), |mut m, (w, v)| {
+            let e = m.entry(w).or_insert(v);
+            *e = (*e).max(v);
+            m
+        });
+    let got: BTreeMap<u64, u64> = models.iter().map(|m| (m.t_obs, m.version)).collect();
+    assert_eq!(got, last_versions, "warm-start models");
     // Keys as in the course: T_obs on cascade_properties.
     let props = consume_all(&kafka, &kafka.topics.cascade_properties);
     assert!(props.iter().all(|(k, _)| matches!(k.as_deref(), Some("600") | Some("1200"))));

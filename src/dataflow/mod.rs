@@ -46,6 +46,8 @@ pub struct StageSettings {
     pub alert_threshold: f64,
     /// The predictive layer.
     pub forest: ForestConfig,
+    /// Models to start from (warm start from the models topic); empty for a cold start.
+    pub initial_models: Vec<crate::messages::Model>,
 }
 
 impl StageSettings {
@@ -64,6 +66,7 @@ impl StageSettings {
                 .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?,
             alert_threshold: p.alert_threshold,
             forest: config.forest.clone(),
+            initial_models: Vec::new(),
         })
     }
 }
@@ -144,13 +147,13 @@ pub fn build<'s>(
     let estimates = partials.map(move |p| estimate(&model, p));
 
     let (loop_handle, models) = scope.feedback::<Vec<crate::messages::Model>>(settings.forest.model_delay);
-    let predictions = predict::predict(estimates.clone(), models);
+    let predictions = predict::predict(estimates.clone(), models, settings.initial_models.clone());
     let outcomes = outcome::outcome(predictions.clone(), finals.clone());
     let samples = outcomes.clone().flat_map(|o| match o {
         outcome::Outcome::Sample(s) => Some(s),
         _ => None,
     });
-    let trained = train::train(samples.clone(), settings.forest.clone());
+    let trained = train::train(samples.clone(), settings.forest.clone(), settings.initial_models.clone());
     trained.clone().broadcast().connect_loop(loop_handle);
 
     let threshold = settings.alert_threshold;

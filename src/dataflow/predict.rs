@@ -50,6 +50,7 @@ pub fn predict_one(estimate: Estimate, model: Option<&Model>) -> Prediction {
 pub fn predict<'s>(
     estimates: StreamVec<'s, Time, Estimate>,
     models: StreamVec<'s, Time, Model>,
+    initial: Vec<Model>,
 ) -> StreamVec<'s, Time, Prediction> {
     estimates.binary_frontier::<_, Builder<Prediction>, _, _, _, _>(
         models,
@@ -57,7 +58,8 @@ pub fn predict<'s>(
         Pipeline,
         "Predict",
         |_cap, _info| {
-            let mut current: HashMap<Time, Model> = HashMap::new();
+            // Warm start: the latest model of each window read back from the models topic.
+            let mut current: HashMap<Time, Model> = initial.into_iter().map(|m| (m.t_obs, m)).collect();
             let mut pending_models: BTreeMap<Time, Vec<Model>> = BTreeMap::new();
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Estimate>)> = BTreeMap::new();
             move |(est_in, _est_frontier), (model_in, model_frontier), output| {

@@ -29,6 +29,15 @@ pub struct WindowTrainer {
 }
 
 impl WindowTrainer {
+    /// A trainer that continues from a model read back at start (warm start).
+    pub fn resume(model: &Model) -> Self {
+        Self {
+            samples: model.training.iter().map(|r| ([r[0], r[1], r[2]], r[3])).collect(),
+            seen: model.samples_seen,
+            trained_at: model.samples_seen,
+        }
+    }
+
     /// Adds a sample, forgetting the oldest beyond `max_samples`.
     pub fn push(&mut self, sample: &Sample, max_samples: usize) {
         self.samples.push_back((sample.x, sample.w));
@@ -50,7 +59,7 @@ impl WindowTrainer {
         match Forest::train(&x, &y, &config.params(), seed) {
             Ok(forest) => {
                 let training = x.iter().zip(&y).map(|(x, y)| [x[0], x[1], x[2], *y]).collect();
-                Some(Model { t_obs, version: now, n_samples: x.len(), forest, training })
+                Some(Model { t_obs, version: now, n_samples: x.len(), samples_seen: self.seen, forest, training })
             }
             Err(e) => {
                 tracing::warn!(t_obs, error = %e, "forest training failed; keeping the previous model");
@@ -61,10 +70,12 @@ impl WindowTrainer {
 }
 
 /// Trains the per-window forests from the samples stream.
-pub fn train<'s>(samples: StreamVec<'s, Time, Sample>, config: ForestConfig) -> StreamVec<'s, Time, Model> {
+pub fn train<'s>(samples: StreamVec<'s, Time, Sample>, config: ForestConfig, initial: Vec<Model>) -> StreamVec<'s, Time, Model> {
     let pact = Exchange::new(|s: &Sample| mix64(s.t_obs));
     samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |_cap, _info| {
-        let mut trainers: HashMap<Time, WindowTrainer> = HashMap::new();
+        // Every worker resumes every window: only the one that owns a window gets its samples.
+        let mut trainers: HashMap<Time, WindowTrainer> =
+            initial.iter().map(|m| (m.t_obs, WindowTrainer::resume(m))).collect();
         let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {

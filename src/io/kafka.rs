@@ -332,6 +332,57 @@ pub fn ensure_topics(config: &KafkaConfig, names: &[&str], partitions: i32) -> R
     Ok(())
 }
 
+/// Reads a whole topic from its beginning to the end offsets seen now: (key, value) pairs.
+/// Bounded: stops at those offsets, or fails after `timeout`.
+pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaSetupError> {
+    use rdkafka::message::Message;
+    let consumer = config.consumer()?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in partitions_of(&consumer, topic, timeout)? {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        if high > low {
+            ends.insert(p, high);
+            list.add_partition_offset(topic, p, rdkafka::Offset::Offset(low))?;
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&list)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaSetupError::Invalid(format!("reading {topic} timed out")));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = message?;
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&m.partition());
+        }
+        out.push((m.key().map(<[u8]>::to_vec), m.payload().unwrap_or_default().to_vec()));
+    }
+    Ok(out)
+}
+
+/// The latest model of each window in the `models` topic (warm start). Unreadable records
+/// are skipped with a warning: a bad model must not prevent the pipeline from starting.
+pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::messages::Model>, KafkaSetupError> {
+    let mut latest: std::collections::BTreeMap<u64, crate::messages::Model> = std::collections::BTreeMap::new();
+    for (_, value) in read_topic(config, &config.topics.models, Duration::from_secs(60))? {
+        match crate::messages::json::parse_model(&String::from_utf8_lossy(&value)) {
+            Ok(m) => {
+                if latest.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
+                    latest.insert(m.t_obs, m);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable model record"),
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
 /// The partitions of a topic, sorted.
 pub fn partitions_of(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<i32>, KafkaSetupError> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
