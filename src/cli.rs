@@ -96,6 +96,10 @@ pub enum Command {
         #[command(flatten)]
         kafka: KafkaOptions,
     },
+    /// Kubernetes entrypoint: render this StatefulSet pod's timely hostfile (process index
+    /// from its ordinal, peers by their stable DNS names), then exec the command after `--`
+    /// (`live …`) with `-n N -p I -h FILE`. See k8s/README.md.
+    Hostfile(crate::k8s::HostfileArgs),
     /// Fit the Hawkes model to every cascade at one observation time and print one JSON line
     /// per cascade: {"cascade","n","p","beta","n_star","G1","N_pred","objective"}.
     Fit {
@@ -139,6 +143,11 @@ pub struct RunOptions {
     /// Keep serving the page and metrics after a replay ends, until Ctrl-C.
     #[arg(long)]
     pub serve: bool,
+    /// Push every popular-cascade alert (prediction above the alert threshold) to this
+    /// Alertmanager, `http://HOST:PORT` (API v2): one `PopularCascade` alert per cascade and
+    /// window, from a background queue that never blocks the dataflow. Off when absent.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
     /// Worker threads per process (timely's -w).
     #[arg(short = 'w', long = "threads", default_value_t = 1)]
     pub threads: usize,

@@ -9,6 +9,7 @@
 //! - `tweetoscope_model` (crate `crates/model`): Hawkes, forest, statistics — pure numerics.
 //! - [`config`], [`messages`]: configuration and record types shared by all.
 
+pub mod alertmanager;
 pub mod cascade;
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod dataflow;
 pub mod generate;
 pub mod http;
 pub mod io;
+pub mod k8s;
 pub mod live;
 pub mod messages;
 pub mod pipeline;

@@ -98,6 +98,7 @@ pub fn prediction(time: Time, p: &Prediction) {
     if p.n_pred > s.alert_threshold {
         s.alerts.push_front(AlertRow { cascade: p.cascade.to_string(), window: p.t_obs, predicted: p.n_pred, time });
         s.alerts.truncate(MAX_ALERTS);
+        crate::alertmanager::popular_cascade(time, p);
     }
     s.rows.insert(
         (p.cascade, p.t_obs),

@@ -51,6 +51,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Backtest { kafka, run }) => kafka_run(&run, &kafka, true),
+        Some(Command::Hostfile(args)) => Ok(tweetoscope::k8s::entrypoint(&args)?),
     }
 }
 
@@ -143,6 +144,7 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
         warm_start: false,
     };
     let http = options.http()?;
+    let _alertmanager = alertmanager(options)?;
     let result = {
         let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());
         run(job, handles)
@@ -156,6 +158,15 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
         drop(server);
     }
     Ok(())
+}
+
+/// Starts pushing popular-cascade alerts to `--alertmanager`, if given; what is still queued
+/// is sent (a few seconds at most) when the returned guard is dropped.
+fn alertmanager(options: &RunOptions) -> Result<Option<tweetoscope::alertmanager::Installed>> {
+    let Some(url) = &options.alertmanager else { return Ok(None) };
+    let installed = tweetoscope::alertmanager::install(url)?;
+    eprintln!("pushing popular-cascade alerts to {url}");
+    Ok(Some(installed))
 }
 
 /// `live` and `backtest`: the pipeline on the `tweets` topic.
@@ -176,6 +187,7 @@ fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, bounded: bool) -> Resul
         warm_start: !bounded,
     };
     let _http = options.http()?;
+    let _alertmanager = alertmanager(options)?;
     let result = {
         let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());
         run(job, handles)

@@ -143,6 +143,10 @@ pub struct Estimate {
     pub n: usize,
     /// The fitted parameters, or `None` when the fit failed (then the prediction is `n`).
     pub fit: Option<FitSummary>,
+    /// The SEISMIC baseline's predicted final size (original tweet included), computed on
+    /// the same partial cascade for side-by-side accuracy; `None` when SEISMIC finds the
+    /// cascade supercritical (the package predicts +∞) or cannot estimate it.
+    pub n_seismic: Option<f64>,
 }
 
 /// The parts of a Hawkes fit that later stages need.
@@ -177,6 +181,8 @@ pub struct Prediction {
     pub fit: Option<FitSummary>,
     /// Plain Hawkes prediction (n when the fit failed).
     pub n_hawkes: f64,
+    /// The SEISMIC baseline's prediction (see [`Estimate::n_seismic`]).
+    pub n_seismic: Option<f64>,
     /// The corrected prediction N = n + ω·G1/(1−n*).
     pub n_pred: f64,
     /// The correction factor applied (1 before the window has a model).
@@ -316,10 +322,11 @@ pub mod json {
         .to_string()
     }
 
-    /// `{"type":"stat",…}` with the corrected ARE and, added, the plain Hawkes one.
-    pub fn stat(cascade: CascadeId, t_obs: Time, are: f64, are_hawkes: f64) -> String {
+    /// `{"type":"stat",…}` with the corrected ARE and, added, the plain Hawkes and SEISMIC
+    /// ones (`ARE_seismic` is null when SEISMIC predicted an infinite size).
+    pub fn stat(cascade: CascadeId, t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64>) -> String {
         json!({"type": "stat", "cid": cascade.to_string(), "T_obs": t_obs, "ARE": finite(are),
-               "ARE_hawkes": finite(are_hawkes)})
+               "ARE_hawkes": finite(are_hawkes), "ARE_seismic": are_seismic.map(finite)})
         .to_string()
     }
 
@@ -400,7 +407,7 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_never_reach_json() {
-        let s = json::stat(1, 600, f64::NAN, f64::INFINITY);
+        let s = json::stat(1, 600, f64::NAN, f64::INFINITY, None);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["ARE"], 0.0);
     }

@@ -30,7 +30,7 @@ pub enum SummaryEvent {
     /// A prediction was made.
     Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
     /// A prediction's accuracy once the true size was known.
-    Accuracy { t_obs: Time, are: f64, are_hawkes: f64 },
+    Accuracy { t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64> },
     /// A training sample was made.
     SampleMade { t_obs: Time },
     /// A prediction gave no sample.
@@ -73,6 +73,8 @@ struct WindowAcc {
     alerts: u64,
     are: Vec<f64>,
     are_hawkes: Vec<f64>,
+    are_seismic: Vec<f64>,
+    seismic_infinite: u64,
     samples: u64,
     excluded: u64,
     models: u64,
@@ -103,10 +105,14 @@ impl SummaryAccumulator {
                 w.fits_failed += u64::from(!fit_ok);
                 w.alerts += u64::from(alert);
             }
-            SummaryEvent::Accuracy { t_obs, are, are_hawkes } => {
+            SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic } => {
                 let w = self.windows.entry(t_obs).or_default();
                 w.are.push(are);
                 w.are_hawkes.push(are_hawkes);
+                match are_seismic {
+                    Some(a) => w.are_seismic.push(a),
+                    None => w.seismic_infinite += 1,
+                }
             }
             SummaryEvent::SampleMade { t_obs } => self.windows.entry(t_obs).or_default().samples += 1,
             SummaryEvent::SampleExcluded { t_obs, .. } => self.windows.entry(t_obs).or_default().excluded += 1,
@@ -129,6 +135,8 @@ impl SummaryAccumulator {
                 fits_at_bound: w.at_bound,
                 are_hawkes: Summary::of(&w.are_hawkes).into(),
                 are: Summary::of(&w.are).into(),
+                are_seismic: Summary::of(&w.are_seismic).into(),
+                seismic_infinite: w.seismic_infinite,
                 alerts: w.alerts,
                 samples: w.samples,
                 samples_excluded: w.excluded,
@@ -183,6 +191,11 @@ pub struct WindowReport {
     pub are_hawkes: AreReport,
     /// Accuracy of the corrected prediction.
     pub are: AreReport,
+    /// Accuracy of the SEISMIC baseline (package defaults, n* = 100), over the predictions
+    /// it made finite.
+    pub are_seismic: AreReport,
+    /// Predictions SEISMIC made infinite (supercritical: p̂·n* ≥ 1), left out of `are_seismic`.
+    pub seismic_infinite: u64,
     /// Alerts raised.
     pub alerts: u64,
     /// Training samples made.
@@ -213,12 +226,20 @@ impl RunReport {
     pub fn table(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "{:>6} {:>9} {:>11} {:>15} {:>15} {:>15} {:>15} {:>7}\n",
-            "T_obs", "cascades", "predictions", "ARE hawkes mean", "ARE hawkes med", "ARE RF mean", "ARE RF med", "alerts"
+            "{:>6} {:>9} {:>11} {:>15} {:>15} {:>15} {:>15} {:>15} {:>7}\n",
+            "T_obs",
+            "cascades",
+            "predictions",
+            "ARE hawkes mean",
+            "ARE hawkes med",
+            "ARE RF mean",
+            "ARE RF med",
+            "ARE SEISMIC med",
+            "alerts"
         ));
         for w in &self.windows {
             s.push_str(&format!(
-                "{:>6} {:>9} {:>11} {:>15.3} {:>15.3} {:>15.3} {:>15.3} {:>7}\n",
+                "{:>6} {:>9} {:>11} {:>15.3} {:>15.3} {:>15.3} {:>15.3} {:>15} {:>7}\n",
                 w.t_obs,
                 w.cascades,
                 w.predictions,
@@ -226,6 +247,7 @@ impl RunReport {
                 w.are_hawkes.median,
                 w.are.mean,
                 w.are.median,
+                format!("{:.3}{}", w.are_seismic.median, if w.seismic_infinite > 0 { format!(" (+{}∞)", w.seismic_infinite) } else { String::new() }),
                 w.alerts
             ));
         }
@@ -250,9 +272,9 @@ mod tests {
     #[test]
     fn report_is_independent_of_event_order() {
         let events = vec![
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3 },
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2 },
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9 },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3, are_seismic: Some(0.5) },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2, are_seismic: None },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9, are_seismic: Some(0.4) },
             SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true, at_bound: false },
         ];
         let mut a = SummaryAccumulator::default();

@@ -92,8 +92,18 @@ pub enum LiveEvent {
     Outcome(outcome::Outcome),
 }
 
-/// Fits one partial cascade (the estimate stage's core).
+/// Fits one partial cascade (the estimate stage's core), and computes the SEISMIC baseline
+/// on the same events.
 pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
+    let seismic_events: Vec<(f64, f64)> = partial.events.iter().map(|e| (e.t, e.m)).collect();
+    let n_seismic = tweetoscope_model::seismic::prediction(
+        &seismic_events,
+        partial.t_obs as f64,
+        &tweetoscope_model::seismic::SeismicParams::default(),
+    )
+    .ok()
+    .and_then(|p| p.final_size)
+    .filter(|n| n.is_finite());
     let fit = model.fit(&partial.events, partial.t_obs as f64).ok().map(|f| FitSummary {
         p: f.p,
         beta: f.beta,
@@ -102,7 +112,7 @@ pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
         n_hawkes: f.n_pred,
         at_bound: !f.bounds_hit.is_empty(),
     });
-    Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit }
+    Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit, n_seismic }
 }
 
 /// Builds the pipeline on a stream of input events (in any worker distribution).

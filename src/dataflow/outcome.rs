@@ -50,7 +50,7 @@ impl Exclusion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The accuracy of one prediction.
-    Stat { cascade: CascadeId, t_obs: Time, n_true: usize, are: f64, are_hawkes: f64 },
+    Stat { cascade: CascadeId, t_obs: Time, n_true: usize, are: f64, are_hawkes: f64, are_seismic: Option<f64> },
     /// A training sample.
     Sample(Sample),
     /// A prediction that gives no sample, and why.
@@ -61,9 +61,12 @@ impl Outcome {
     /// The summary event of this outcome.
     pub fn summary_event(&self) -> Option<SummaryEvent> {
         match self {
-            Outcome::Stat { t_obs, are, are_hawkes, .. } => {
-                Some(SummaryEvent::Accuracy { t_obs: *t_obs, are: *are, are_hawkes: *are_hawkes })
-            }
+            Outcome::Stat { t_obs, are, are_hawkes, are_seismic, .. } => Some(SummaryEvent::Accuracy {
+                t_obs: *t_obs,
+                are: *are,
+                are_hawkes: *are_hawkes,
+                are_seismic: *are_seismic,
+            }),
             Outcome::Excluded { t_obs, reason } => Some(SummaryEvent::SampleExcluded { t_obs: *t_obs, reason: *reason }),
             Outcome::Sample(s) => Some(SummaryEvent::SampleMade { t_obs: s.t_obs }),
         }
@@ -72,10 +75,10 @@ impl Outcome {
     /// The `stats` record of this outcome, if it is one.
     pub fn stat_record(self) -> Option<OutputRecord> {
         match self {
-            Outcome::Stat { cascade, t_obs, are, are_hawkes, .. } => Some(OutputRecord {
+            Outcome::Stat { cascade, t_obs, are, are_hawkes, are_seismic, .. } => Some(OutputRecord {
                 sort_key: (Topic::Stats, cascade, t_obs, 0),
                 key: None,
-                value: json::stat(cascade, t_obs, are, are_hawkes),
+                value: json::stat(cascade, t_obs, are, are_hawkes, are_seismic),
             }),
             _ => None,
         }
@@ -87,7 +90,8 @@ pub fn outcomes_of(prediction: &Prediction, n_true: usize, out: &mut Vec<Outcome
     let truth = n_true as f64;
     let (cascade, t_obs) = (prediction.cascade, prediction.t_obs);
     if let (Some(are), Some(are_hawkes)) = (are(prediction.n_pred, truth), are(prediction.n_hawkes, truth)) {
-        out.push(Outcome::Stat { cascade, t_obs, n_true, are, are_hawkes });
+        let are_seismic = prediction.n_seismic.and_then(|n| tweetoscope_model::stats::are(n, truth));
+        out.push(Outcome::Stat { cascade, t_obs, n_true, are, are_hawkes, are_seismic });
     }
     let Some(fit) = prediction.fit else {
         out.push(Outcome::Excluded { t_obs, reason: Exclusion::FitFailed });
@@ -182,6 +186,7 @@ mod tests {
             n: 10,
             fit,
             n_hawkes: 20.0,
+            n_seismic: None,
             n_pred: 20.0,
             omega: 1.0,
             model_version: None,

@@ -40,6 +40,7 @@ pub fn predict_one(estimate: Estimate, model: Option<&Model>) -> Prediction {
         n: estimate.n,
         fit: estimate.fit,
         n_hawkes,
+        n_seismic: estimate.n_seismic,
         n_pred,
         omega,
         model_version: version,

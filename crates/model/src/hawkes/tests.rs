@@ -656,26 +656,3 @@ fn fit_is_consistent_with_the_evaluation_functions() {
         }
     }
 }
-
-#[test]
-#[ignore]
-fn hidden_rate() {
-    let mut fits = 0;
-    let mut with_hidden = 0;
-    for k in 1..=80 {
-        let c = cascade(k);
-        for minutes in (5..=120).step_by(5) {
-            let t = minutes as f64 * 60.0;
-            for prior in [PriorKind::Course, PriorKind::LogNormal, PriorKind::Flat] {
-                let before = super::optimise::HIDDEN.load(std::sync::atomic::Ordering::Relaxed);
-                if model(prior).fit(&c, t).is_ok() {
-                    fits += 1;
-                    if super::optimise::HIDDEN.load(std::sync::atomic::Ordering::Relaxed) > before {
-                        with_hidden += 1;
-                    }
-                }
-            }
-        }
-    }
-    eprintln!("{with_hidden} of {fits} fits evaluated a hidden-turn split");
-}

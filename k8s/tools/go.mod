@@ -1,0 +1,5 @@
+module tweetoscope/k8s/tools
+
+go 1.22
+
+require gopkg.in/yaml.v3 v3.0.1
