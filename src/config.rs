@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tweetoscope_model::forest::ForestParams;
-use tweetoscope_model::hawkes::{HawkesSettings, PriorKind};
+use tweetoscope_model::hawkes::HawkesSettings;
 
 use crate::Time;
 
@@ -34,8 +34,8 @@ pub struct DataflowConfig {
     pub input: InputConfig,
     /// Windows, termination and alerting: the collector's semantics.
     pub pipeline: PipelineConfig,
-    /// The marked Hawkes model and its prior.
-    pub hawkes: HawkesConfig,
+    /// The marked Hawkes model and its prior (SPEC §4.1; defaults are the course's values).
+    pub hawkes: HawkesSettings,
     /// The random-forest predictive layer.
     pub forest: ForestConfig,
     /// Kafka brokers, credentials, topics and source behaviour (distributed mode).
@@ -85,68 +85,6 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self { windows: vec![600, 1200], t_end: 1800, min_cascade_size: 10, alert_threshold: 150.0, tombstone_ttl: 86_400 }
-    }
-}
-
-/// The Hawkes model's constants (SPEC §4.1); defaults are the course's values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HawkesConfig {
-    /// Power-law exponent of the mark (follower count) distribution.
-    pub alpha: f64,
-    /// Lower cut-off of the mark distribution.
-    pub mu: f64,
-    /// Prior mean of p.
-    pub prior_mean_p: f64,
-    /// Prior mean of β (1/s).
-    pub prior_mean_beta: f64,
-    /// Prior standard deviation of p.
-    pub prior_sd_p: f64,
-    /// Prior standard deviation of β.
-    pub prior_sd_beta: f64,
-    /// Prior correlation of p and β.
-    pub prior_corr: f64,
-    /// Which log-prior is maximised with the likelihood: `course`, `log_normal` or `flat`.
-    pub prior: PriorKind,
-    /// Smallest kernel rate β (1/s): slowest reaction time considered (course: 10 days).
-    pub beta_min: f64,
-    /// Largest kernel rate β (1/s): fastest reaction time considered (course: 1 minute).
-    pub beta_max: f64,
-}
-
-impl Default for HawkesConfig {
-    fn default() -> Self {
-        let s = HawkesSettings::default();
-        Self {
-            alpha: s.alpha,
-            mu: s.mu,
-            prior_mean_p: s.prior_mean_p,
-            prior_mean_beta: s.prior_mean_beta,
-            prior_sd_p: s.prior_sd_p,
-            prior_sd_beta: s.prior_sd_beta,
-            prior_corr: s.prior_corr,
-            prior: s.prior,
-            beta_min: s.beta_min,
-            beta_max: s.beta_max,
-        }
-    }
-}
-
-impl HawkesConfig {
-    /// The estimator's settings.
-    pub fn settings(&self) -> HawkesSettings {
-        HawkesSettings {
-            alpha: self.alpha,
-            mu: self.mu,
-            prior_mean_p: self.prior_mean_p,
-            prior_mean_beta: self.prior_mean_beta,
-            prior_sd_p: self.prior_sd_p,
-            prior_sd_beta: self.prior_sd_beta,
-            prior_corr: self.prior_corr,
-            prior: self.prior,
-            beta_min: self.beta_min,
-            beta_max: self.beta_max,
-        }
     }
 }
 
@@ -260,7 +198,7 @@ impl DataflowConfig {
         if f.model_delay == 0 {
             return invalid("forest.model_delay must be ≥ 1 (a zero-delay feedback loop never progresses)".into());
         }
-        tweetoscope_model::hawkes::HawkesModel::new(self.hawkes.settings())
+        tweetoscope_model::hawkes::HawkesModel::new(self.hawkes.clone())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.kafka.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())

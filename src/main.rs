@@ -230,7 +230,7 @@ fn fit(input: &Path, index: Option<&Path>, t_obs: f64, config: Option<PathBuf>) 
     anyhow::ensure!(t_obs.is_finite() && t_obs >= 0.0, "--t-obs must be a finite number of seconds ≥ 0");
     let options = RunOptions { config, ..RunOptions::default() };
     let config = options.load_config()?;
-    let model = tweetoscope_model::hawkes::HawkesModel::new(config.hawkes.settings())?;
+    let model = tweetoscope_model::hawkes::HawkesModel::new(config.hawkes.clone())?;
     let dataset = read_dataset(input, index)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for c in &dataset.cascades {

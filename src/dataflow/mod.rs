@@ -62,7 +62,7 @@ impl StageSettings {
                 min_cascade_size: p.min_cascade_size,
                 tombstone_ttl: p.tombstone_ttl,
             },
-            hawkes: HawkesModel::new(config.hawkes.settings())
+            hawkes: HawkesModel::new(config.hawkes.clone())
                 .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?,
             alert_threshold: p.alert_threshold,
             forest: config.forest.clone(),

@@ -58,8 +58,10 @@ pub enum PriorKind {
     Flat,
 }
 
-/// Settings of the model (SPEC §4.1); `Default` gives the course values.
+/// Settings of the model (SPEC §4.1); `Default` gives the course values. Also the
+/// `[hawkes]` table of a dataflow config: unknown keys are rejected, missing ones default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HawkesSettings {
     /// Exponent α of the power law of the magnitudes (> 2, so that E\[m\] is finite).
     pub alpha: f64,
