@@ -118,6 +118,9 @@ pub enum Command {
     },
 }
 
+/// The bundled sample replayed by default (relative to the project root).
+pub const BUNDLED_SAMPLE: &str = "data/seismic-tideh100/raw/training";
+
 /// Where the HTTP server binds by default: loopback only.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
 

@@ -32,7 +32,8 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
             let config = cli.run.load_config()?;
-            let input = config.input.path.clone().context("the dataflow config names no [input] path")?;
+            // A config without an [input] path still replays the bundled sample.
+            let input = config.input.path.clone().unwrap_or_else(|| PathBuf::from(tweetoscope::cli::BUNDLED_SAMPLE));
             let index = config.input.index.clone();
             replay(&cli.run, resolve_bundled(&input), index.map(|i| resolve_bundled(&i)))
         }
