@@ -87,6 +87,34 @@ pub enum Command {
         #[command(flatten)]
         run: RunOptions,
     },
+    /// Simulate cascades from the marked Hawkes model into DIR (course layout:
+    /// cascades-data.csv, cascades-index.csv, plus truth.csv with each cascade's p, β, n*).
+    Simulate {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of cascades.
+        #[arg(long, default_value_t = 1000)]
+        cascades: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Match final sizes to this course index CSV (e.g. the course's news-index.csv).
+        #[arg(long)]
+        match_sizes: Option<PathBuf>,
+        /// Branching factor used with --match-sizes.
+        #[arg(long, default_value_t = 0.2)]
+        n_star: f64,
+        /// Drop events after this many seconds (default 10 days).
+        #[arg(long, default_value_t = 864_000.0)]
+        horizon: f64,
+        /// At most this many events per cascade.
+        #[arg(long, default_value_t = 100_000)]
+        max_events: usize,
+        /// Dataflow configuration TOML (its [hawkes] table gives marks and prior).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Create the input, output and dead-letter topics that do not exist yet.
     Topics {
         /// Partitions per topic.

@@ -43,6 +43,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             generate_command(&input, index.as_deref(), &speed, sources, &kafka)
         }
         Some(Command::Live { kafka, run }) => kafka_run(&run, &kafka, false),
+        Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
+            let config = RunOptions { config, ..RunOptions::default() }.load_config()?;
+            let options =
+                tweetoscope::simulation::SimulateOptions { cascades, seed, match_sizes, n_star, horizon, max_events };
+            let truths = tweetoscope::simulation::simulate_to(&out, &options, &config.hawkes)?;
+            let events: usize = truths.iter().map(|t| t.size).sum();
+            println!("{} cascades, {events} events written to {}", truths.len(), out.display());
+            Ok(())
+        }
         Some(Command::Topics { partitions, kafka }) => {
             let mut config = RunOptions::default().load_config()?;
             kafka.apply(&mut config);
