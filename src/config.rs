@@ -94,8 +94,12 @@ impl Default for PipelineConfig {
 pub struct ForestConfig {
     /// Turn the correction off to run plain Hawkes (ω = 1 always).
     pub enabled: bool,
-    /// Retrain a window's forest every this many new samples of that window.
+    /// Retrain a window's forest every this many new samples of that window…
     pub retrain_every: usize,
+    /// …or, once that is more, when the samples seen have grown by this fraction since the
+    /// last run: training cost then grows with the logarithm of the stream, not linearly
+    /// (the course retrained every 5–20 samples, which a long stream cannot afford).
+    pub retrain_growth: f64,
     /// Train on at most this many most recent samples, so that training cost stays bounded
     /// on long streams and the model follows drift.
     pub max_samples: usize,
@@ -121,6 +125,7 @@ impl Default for ForestConfig {
         Self {
             enabled: true,
             retrain_every: 10,
+            retrain_growth: 0.1,
             max_samples: 2000,
             model_delay: 1,
             n_trees: p.n_trees,
@@ -194,6 +199,9 @@ impl DataflowConfig {
         let f = &self.forest;
         if f.retrain_every == 0 || f.max_samples == 0 || f.n_trees == 0 {
             return invalid("forest.retrain_every, forest.max_samples and forest.n_trees must be ≥ 1".into());
+        }
+        if !(f.retrain_growth.is_finite() && f.retrain_growth >= 0.0) {
+            return invalid("forest.retrain_growth must be a finite number ≥ 0".into());
         }
         if f.model_delay == 0 {
             return invalid("forest.model_delay must be ≥ 1 (a zero-delay feedback loop never progresses)".into());

@@ -47,10 +47,12 @@ impl WindowTrainer {
         self.seen += 1;
     }
 
-    /// Retrains when `retrain_every` samples arrived since the last run; `None` otherwise or
-    /// when training fails (the previous model stays in use).
+    /// Retrains when `max(retrain_every, retrain_growth × samples at the last run)` samples
+    /// arrived since the last run; `None` otherwise or when training fails (the previous
+    /// model stays in use).
     pub fn maybe_train(&mut self, config: &ForestConfig, t_obs: Time, now: Time) -> Option<Model> {
-        if self.seen - self.trained_at < config.retrain_every {
+        let due = config.retrain_every.max((config.retrain_growth * self.trained_at as f64).ceil() as usize);
+        if self.seen - self.trained_at < due {
             return None;
         }
         self.trained_at = self.seen;
@@ -122,7 +124,8 @@ mod tests {
 
     #[test]
     fn retrains_every_k_samples_on_the_most_recent_ones() {
-        let config = ForestConfig { retrain_every: 3, max_samples: 4, n_trees: 5, ..ForestConfig::default() };
+        let config =
+            ForestConfig { retrain_every: 3, retrain_growth: 0.0, max_samples: 4, n_trees: 5, ..ForestConfig::default() };
         let mut t = WindowTrainer::default();
         let mut versions = Vec::new();
         for i in 0..7 {
@@ -132,5 +135,19 @@ mod tests {
             }
         }
         assert_eq!(versions, vec![(102, 3), (105, 4)]);
+    }
+
+    #[test]
+    fn retraining_becomes_geometric_on_long_streams() {
+        let config = ForestConfig { retrain_every: 10, retrain_growth: 0.5, n_trees: 2, ..ForestConfig::default() };
+        let mut t = WindowTrainer::default();
+        let mut at = Vec::new();
+        for i in 0..100u64 {
+            t.push(&sample(i as f64), config.max_samples);
+            if t.maybe_train(&config, 600, i).is_some() {
+                at.push(i + 1);
+            }
+        }
+        assert_eq!(at, vec![10, 20, 30, 45, 68], "10, +10, +10, then +50 %");
     }
 }
