@@ -6,7 +6,7 @@
 //!   functions use, and what the golden values are checked against.
 //! - [`Kernel`]: the fast pass of the optimiser. One sweep gives Σ log A_i, C(β) and their
 //!   first and second β-derivatives, with one division per event, one logarithm per sweep and
-//!   one exponential per *distinct* whole-second inter-event gap (16% of real gaps are 0).
+//!   one exponential per *distinct* whole-second inter-event gap.
 //!
 //! Notation: A_i = Σ_{j<i} m_j e^{−β(t_i−t_j)} (file order), B_i = −dA_i/dβ,
 //! D_i = d²A_i/dβ². The sweep keeps the ratios b_i = B_i/A_i (the A-weighted mean lag) and
@@ -30,8 +30,8 @@ const LINEAR_LAG_LIMIT: f64 = 600.0;
 const ANCHOR_MAGNITUDE: f64 = 1e-40;
 
 /// Inter-event gaps that are whole numbers below this many seconds share one exponential per
-/// distinct value (real data has one-second resolution: 1,000 events of a real cascade have 3
-/// to 240 distinct gaps).
+/// distinct value (real data has one-second resolution: 1,000 events of a real cascade have
+/// 3 to 240 distinct gaps, and 16% of all gaps are 0).
 const SMALL_GAP_TABLE: usize = 1024;
 
 /// The longest lag from an anchor event (m ≥ [`ANCHOR_MAGNITUDE`]) to the next events before
@@ -214,10 +214,10 @@ pub(crate) struct Kernel {
     gaps: Vec<f64>,
     /// For each gap, its slot in `gap_values` / `gap_exps`.
     gap_slot: Vec<u32>,
-    /// The gap values that need an exponential at each β: each distinct small whole-second
-    /// gap once, every other gap on its own.
+    /// The gap values that need an exponential at each β: each distinct whole-second gap
+    /// below [`SMALL_GAP_TABLE`] s once, every other gap on its own.
     gap_values: Vec<f64>,
-    /// Scratch: e^{−β·gap_values\[k\]} at the current β.
+    /// Scratch: e^{−β·gap} for each slot at the current β.
     gap_exps: Vec<f64>,
     /// T − t_n.
     dt_end: f64,
@@ -269,6 +269,19 @@ impl Kernel {
         }
     }
 
+    /// Fills `gap_exps` with e^{−β·gap} for every slot.
+    ///
+    /// (Tables of powers, e^{−βk} = (e^{−32β})^h·(e^{−β})^l for k = 32h + l, would need two
+    /// exponentials per sweep instead of one per distinct gap, and make the slowest real
+    /// cascades 30% faster. It was tried and dropped: the powers' rounding errors are the same
+    /// for every gap, so they add up coherently along the recursion, and C = M − A_T then
+    /// loses up to 1e−10 (relative) of the objective where exact exponentials lose 1e−13.)
+    fn fill_exps(&mut self, beta: f64) {
+        for (e, &g) in self.gap_exps.iter_mut().zip(&self.gap_values) {
+            *e = (-beta * g).exp();
+        }
+    }
+
     /// Number of events n.
     pub fn len(&self) -> usize {
         self.m.len()
@@ -304,9 +317,7 @@ impl Kernel {
 
     /// The linear-space sweep (the common case).
     fn sums_linear(&mut self, beta: f64) -> Sums {
-        for (e, &g) in self.gap_exps.iter_mut().zip(&self.gap_values) {
-            *e = (-beta * g).exp();
-        }
+        self.fill_exps(beta);
         let m = &self.m;
         let n = m.len();
         let exps = &self.gap_exps;

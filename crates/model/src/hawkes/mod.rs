@@ -132,7 +132,7 @@ pub enum BoundHit {
 pub struct Fit {
     /// Number of events used (those with t ≤ T).
     pub n: usize,
-    /// Estimated p (the fraction of a user's followers who retweet, per unit of magnitude).
+    /// Estimated p: an event of magnitude m has p·m direct retweets on average.
     pub p: f64,
     /// Estimated β, the decay rate of the kernel, in 1/s.
     pub beta: f64,
