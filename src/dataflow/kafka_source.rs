@@ -153,7 +153,9 @@ pub fn kafka_source<'s>(
                 cap = None;
                 return;
             }
-            let mut by_time: BTreeMap<Time, Vec<SourceItem>> = BTreeMap::new();
+            // Everything polled now goes out in one message stamped with the current watermark;
+            // records carry their own event time (never below the stamp, see below).
+            let mut items: Vec<SourceItem> = Vec::new();
             let mut polled = 0;
             while polled < batch_limit {
                 let message = match consumer.poll(Duration::ZERO) {
@@ -198,11 +200,7 @@ pub fn kafka_source<'s>(
                         }
                     }
                 };
-                let time = match &item {
-                    Ok(e) => e.time,
-                    Err(_) => *c.time(),
-                };
-                by_time.entry(time).or_default().push(item);
+                items.push(item);
             }
             // Watermark: the minimum over partitions that still hold it back.
             let now = Instant::now();
@@ -212,17 +210,17 @@ pub fn kafka_source<'s>(
                 .map(|s| s.max_time)
                 .collect();
             let mut sent = 0u64;
-            for (time, items) in by_time {
-                // Live mode may exclude an idle partition whose late data then arrives below
-                // the capability: such an event is late too.
-                let at = if time < *c.time() { *c.time() } else { time };
-                let at_cap = c.delayed(&at);
-                let mut session = output.session(&at_cap);
+            if !items.is_empty() {
+                let watermark = *c.time();
+                let mut session = output.session(c);
                 for item in items {
+                    // Live mode may exclude an idle partition whose late data then arrives
+                    // below the watermark: such an event is late too. (In bounded mode the
+                    // per-partition rule already guarantees time ≥ watermark.)
                     let item = match item {
-                        Ok(e) if e.time < at => Err(DeadLetter {
+                        Ok(e) if e.time < watermark => Err(DeadLetter {
                             reason: RejectReason::Late,
-                            detail: format!("time {} is behind the watermark {at}", e.time),
+                            detail: format!("time {} is behind the watermark {watermark}", e.time),
                             partition: None,
                             offset: Some(e.seq as i64),
                             key: Some(e.cascade.to_string()),

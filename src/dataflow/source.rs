@@ -42,17 +42,19 @@ pub fn replay<'s>(
             }
             // With pacing, only event times up to first + elapsed × pace are due.
             let due = pace.map(|f| first_time + (started.elapsed().as_secs_f64() * f) as Time);
+            // One message per activation, stamped with the batch's earliest time: records carry
+            // their own event time (≥ the stamp), and downstream stages order by it. Stamping
+            // each second separately would multiply progress-tracking traffic for nothing.
             let mut sent = 0;
-            while sent < BATCH {
-                let Some(time) = events.peek().map(|e| e.time) else { break };
-                if due.is_some_and(|d| time > d) {
-                    break;
-                }
-                c.downgrade(&time);
+            if let Some(first) = events.peek().map(|e| e.time).filter(|t| due.is_none_or(|d| *t <= d)) {
+                c.downgrade(&first);
                 let mut session = output.session(c);
-                while let Some(e) = events.next_if(|e| e.time == time) {
+                while let Some(e) = events.next_if(|e| due.is_none_or(|d| e.time <= d)) {
                     session.give(e);
                     sent += 1;
+                    if sent == BATCH {
+                        break;
+                    }
                 }
             }
             progress.fetch_add(sent as u64, Ordering::Relaxed);

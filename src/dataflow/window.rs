@@ -35,14 +35,17 @@ pub fn window_terminate<'s>(
         let mut held: Option<Capability<Time>> = None;
         let mut out: Vec<(Time, TrackerOutput)> = Vec::new();
         move |(input, frontier), output| {
+            // A message's stamp is a lower bound of its records' event times (sources batch
+            // several seconds in one message); records are stashed at their own time, which is
+            // complete once the frontier has passed it.
             input.for_each_stamp(|cap, data| {
                 let time = *cap.least().expect("a message has a time");
                 if held.as_ref().is_none_or(|h| time < *h.time()) {
                     held = cap.retain_least(0);
                 }
-                let batch = stash.entry(time).or_default();
-                for d in data {
-                    batch.append(d);
+                for e in data.flat_map(|d| d.drain(..)) {
+                    debug_assert!(e.time >= time, "a record is never earlier than its message");
+                    stash.entry(e.time.max(time)).or_default().push(e);
                 }
             });
             while let Some(entry) = stash.first_entry() {
