@@ -1,5 +1,6 @@
 //! The process's HTTP server: `/metrics` (Prometheus), `/` (the live page), `/api/state`
-//! (the page's data), `/healthz` (liveness: the event-time frontier advances).
+//! (the page's data), `/healthz` (liveness: 503 when the event-time frontier has not
+//! advanced for five minutes while newer input is pending).
 //!
 //! tiny_http is used because the server is a side door of a dataflow process: a few
 //! requests per second on one thread, no async runtime needed.
@@ -7,6 +8,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+/// How long the frontier may stand still with input pending before `/healthz` fails (the
+/// Kubernetes liveness probe then restarts the pod, and timely's fail-stop restarts the rest).
+const STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The live page (no build step: plain HTML and JavaScript, served from the binary).
 const PAGE: &str = include_str!("page.html");
@@ -65,7 +70,10 @@ fn route(url: &str) -> (u16, &'static str, String) {
         "/metrics" => (200, "text/plain; version=0.0.4", crate::telemetry::metrics().render()),
         "/api/state" => (200, "application/json", serde_json::to_string(&crate::live::snapshot()).unwrap_or_default()),
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
-        "/healthz" => (200, "text/plain", "ok\n".to_owned()),
+        "/healthz" => match crate::telemetry::liveness(STALL) {
+            Ok(()) => (200, "text/plain", "ok\n".to_owned()),
+            Err(reason) => (503, "text/plain", format!("{reason}\n")),
+        },
         _ => (404, "text/plain", "not found\n".to_owned()),
     }
 }

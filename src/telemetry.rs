@@ -214,8 +214,33 @@ pub fn frontier(time: Option<Time>) {
     let t = time.unwrap_or(m.newest_event.get().max(0) as Time) as i64;
     if t > m.frontier.get() {
         m.frontier.set(t);
+        *last_progress().lock().expect("progress clock") = std::time::Instant::now();
     }
     m.frontier_lag.set((m.newest_event.get() - m.frontier.get()).max(0));
+}
+
+fn last_progress() -> &'static std::sync::Mutex<std::time::Instant> {
+    static LAST: OnceLock<std::sync::Mutex<std::time::Instant>> = OnceLock::new();
+    LAST.get_or_init(|| std::sync::Mutex::new(std::time::Instant::now()))
+}
+
+/// Liveness: `Err` with a reason when input newer than the frontier has been waiting and
+/// the frontier has not advanced for `stall` (wall clock) — a stuck worker or a silent
+/// network partition (timely has no read timeouts). An idle pipeline with nothing pending
+/// is healthy.
+pub fn liveness(stall: std::time::Duration) -> Result<(), String> {
+    let m = metrics();
+    let pending = m.newest_event.get() > m.frontier.get();
+    let since = last_progress().lock().expect("progress clock").elapsed();
+    if pending && since > stall {
+        return Err(format!(
+            "event-time frontier stuck at {} s for {} s while events up to {} s are pending",
+            m.frontier.get(),
+            since.as_secs(),
+            m.newest_event.get()
+        ));
+    }
+    Ok(())
 }
 
 /// A Kafka partition's consumer lag.
@@ -240,6 +265,20 @@ pub fn throughput(events_per_second: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn liveness_fails_only_when_pending_input_waits_on_a_stuck_frontier() {
+        // The process-wide metrics are shared by the tests of this binary: use large times.
+        frontier(Some(5_000_000_000));
+        assert!(liveness(std::time::Duration::ZERO).is_ok(), "nothing pending");
+        newest_event(6_000_000_000);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let err = liveness(std::time::Duration::from_millis(1)).unwrap_err();
+        assert!(err.contains("stuck"), "{err}");
+        assert!(liveness(std::time::Duration::from_secs(3600)).is_ok(), "not stuck for long");
+        frontier(Some(6_000_000_000));
+        assert!(liveness(std::time::Duration::ZERO).is_ok(), "caught up");
+    }
 
     #[test]
     fn every_metric_is_prefixed_and_series_exist_before_any_event() {
