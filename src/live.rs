@@ -122,7 +122,7 @@ pub fn prediction(time: Time, p: &Prediction) {
 
 /// An outcome (true size known) at event time `time`.
 pub fn outcome(time: Time, o: &Outcome) {
-    let Outcome::Stat { cascade, t_obs, n_true, are, .. } = o else { return };
+    let Outcome::Stat(crate::messages::StatRecord { cascade, t_obs, n_true, are, .. }) = o else { return };
     let mut s = state().lock().expect("live state");
     s.event_time = s.event_time.max(time);
     if let Some(row) = s.rows.get_mut(&(*cascade, *t_obs)) {

@@ -189,6 +189,37 @@ pub struct Prediction {
     pub omega: f64,
     /// Event time of the model used (its version), if any.
     pub model_version: Option<Time>,
+    /// How many samples that model was trained on (0 without a model).
+    pub model_samples: usize,
+}
+
+/// The accuracy of one prediction once its cascade's true size is known (the `stats` topic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatRecord {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// The window.
+    pub t_obs: Time,
+    /// Events observed by the window.
+    pub n_obs: usize,
+    /// The true final size.
+    pub n_true: usize,
+    /// The corrected prediction and its ARE.
+    pub n_pred: f64,
+    /// ARE of `n_pred`.
+    pub are: f64,
+    /// The plain Hawkes prediction.
+    pub n_hawkes: f64,
+    /// ARE of `n_hawkes`.
+    pub are_hawkes: f64,
+    /// The SEISMIC prediction (None: infinite).
+    pub n_seismic: Option<f64>,
+    /// ARE of `n_seismic`.
+    pub are_seismic: Option<f64>,
+    /// The forest's correction factor used (1 without a model).
+    pub omega: f64,
+    /// Samples the window's model had been trained on when predicting (0: no model).
+    pub model_samples: usize,
 }
 
 /// A training sample (SPEC §4.2) for a window's forest.
@@ -322,11 +353,14 @@ pub mod json {
         .to_string()
     }
 
-    /// `{"type":"stat",…}` with the corrected ARE and, added, the plain Hawkes and SEISMIC
-    /// ones (`ARE_seismic` is null when SEISMIC predicted an infinite size).
-    pub fn stat(cascade: CascadeId, t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64>) -> String {
-        json!({"type": "stat", "cid": cascade.to_string(), "T_obs": t_obs, "ARE": finite(are),
-               "ARE_hawkes": finite(are_hawkes), "ARE_seismic": are_seismic.map(finite)})
+    /// `{"type":"stat",…}` with the corrected ARE and, added, the predictions and the plain
+    /// Hawkes and SEISMIC ARE (`n_seismic`/`ARE_seismic` are null when SEISMIC predicted an
+    /// infinite size), so that reports can be computed from the topic alone.
+    pub fn stat(s: &StatRecord) -> String {
+        json!({"type": "stat", "cid": s.cascade.to_string(), "T_obs": s.t_obs, "ARE": finite(s.are),
+               "ARE_hawkes": finite(s.are_hawkes), "ARE_seismic": s.are_seismic.map(finite),
+               "n_obs": s.n_obs, "n_true": s.n_true, "n_pred": finite(s.n_pred), "n_hawkes": finite(s.n_hawkes),
+               "n_seismic": s.n_seismic.map(finite), "omega": finite(s.omega), "model_samples": s.model_samples})
         .to_string()
     }
 
@@ -407,7 +441,20 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_never_reach_json() {
-        let s = json::stat(1, 600, f64::NAN, f64::INFINITY, None);
+        let s = json::stat(&StatRecord {
+            cascade: 1,
+            t_obs: 600,
+            n_obs: 10,
+            n_true: 20,
+            n_pred: f64::NAN,
+            are: f64::NAN,
+            n_hawkes: 1.0,
+            are_hawkes: f64::INFINITY,
+            n_seismic: None,
+            are_seismic: None,
+            omega: 1.0,
+            model_samples: 0,
+        });
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["ARE"], 0.0);
     }

@@ -14,7 +14,7 @@ use timely::dataflow::StreamVec;
 use tweetoscope_model::stats::are;
 
 use super::Builder;
-use crate::messages::{json, CascadeId, FinalSize, OutputRecord, Prediction, Sample, Topic};
+use crate::messages::{json, CascadeId, FinalSize, OutputRecord, Prediction, Sample, StatRecord, Topic};
 use crate::summary::SummaryEvent;
 use crate::Time;
 
@@ -50,7 +50,7 @@ impl Exclusion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The accuracy of one prediction.
-    Stat { cascade: CascadeId, t_obs: Time, n_true: usize, are: f64, are_hawkes: f64, are_seismic: Option<f64> },
+    Stat(StatRecord),
     /// A training sample.
     Sample(Sample),
     /// A prediction that gives no sample, and why.
@@ -61,11 +61,11 @@ impl Outcome {
     /// The summary event of this outcome.
     pub fn summary_event(&self) -> Option<SummaryEvent> {
         match self {
-            Outcome::Stat { t_obs, are, are_hawkes, are_seismic, .. } => Some(SummaryEvent::Accuracy {
-                t_obs: *t_obs,
-                are: *are,
-                are_hawkes: *are_hawkes,
-                are_seismic: *are_seismic,
+            Outcome::Stat(s) => Some(SummaryEvent::Accuracy {
+                t_obs: s.t_obs,
+                are: s.are,
+                are_hawkes: s.are_hawkes,
+                are_seismic: s.are_seismic,
             }),
             Outcome::Excluded { t_obs, reason } => Some(SummaryEvent::SampleExcluded { t_obs: *t_obs, reason: *reason }),
             Outcome::Sample(s) => Some(SummaryEvent::SampleMade { t_obs: s.t_obs }),
@@ -75,10 +75,10 @@ impl Outcome {
     /// The `stats` record of this outcome, if it is one.
     pub fn stat_record(self) -> Option<OutputRecord> {
         match self {
-            Outcome::Stat { cascade, t_obs, are, are_hawkes, are_seismic, .. } => Some(OutputRecord {
-                sort_key: (Topic::Stats, cascade, t_obs, 0),
+            Outcome::Stat(s) => Some(OutputRecord {
+                sort_key: (Topic::Stats, s.cascade, s.t_obs, 0),
                 key: None,
-                value: json::stat(cascade, t_obs, are, are_hawkes, are_seismic),
+                value: json::stat(&s),
             }),
             _ => None,
         }
@@ -91,7 +91,20 @@ pub fn outcomes_of(prediction: &Prediction, n_true: usize, out: &mut Vec<Outcome
     let (cascade, t_obs) = (prediction.cascade, prediction.t_obs);
     if let (Some(are), Some(are_hawkes)) = (are(prediction.n_pred, truth), are(prediction.n_hawkes, truth)) {
         let are_seismic = prediction.n_seismic.and_then(|n| tweetoscope_model::stats::are(n, truth));
-        out.push(Outcome::Stat { cascade, t_obs, n_true, are, are_hawkes, are_seismic });
+        out.push(Outcome::Stat(StatRecord {
+            cascade,
+            t_obs,
+            n_obs: prediction.n,
+            n_true,
+            n_pred: prediction.n_pred,
+            are,
+            n_hawkes: prediction.n_hawkes,
+            are_hawkes,
+            n_seismic: prediction.n_seismic,
+            are_seismic,
+            omega: prediction.omega,
+            model_samples: prediction.model_samples,
+        }));
     }
     let Some(fit) = prediction.fit else {
         out.push(Outcome::Excluded { t_obs, reason: Exclusion::FitFailed });
@@ -190,6 +203,7 @@ mod tests {
             n_pred: 20.0,
             omega: 1.0,
             model_version: None,
+            model_samples: 0,
         }
     }
 
@@ -198,7 +212,7 @@ mod tests {
         let fit = FitSummary { p: 0.01, beta: 0.001, n_star: 0.5, g1: 5.0, n_hawkes: 20.0, at_bound: false };
         let mut out = Vec::new();
         outcomes_of(&prediction(Some(fit)), 30, &mut out);
-        assert!(matches!(out[0], Outcome::Stat { are, .. } if (are - 1.0 / 3.0).abs() < 1e-12));
+        assert!(matches!(&out[0], Outcome::Stat(s) if (s.are - 1.0 / 3.0).abs() < 1e-12 && s.n_true == 30));
         assert!(matches!(&out[1], Outcome::Sample(s) if s.w == (30.0 - 10.0) * 0.5 / 5.0));
     }
 

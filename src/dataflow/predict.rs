@@ -44,6 +44,7 @@ pub fn predict_one(estimate: Estimate, model: Option<&Model>) -> Prediction {
         n_pred,
         omega,
         model_version: version,
+        model_samples: if version.is_some() { model.map_or(0, |m| m.n_samples) } else { 0 },
     }
 }
 
