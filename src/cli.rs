@@ -164,6 +164,14 @@ pub struct RunOptions {
     /// Write the per-window summary as JSON to this file.
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// After the run, write DIR/report.md and SVG plots (accuracy per window and model) from
+    /// the outputs of --out, or of DIR/outputs when --out is not given.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// With --report on simulated data: the `truth.csv` written by `tweetoscope simulate`,
+    /// for parameter recovery (estimated vs true p, β, n*).
+    #[arg(long, value_name = "FILE", requires = "report")]
+    pub truth: Option<PathBuf>,
     /// Replay at this multiple of real time instead of as fast as possible.
     #[arg(long)]
     pub pace: Option<f64>,
@@ -226,6 +234,11 @@ pub enum CliError {
 }
 
 impl RunOptions {
+    /// Where the outputs go: --out, else DIR/outputs when --report DIR is given.
+    pub fn out_dir(&self) -> Option<PathBuf> {
+        self.out.clone().or_else(|| self.report.as_ref().map(|d| d.join("outputs")))
+    }
+
     /// The cluster layout, reading the hostfile if any.
     pub fn cluster(&self) -> Result<Cluster, CliError> {
         let addresses = match &self.hostfile {

@@ -22,6 +22,7 @@ pub mod live;
 pub mod messages;
 pub mod pipeline;
 pub mod replay;
+pub mod report;
 pub mod simulation;
 pub mod summary;
 pub mod telemetry;

@@ -127,6 +127,10 @@ fn report(options: &RunOptions, report: Option<RunReport>) -> Result<()> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    if let (Some(dir), Some(outputs)) = (&options.report, options.out_dir()) {
+        let written = tweetoscope::report::write_report(&outputs, dir, options.truth.as_deref())?;
+        eprintln!("report written to {} ({} plots)", written.report.display(), written.plots.files.len());
+    }
     Ok(())
 }
 
@@ -148,7 +152,7 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
     let job = Job {
         config,
         source: SourceSpec::Replay { dataset: Arc::new(dataset), pace: options.pace },
-        out_dir: options.out.clone(),
+        out_dir: options.out_dir(),
         kafka_sink: false,
         cluster,
         warm_start: false,
@@ -189,7 +193,7 @@ fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, bounded: bool) -> Resul
     let job = Job {
         source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning }),
         config,
-        out_dir: options.out.clone(),
+        out_dir: options.out_dir(),
         kafka_sink: !bounded,
         cluster: options.cluster()?,
         // A live pipeline continues from the models it published; a backtest is a function

@@ -337,7 +337,8 @@ pub mod json {
             None => ([0.0, 0.0], 0.0, 0.0, e.n as f64),
         };
         json!({"type": "parameters", "cid": e.cascade.to_string(), "msg": e.msg, "n_obs": e.n,
-               "n_supp": n_supp, "params": params, "n_star": n_star, "G1": g1, "fit_ok": e.fit.is_some()})
+               "n_supp": n_supp, "params": params, "n_star": n_star, "G1": g1, "fit_ok": e.fit.is_some(),
+               "T_obs": e.t_obs, "at_bound": e.fit.is_some_and(|f| f.at_bound)})
         .to_string()
     }
 

@@ -238,11 +238,17 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
             sink::fold_summary(summary.probe_with(&probe), acc.clone());
         });
         let mut last_frontier = None;
+        let mut last_rate = Instant::now();
         while worker.step_or_park(Some(Duration::from_millis(50))) {
             let frontier = probe.with_frontier(|f| f.first().copied());
             if index == 0 && frontier != last_frontier {
                 crate::telemetry::frontier(frontier);
                 last_frontier = frontier;
+            }
+            if index == 0 && last_rate.elapsed() > Duration::from_millis(500) {
+                last_rate = Instant::now();
+                let events = worker_handles.events.load(std::sync::atomic::Ordering::Relaxed) as f64;
+                crate::telemetry::throughput(events / started.elapsed().as_secs_f64().max(1e-9));
             }
         }
         if index == 0 {
