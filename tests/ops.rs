@@ -17,10 +17,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{artifacts, free_port, require};
 
 use serde_json::Value;
 
@@ -57,7 +60,7 @@ impl Children {
     fn check_alive(&mut self) {
         for (name, child) in &mut self.0 {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} exited early ({status}); see {}", artifacts().join(format!("{name}.log")).display());
+                panic!("{name} exited early ({status}); see {}", artifacts("ops").join(format!("{name}.log")).display());
             }
         }
     }
@@ -70,29 +73,6 @@ impl Drop for Children {
             let _ = child.wait();
         }
     }
-}
-
-/// `target/test-artifacts/ops` (created).
-fn artifacts() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").to_owned();
-    let dir = target.join("test-artifacts").join("ops");
-    std::fs::create_dir_all(&dir).expect("artifacts dir");
-    dir
-}
-
-/// The path of an installed program, or a failure telling how to install it.
-fn require(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/bin".into(), "/usr/sbin".into()])
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{program}` is not installed: run scripts/ops install (scripts/test does)"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A GET on loopback: (status, body). HTTP/1.0, so the body ends when the server closes.
@@ -115,7 +95,7 @@ fn wait_for<T>(what: &str, children: &mut Children, mut f: impl FnMut() -> Optio
             return v;
         }
         children.check_alive();
-        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}; logs in {}", artifacts().display());
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}; logs in {}", artifacts("ops").display());
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -187,7 +167,7 @@ fn scraped_names(text: &str) -> BTreeSet<String> {
 /// end.
 fn exported_metrics() -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
-    let logs = artifacts();
+    let logs = artifacts("ops");
     let port = free_port();
     let summary = dir.path().join("summary.json");
     let mut children = Children::default();
@@ -387,7 +367,7 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     let prometheus_bin = require("prometheus");
     let alertmanager_bin = require("prometheus-alertmanager");
     let dir = tempfile::tempdir().unwrap();
-    let logs = artifacts();
+    let logs = artifacts("ops");
     let (tw, prom, am) = (free_port(), free_port(), free_port());
     assert!(tw != prom && prom != am && am != tw, "port clash, run again");
     let mut children = Children::default();

@@ -7,10 +7,13 @@
 //! bounded; everything is on loopback.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{artifacts, free_port, require};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tweetoscope");
 /// Every wait of this test is bounded by this.
@@ -29,28 +32,6 @@ impl Drop for Killed {
     }
 }
 
-/// `target/test-artifacts` (created).
-fn artifacts() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").to_owned();
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("artifacts dir");
-    dir
-}
-
-fn require(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/bin".into()])
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{program}` is not installed: run scripts/ops install (scripts/test does)"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn get(port: u16, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -65,7 +46,7 @@ fn get(port: u16, path: &str) -> std::io::Result<String> {
 fn chromium(chromium: &Path, url: &str, extra: &[String]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
-    let err = std::fs::File::create(artifacts().join("chromium.log")).unwrap();
+    let err = std::fs::File::create(artifacts("").join("chromium.log")).unwrap();
     let child = Command::new(chromium)
         .args([
             "--headless",
@@ -90,7 +71,7 @@ fn chromium(chromium: &Path, url: &str, extra: &[String]) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
-            assert!(status.success(), "chromium failed ({status}); see {}", artifacts().join("chromium.log").display());
+            assert!(status.success(), "chromium failed ({status}); see {}", artifacts("").join("chromium.log").display());
             break;
         }
         assert!(Instant::now() < deadline, "chromium did not finish in 60 s");
@@ -121,7 +102,7 @@ fn the_live_page_shows_rows_and_the_chart_and_updates() {
     let browser = require("chromium");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let log = std::fs::File::create(artifacts().join("page-tweetoscope.log")).unwrap();
+    let log = std::fs::File::create(artifacts("").join("page-tweetoscope.log")).unwrap();
     let replay = Command::new(BIN)
         .args(["--pace", PACE, "--serve", "--metrics-addr", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
@@ -167,7 +148,7 @@ fn the_live_page_shows_rows_and_the_chart_and_updates() {
     assert!(second.contains("<path class=\"series\""));
 
     // The screenshot, as a test artifact.
-    let png = artifacts().join("page.png");
+    let png = artifacts("").join("page.png");
     let _ = std::fs::remove_file(&png);
     chromium(
         &browser,

@@ -62,3 +62,27 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
+
+/// `target/test-artifacts/<sub>` (created): screenshots and logs a failing test points to.
+pub fn artifacts(sub: &str) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").to_owned();
+    let dir = target.join("test-artifacts").join(sub);
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+/// The path of an installed program, or a failure telling how to install it (never a skip).
+pub fn require(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{program}` is not installed: run scripts/ops install (scripts/test does)"))
+}
+
+/// One free loopback TCP port.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
