@@ -16,6 +16,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY src src
 COPY dataflows dataflows
+# The manifest declares a [[bench]] target: cargo must find its source to parse Cargo.toml.
+COPY benches benches
 # (Relative paths only: scripts/k8s-check replays these steps in a scratch folder.)
 RUN cargo build --release --locked --bin tweetoscope \
     && install -D -m 0755 target/release/tweetoscope dist/tweetoscope
