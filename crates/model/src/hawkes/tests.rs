@@ -142,8 +142,15 @@ fn cascades(max_n: usize) -> impl Strategy<Value = Vec<Event>> {
 // The sweeps against the naive double sums
 
 proptest! {
-    // No failure persistence: the regression files would land outside this module.
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    // No failure persistence: the regression files would land outside this module. A fixed
+    // seed keeps CI reproducible (a case it once found is now a named regression test);
+    // explore other cases by changing the seed locally.
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x7EE7_0001),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn sweep_matches_naive_double_sum(ev in cascades(60), log_beta in -14.0..0.0f64, extra in 0.0..5000.0f64) {
@@ -655,4 +662,71 @@ fn fit_is_consistent_with_the_evaluation_functions() {
             assert!((fit.n_star - fit.p * m.expected_magnitude()).abs() < 1e-15);
         }
     }
+}
+
+/// Regression: a random 53-event cascade whose MLE (flat prior) a 12-point grid in log β
+/// missed by 0.22 in log-likelihood (found by `fit_is_never_worse_than_a_fine_grid` in CI).
+#[test]
+fn fit_finds_the_mle_a_12_point_grid_missed() {
+    let raw: &[(f64, f64)] = &[
+        (0.0, 812263.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (0.0, 0.0),
+        (1292.3096631591277, 0.0),
+        (3441.872606574453, 18522.0),
+        (3441.872606574453, 0.0),
+        (3441.872606574453, 0.0),
+        (5824.014959712604, 0.0),
+        (5824.014959712604, 376762.0),
+        (5824.014959712604, 440782.0),
+        (5824.014959712604, 739605.0),
+        (33301.0149597126, 8.0),
+        (33301.0149597126, 207455.0),
+        (33301.0149597126, 0.0),
+        (33301.0149597126, 0.0),
+        (33301.0149597126, 0.0),
+        (33301.0149597126, 0.0),
+        (33301.0149597126, 0.0),
+        (33301.0149597126, 0.0),
+        (33301.0149597126, 0.0),
+        (35520.21391476948, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 3045107.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 5216264.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+        (38234.29771698675, 0.0),
+    ];
+    let ev: Vec<Event> = raw.iter().map(|&(t, m)| Event { t, m }).collect();
+    let t_obs = ev[ev.len() - 1].t + 2720.9277797968725;
+    let m = model(PriorKind::Flat);
+    let fit = m.fit(&ev, t_obs).unwrap();
+    let fine = m.fit_with_grid(&ev, t_obs, 400).unwrap();
+    assert!(fit.objective >= fine.objective - 1e-9 * fine.objective.abs(), "{} < {}", fit.objective, fine.objective);
 }
