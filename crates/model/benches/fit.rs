@@ -16,33 +16,12 @@ use tweetoscope_model::hawkes::{Event, HawkesModel, HawkesSettings};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/seismic-tideh100");
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 /// All cascades of the dataset, in file order.
 fn cascades() -> Vec<Vec<Event>> {
-    let data =
-        std::fs::read_to_string(format!("{DATA}/cascades-data.csv")).expect("cascades-data.csv");
-    let rows: Vec<Event> = data
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (t, m) = l.split_once(',').expect("time,magnitude");
-            Event {
-                t: t.trim().parse().unwrap(),
-                m: m.trim().parse().unwrap(),
-            }
-        })
-        .collect();
-    let index =
-        std::fs::read_to_string(format!("{DATA}/cascades-index.csv")).expect("cascades-index.csv");
-    index
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (a, b) = l.split_once(',').unwrap();
-            rows[a.trim().parse::<usize>().unwrap() - 1..b.trim().parse().unwrap()].to_vec()
-        })
-        .collect()
+    support::read_course_dataset(DATA)
 }
 
 /// Cascades of one size, each with its observation time T = t_n.

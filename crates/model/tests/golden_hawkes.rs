@@ -14,6 +14,8 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use tweetoscope_model::hawkes::{BoundHit, Event, HawkesModel, HawkesSettings, PriorKind};
 
+mod support;
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// One golden case with its events.
@@ -36,32 +38,7 @@ impl Case {
 
 /// Reads a course-layout dataset: every cascade's events, in file order.
 fn read_dataset(dir: &str) -> Vec<std::sync::Arc<Vec<Event>>> {
-    let data =
-        std::fs::read_to_string(format!("{dir}/cascades-data.csv")).expect("cascades-data.csv");
-    let rows: Vec<Event> = data
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (t, m) = l.split_once(',').expect("time,magnitude");
-            Event {
-                t: t.trim().parse().expect("time"),
-                m: m.trim().parse().expect("magnitude"),
-            }
-        })
-        .collect();
-    let index =
-        std::fs::read_to_string(format!("{dir}/cascades-index.csv")).expect("cascades-index.csv");
-    index
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (a, b) = l.split_once(',').expect("start_ind,end_ind");
-            let (a, b): (usize, usize) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
-            std::sync::Arc::new(rows[a - 1..b].to_vec())
-        })
-        .collect()
+    support::read_course_dataset(dir).into_iter().map(std::sync::Arc::new).collect()
 }
 
 fn load() -> Vec<Case> {
