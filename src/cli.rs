@@ -68,7 +68,9 @@ pub enum Command {
         kafka: KafkaOptions,
     },
     /// Run the pipeline on the `tweets` topic and produce every output topic, until SIGINT or
-    /// SIGTERM; then drain, flush the producers and print the summary.
+    /// SIGTERM; then drain, flush the producers and print the summary. With
+    /// `--checkpoint-dir`, it checkpoints, resumes after a crash, and produces every output
+    /// exactly once (Kafka transactions; read them with isolation.level=read_committed).
     Live {
         /// Kafka options.
         #[command(flatten)]
@@ -76,6 +78,9 @@ pub enum Command {
         /// Run options.
         #[command(flatten)]
         run: RunOptions,
+        /// Recovery options.
+        #[command(flatten)]
+        recovery: RecoveryOptions,
     },
     /// Replay the `tweets` topic from its beginning to the end offsets seen at start, as fast
     /// as possible, and report the accuracy per window (as `run`).
@@ -199,6 +204,35 @@ pub struct RunOptions {
     /// Hostfile: one `host:port` per line, in process order (timely's -h).
     #[arg(short = 'h', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
+}
+
+/// Checkpoints and the end of a live run.
+#[derive(Debug, Clone, Args, Default)]
+pub struct RecoveryOptions {
+    /// Checkpoint folder (shared by every process of the cluster); enables recovery and
+    /// exactly-once output. Overrides the config's `[checkpoint] dir`.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Event-time seconds between checkpoints (overrides `[checkpoint] interval`).
+    #[arg(long)]
+    pub checkpoint_interval: Option<u64>,
+    /// Treat the input as ended once no message has arrived for this many seconds: open
+    /// cascades then terminate with the size seen, as at the end of a backtest, and the run
+    /// exits (for finite feeds, tests and catch-up runs).
+    #[arg(long)]
+    pub until_idle: Option<f64>,
+}
+
+impl RecoveryOptions {
+    /// Applies these options to a config.
+    pub fn apply(&self, config: &mut DataflowConfig) {
+        if let Some(d) = &self.checkpoint_dir {
+            config.checkpoint.dir = Some(d.clone());
+        }
+        if let Some(i) = self.checkpoint_interval {
+            config.checkpoint.interval = i;
+        }
+    }
 }
 
 /// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).

@@ -40,6 +40,8 @@ pub struct DataflowConfig {
     pub forest: ForestConfig,
     /// Kafka brokers, credentials, topics and source behaviour (distributed mode).
     pub kafka: crate::io::kafka::KafkaConfig,
+    /// Checkpoints and exactly-once output (Kafka modes; off unless a folder is given).
+    pub checkpoint: crate::checkpoint::CheckpointConfig,
 }
 
 /// The default input of a dataflow (overridden by `--input`/`--index`).
@@ -196,6 +198,7 @@ impl DataflowConfig {
         if !(p.alert_threshold.is_finite() && p.alert_threshold >= 0.0) {
             return invalid("pipeline.alert_threshold must be a finite number ≥ 0".into());
         }
+        self.checkpoint.validate().map_err(ConfigError::Invalid)?;
         let f = &self.forest;
         if f.retrain_every == 0 || f.max_samples == 0 || f.n_trees == 0 {
             return invalid("forest.retrain_every, forest.max_samples and forest.n_trees must be ≥ 1".into());

@@ -11,6 +11,7 @@
 
 pub mod alertmanager;
 pub mod cascade;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod dataflow;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tweetoscope::cli::{resolve_bundled, Cli, Command, KafkaOptions, RunOptions};
+use tweetoscope::cli::{resolve_bundled, Cli, Command, KafkaOptions, RecoveryOptions, RunOptions};
 use tweetoscope::dataflow::kafka_source::{KafkaSourceSpec, StartAt};
 use tweetoscope::generate::{generate, GenerateOptions};
 use tweetoscope::io::files::read_dataset;
@@ -42,7 +42,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Generate { input, index, speed, sources, kafka }) => {
             generate_command(&input, index.as_deref(), &speed, sources, &kafka)
         }
-        Some(Command::Live { kafka, run }) => kafka_run(&run, &kafka, false),
+        Some(Command::Live { kafka, run, recovery }) => kafka_run(&run, &kafka, Some(&recovery)),
         Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
             let config = RunOptions { config, ..RunOptions::default() }.load_config()?;
             let options =
@@ -60,7 +60,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("topics ready: {}", names.join(" "));
             Ok(())
         }
-        Some(Command::Backtest { kafka, run }) => kafka_run(&run, &kafka, true),
+        Some(Command::Backtest { kafka, run }) => kafka_run(&run, &kafka, None),
         Some(Command::Hostfile(args)) => Ok(tweetoscope::k8s::entrypoint(&args)?),
     }
 }
@@ -184,14 +184,23 @@ fn alertmanager(options: &RunOptions) -> Result<Option<tweetoscope::alertmanager
 }
 
 /// `live` and `backtest`: the pipeline on the `tweets` topic.
-fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, bounded: bool) -> Result<()> {
+/// `live` (with its recovery options) or `backtest` (without).
+fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOptions>) -> Result<()> {
+    let bounded = live.is_none();
     let mut config = options.load_config()?;
     kafka.apply(&mut config);
+    if let Some(r) = live {
+        r.apply(&mut config);
+    }
     config.validate()?;
+    let idle_exit = match live.and_then(|r| r.until_idle) {
+        Some(s) if !(s.is_finite() && s > 0.0) => bail!("--until-idle must be a positive number of seconds"),
+        s => s.map(Duration::from_secs_f64),
+    };
     let handles = RunHandles::default();
     stop_on_signals(handles.shutdown.clone())?;
     let job = Job {
-        source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning }),
+        source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning, idle_exit }),
         config,
         out_dir: options.out_dir(),
         kafka_sink: !bounded,

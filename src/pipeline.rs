@@ -16,7 +16,9 @@ use crate::config::{ConfigError, DataflowConfig};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 
+use crate::checkpoint::{CheckpointStore, Checkpointing, RestoredState, SharedSourceCuts};
 use crate::dataflow::kafka_source::{self, KafkaSourceSpec};
+use crate::io::kafka_tx::{OutRecord, TransactionalOutput};
 use crate::dataflow::{self, sink, source, StageSettings};
 use crate::io::files::Dataset;
 use crate::io::jsonl::JsonlWriter;
@@ -105,6 +107,9 @@ pub enum PipelineError {
     /// Messages were not acknowledged by the broker.
     #[error("{0} messages were not delivered to Kafka")]
     Delivery(u64),
+    /// A checkpoint could not be read or decoded.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// Where the input events come from.
@@ -134,7 +139,8 @@ pub struct Job {
     pub kafka_sink: bool,
     /// Threads and processes.
     pub cluster: Cluster,
-    /// Start from the latest model of each window in the `models` topic.
+    /// Start from the latest model of each window in the `models` topic (ignored when
+    /// checkpointing: the checkpoint holds the models).
     pub warm_start: bool,
 }
 
@@ -148,6 +154,60 @@ pub struct RunHandles {
     pub shutdown: Arc<AtomicBool>,
 }
 
+/// Exactly-once mode: where checkpoints go, what a restart resumes from, and (process 0)
+/// the transactional output.
+struct Recovery {
+    /// Handed to every operator.
+    checkpointing: Checkpointing,
+    /// Process 0: the transactional producer thread.
+    output: Option<TransactionalOutput>,
+    /// The output frontier committed before this run.
+    resume_from: Time,
+}
+
+impl Recovery {
+    /// `None` unless the job checkpoints (a checkpoint folder, a Kafka source and sink).
+    /// Process 0 fences the previous run's producer and reads the committed output frontier
+    /// B; every process reads B (the same value: nothing commits before all processes have
+    /// joined the computation), then loads the newest complete checkpoint at or below B.
+    fn prepare(job: &Job) -> Result<Option<Self>, PipelineError> {
+        let ck = &job.config.checkpoint;
+        let Some(dir) = &ck.dir else { return Ok(None) };
+        if !matches!(job.source, SourceSpec::Kafka(_)) || !job.kafka_sink {
+            return Err(PipelineError::Config(ConfigError::Invalid(
+                "checkpointing needs the Kafka source and sink (live or backtest)".into(),
+            )));
+        }
+        let kafka = &job.config.kafka;
+        crate::io::kafka::ensure_topics(kafka, &[&kafka.topics.progress], 1)?;
+        let output = if job.cluster.process == 0 { Some(TransactionalOutput::start(kafka)?) } else { None };
+        let resume_from = match &output {
+            Some(o) => o.resume_from,
+            None => crate::io::kafka_tx::read_committed_frontier(kafka, &kafka.transactional_id())?.unwrap_or(0),
+        };
+        let store = CheckpointStore::open(dir, ck.retention).map_err(|e| PipelineError::Checkpoint(e.into()))?;
+        let restored = match store.latest(resume_from).map_err(|e| PipelineError::Checkpoint(e.into()))? {
+            Some(loaded) => {
+                let started = Instant::now();
+                let state = RestoredState::decode(&loaded).map_err(PipelineError::Checkpoint)?;
+                tracing::info!(time = loaded.time, peers = loaded.peers, bytes = loaded.bytes, resume_from,
+                    decode_ms = started.elapsed().as_millis() as u64, "resuming from a checkpoint");
+                crate::telemetry::checkpoint_restored(loaded.time);
+                Some(Arc::new(state))
+            }
+            None => {
+                if resume_from > 0 {
+                    tracing::warn!(resume_from, "no usable checkpoint at or below the committed output frontier; replaying from the beginning");
+                }
+                None
+            }
+        };
+        let committed = output.as_ref().map_or_else(|| Arc::new(AtomicU64::new(resume_from)), |o| o.committed.clone());
+        let checkpointing = Checkpointing { store: Arc::new(store), interval: ck.interval, restored, committed };
+        Ok(Some(Self { checkpointing, output, resume_from }))
+    }
+}
+
 /// What worker 0 leaves for the caller.
 type WorkerResult = (SummaryAccumulator, Option<std::io::Error>);
 
@@ -155,7 +215,9 @@ type WorkerResult = (SummaryAccumulator, Option<std::io::Error>);
 /// report on process 0 (worker 0 holds the summary), `None` on the other processes.
 pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineError> {
     let mut settings = StageSettings::from_config(&job.config)?;
-    if job.warm_start {
+    // With checkpoints the models come back with the rest of the state (and the models
+    // topic may hold a crashed run's unfinished transaction until we fence it): no warm start.
+    if job.warm_start && job.config.checkpoint.dir.is_none() {
         settings.initial_models = crate::io::kafka::read_latest_models(&job.config.kafka)?;
         tracing::info!(models = settings.initial_models.len(), "warm start from the models topic");
     }
@@ -169,7 +231,20 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
         // Fail early, in the caller's thread, on an unwritable folder.
         std::fs::create_dir_all(dir).map_err(|source| PipelineError::Output { path: dir.clone(), source })?;
     }
-    let producer = if job.kafka_sink { Some(Arc::new(kafka.producer().map_err(PipelineError::Kafka)?)) } else { None };
+    // Exactly-once mode: checkpoints + transactional output (Kafka source and sink only).
+    let recovery = Recovery::prepare(&job)?;
+    let producer = if job.kafka_sink && recovery.is_none() {
+        Some(Arc::new(kafka.producer().map_err(PipelineError::Kafka)?))
+    } else {
+        None
+    };
+    let checkpointing = recovery.as_ref().map(|r| r.checkpointing.clone());
+    let (resume_from, tx_sender) = match recovery.as_ref().and_then(|r| r.output.as_ref()) {
+        Some(o) => (o.resume_from, o.sender()),
+        None => (recovery.as_ref().map_or(0, |r| r.resume_from), None),
+    };
+    let tx_sender = Arc::new(Mutex::new(tx_sender));
+    let exactly_once = recovery.is_some();
     let result: Arc<Mutex<Option<WorkerResult>>> = Arc::default();
     let source_errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let (result_in, errors_in, producer_in) = (result.clone(), source_errors.clone(), producer.clone());
@@ -184,6 +259,10 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
             _ => None,
         };
         let probe = ProbeHandle::<Time>::new();
+        // The source's offsets at each boundary, for this worker's window stage to write.
+        let cuts: SharedSourceCuts = Rc::default();
+        let checkpoint = checkpointing.clone().map(|c| (c, cuts.clone()));
+        let tx_sender = if index == 0 { tx_sender.lock().ok().and_then(|mut s| s.take()) } else { None };
         worker.dataflow::<Time, _, _>(|scope| {
             let (events, dead_letters) = match &source_spec {
                 SourceSpec::Replay { dataset, pace } => {
@@ -198,13 +277,14 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
                         worker_handles.events.clone(),
                         worker_handles.shutdown.clone(),
                         errors_in.clone(),
+                        checkpoint.clone(),
                     );
                     let (events, dead) = items.ok_err(|x| x);
                     (events, Some(dead))
                 }
             };
-            let want_records = out_dir.is_some() || producer_in.is_some();
-            let streams = dataflow::build(events, &settings, want_records, worker_handles.shutdown.clone());
+            let want_records = out_dir.is_some() || producer_in.is_some() || exactly_once;
+            let streams = dataflow::build(events, &settings, want_records, worker_handles.shutdown.clone(), checkpoint);
             let dead_letters = match dead_letters {
                 Some(d) => scope.concatenate(vec![d, streams.dead_letters]),
                 None => streams.dead_letters,
@@ -217,7 +297,20 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
                 let records = records.probe_with(&probe);
                 if let Some(producer) = &producer_in {
                     sink::produce_records(records.clone(), producer.clone(), kafka.topics.clone());
-                    sink::produce_dead_letters(dead_letters.probe_with(&probe), producer.clone(), kafka.topics.dead_letters.clone());
+                    sink::produce_dead_letters(dead_letters.clone().probe_with(&probe), producer.clone(), kafka.topics.dead_letters.clone());
+                }
+                if exactly_once {
+                    let topics = kafka.topics.clone();
+                    let dead_topic = kafka.topics.dead_letters.clone();
+                    let all = scope.concatenate(vec![
+                        records.clone().map(move |r| OutRecord { topic: topics.of(r.sort_key.0).to_owned(), key: r.key, value: r.value }),
+                        dead_letters.clone().probe_with(&probe).map(move |d| OutRecord {
+                            topic: dead_topic.clone(),
+                            key: Some(d.reason.as_str().to_owned()),
+                            value: d.to_json(),
+                        }),
+                    ]);
+                    sink::produce_exactly_once(all, tx_sender.clone(), resume_from, worker_handles.shutdown.clone());
                 }
                 if out_dir.is_some() {
                     sink::write_records(records, writer, write_error.clone());
@@ -263,6 +356,18 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
     .map_err(PipelineError::Timely)?;
     for r in guards.join() {
         r.map_err(PipelineError::Worker)?;
+    }
+    if let Some(recovery) = recovery {
+        let committed = recovery.checkpointing.committed.clone();
+        if let Some(output) = recovery.output {
+            let records = output.finish()?;
+            tracing::info!(records, "output transactions done");
+            // Incomplete checkpoints written while the run ended are pruned with the rest.
+            let committed = committed.load(std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = recovery.checkpointing.store.prune(committed) {
+                tracing::warn!(error = %e, "pruning old checkpoints failed");
+            }
+        }
     }
     if let Some(producer) = &producer {
         producer.flush(Duration::from_secs(60)).map_err(|e| PipelineError::Kafka(e.into()))?;

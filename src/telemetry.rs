@@ -40,6 +40,21 @@ pub struct Metrics {
     produced: IntCounter,
     delivery_failures: IntCounter,
     wall_events_per_second: Gauge,
+    checkpoint_parts: IntCounterVec,
+    checkpoint_bytes: IntCounterVec,
+    checkpoint_write_seconds: HistogramVec,
+    checkpoint_failures: IntCounter,
+    checkpoints_skipped: IntCounter,
+    checkpoint_restored: IntGauge,
+    output_committed: IntGauge,
+    transactions: IntCounterVec,
+    outputs_suppressed: IntCounter,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -80,6 +95,13 @@ impl Metrics {
         let rate = Gauge::new("tweetoscope_input_events_per_second", "Input events per wall-clock second over the run so far.")
             .expect("valid metric");
         r.register(Box::new(rate.clone())).expect("unique metric");
+        let checkpoint_write_seconds = HistogramVec::new(
+            HistogramOpts::new("tweetoscope_checkpoint_write_seconds", "Time to encode and durably write one checkpoint part, by kind.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            &["kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(checkpoint_write_seconds.clone())).expect("unique metric");
         let m = Self {
             events: counter_vec(&r, "tweetoscope_events_total", "Input events by outcome (accepted, or the rejection reason).", &["outcome"]),
             open_cascades: gauge_vec(&r, "tweetoscope_open_cascades", "Cascades currently open, per worker of this process.", &["worker"]),
@@ -113,6 +135,15 @@ impl Metrics {
                 c
             },
             wall_events_per_second: rate,
+            checkpoint_parts: counter_vec(&r, "tweetoscope_checkpoint_parts_written_total", "Checkpoint parts written by this process, by kind.", &["kind"]),
+            checkpoint_bytes: counter_vec(&r, "tweetoscope_checkpoint_bytes_written_total", "Bytes of checkpoint parts written by this process, by kind.", &["kind"]),
+            checkpoint_write_seconds,
+            checkpoint_failures: counter(&r, "tweetoscope_checkpoint_failures_total", "Checkpoint parts that could not be written (the checkpoint is then incomplete)."),
+            checkpoints_skipped: counter(&r, "tweetoscope_checkpoints_skipped_total", "Incomplete or corrupt checkpoints skipped when restoring."),
+            checkpoint_restored: gauge(&r, "tweetoscope_checkpoint_restored_seconds", "Event time F of the checkpoint this run resumed from (0: a fresh start)."),
+            output_committed: gauge(&r, "tweetoscope_output_committed_frontier_seconds", "Output frontier committed to Kafka: every output record before it is visible to read-committed consumers."),
+            transactions: counter_vec(&r, "tweetoscope_kafka_transactions_total", "Output transactions by outcome (committed, aborted).", &["outcome"]),
+            outputs_suppressed: counter(&r, "tweetoscope_outputs_suppressed_total", "Output records recomputed after a restart and not produced again (already committed)."),
             registry: r,
         };
         m.events.with_label_values(&["accepted"]);
@@ -121,6 +152,9 @@ impl Metrics {
         }
         for outcome in ["ok", "at_bound", "failed"] {
             m.fits.with_label_values(&[outcome]);
+        }
+        for outcome in ["committed", "aborted"] {
+            m.transactions.with_label_values(&[outcome]);
         }
         m
     }
@@ -260,6 +294,44 @@ pub fn throughput(events_per_second: f64) {
     if events_per_second.is_finite() {
         metrics().wall_events_per_second.set(events_per_second);
     }
+}
+
+/// A checkpoint part was written.
+pub fn checkpoint_part_written(kind: &str, bytes: u64, took: std::time::Duration) {
+    let m = metrics();
+    m.checkpoint_parts.with_label_values(&[kind]).inc();
+    m.checkpoint_bytes.with_label_values(&[kind]).inc_by(bytes);
+    m.checkpoint_write_seconds.with_label_values(&[kind]).observe(took.as_secs_f64());
+}
+
+/// A checkpoint part could not be written.
+pub fn checkpoint_failed() {
+    metrics().checkpoint_failures.inc();
+}
+
+/// An unusable checkpoint was skipped at restore.
+pub fn checkpoint_skipped() {
+    metrics().checkpoints_skipped.inc();
+}
+
+/// The run resumed from the checkpoint at `time`.
+pub fn checkpoint_restored(time: Time) {
+    metrics().checkpoint_restored.set(time.min(i64::MAX as u64) as i64);
+}
+
+/// An output transaction ended; on commit, every output before `frontier` is committed.
+pub fn output_transaction(committed: bool, frontier: Time, records: u64) {
+    let m = metrics();
+    m.transactions.with_label_values(&[if committed { "committed" } else { "aborted" }]).inc();
+    if committed {
+        m.output_committed.set(frontier.min(i64::MAX as u64) as i64);
+        m.produced.inc_by(records);
+    }
+}
+
+/// Recomputed output records that were not produced again.
+pub fn outputs_suppressed(records: u64) {
+    metrics().outputs_suppressed.inc_by(records);
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ fn dataflow(cascades: &[Vec<TweetEvent>], s: &TrackerSettings, workers: usize) -
         let (sink, settings) = (sink.clone(), settings.clone());
         worker.dataflow::<Time, _, _>(move |scope| {
             let events = source::replay(scope, mine, None, Default::default(), Default::default());
-            window_terminate(events, settings, Default::default()).inspect_core(move |event| {
+            window_terminate(events, settings, Default::default(), None).inspect_core(move |event| {
                 if let Ok((stamp, data)) = event {
                     let time = *stamp.iter().next().unwrap();
                     sink.lock().unwrap().extend(data.iter().map(|o| row(time, o)));

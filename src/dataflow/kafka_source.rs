@@ -11,6 +11,9 @@
 //!   holding the watermark back; when all are silent the watermark reaches the oldest of
 //!   their newest events (wall-clock rules: live mode trades determinism for progress).
 //! - Undecodable or late messages become [`DeadLetter`]s with their reason.
+//! - Checkpoints: when the capability passes a boundary F, the offsets read so far (all of
+//!   whose events went out stamped before F) are recorded for the window stage to write;
+//!   a restart seeks every partition to its saved offset and restores its newest event time.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +28,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use super::Builder;
+use crate::checkpoint::{Checkpointing, SharedSourceCuts, SourcePart};
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
 use crate::messages::{RejectReason, TweetEvent};
 use crate::wire::{decode, truncate};
@@ -75,6 +79,8 @@ pub struct KafkaSourceSpec {
     pub bounded: bool,
     /// Start offsets.
     pub start: StartAt,
+    /// Live mode: end the input once no message arrived for this long (see `--until-idle`).
+    pub idle_exit: Option<Duration>,
 }
 
 /// One record out of the source: an event or a dead letter.
@@ -93,11 +99,19 @@ struct PartitionState {
     next_offset: i64,
 }
 
-/// Sets up this worker's consumer: assigns its partitions and snapshots end offsets.
+/// This worker's source state at a cut.
+fn cut(partitions: &BTreeMap<i32, PartitionState>) -> SourcePart {
+    SourcePart { partitions: partitions.iter().map(|(p, s)| (*p, (s.next_offset, s.max_time))).collect() }
+}
+
+/// Sets up this worker's consumer: assigns its partitions and snapshots end offsets. With a
+/// restored checkpoint, each partition starts at its saved offset with its saved newest
+/// event time.
 fn setup(
     spec: &KafkaSourceSpec,
     index: usize,
     peers: usize,
+    restored: Option<&BTreeMap<i32, (i64, Option<Time>)>>,
 ) -> Result<(BaseConsumer, BTreeMap<i32, PartitionState>), KafkaSetupError> {
     let consumer = spec.kafka.consumer()?;
     let topic = &spec.kafka.topics.tweets;
@@ -107,14 +121,20 @@ fn setup(
     let mut states = BTreeMap::new();
     for p in all.into_iter().filter(|p| (*p as usize) % peers == index) {
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        let start = match &spec.start {
-            StartAt::Offsets(o) => o.get(&p).copied().unwrap_or(low),
-            StartAt::Beginning => low,
+        let saved = restored.and_then(|r| r.get(&p)).copied();
+        let start = match (&spec.start, saved) {
+            (_, Some((offset, _))) => offset,
+            (StartAt::Offsets(o), None) => o.get(&p).copied().unwrap_or(low),
+            (StartAt::Beginning, None) => low,
         };
+        if start < low {
+            tracing::warn!(partition = p, start, low, "saved offset was deleted by retention; resuming at the earliest retained");
+        }
         let end = spec.bounded.then_some(high);
         let done = end.is_some_and(|e| start.max(low) >= e);
         list.add_partition_offset(topic, p, Offset::Offset(start.max(low)))?;
-        states.insert(p, PartitionState { max_time: None, end, done, last_message: Instant::now(), next_offset: start.max(low) });
+        let max_time = saved.and_then(|(_, t)| t);
+        states.insert(p, PartitionState { max_time, end, done, last_message: Instant::now(), next_offset: start.max(low) });
     }
     consumer.assign(&list)?;
     Ok((consumer, states))
@@ -128,18 +148,32 @@ pub fn kafka_source<'s>(
     events_in: Arc<AtomicU64>,
     shutdown: Arc<AtomicBool>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
+    checkpoint: Option<(Checkpointing, SharedSourceCuts)>,
 ) -> StreamVec<'s, Time, SourceItem> {
     let (index, peers) = (scope.index(), scope.peers());
-    source::<_, Builder<SourceItem>, _, _>(scope, "KafkaSource", move |capability, info| {
+    source::<_, Builder<SourceItem>, _, _>(scope, "KafkaSource", move |mut capability, info| {
         let activator = scope.activator_for(info.address);
-        let (consumer, mut partitions) = match setup(&spec, index, peers) {
+        let restored = checkpoint.as_ref().and_then(|(c, _)| c.restored.clone());
+        let saved = restored.as_ref().map(|r| r.source());
+        let (consumer, mut partitions) = match setup(&spec, index, peers, saved.as_ref()) {
             Ok(ok) => (Some(ok.0), ok.1),
             Err(e) => {
                 errors.lock().expect("error list").push(e.to_string());
                 (None, BTreeMap::new())
             }
         };
+        if let Some(r) = &restored {
+            // Everything before F is in the restored state.
+            capability.downgrade(&r.time);
+        }
+        let mut boundaries = checkpoint.as_ref().map(|(c, _)| c.boundaries());
+        let cuts = checkpoint.map(|(_, cuts)| cuts);
         let mut cap = (consumer.is_some() && partitions.values().any(|p| !p.done)).then_some(capability);
+        if cap.is_none() {
+            if let Some(cuts) = &cuts {
+                cuts.borrow_mut().finished = Some(cut(&partitions));
+            }
+        }
         let lateness = spec.kafka.source.lateness;
         let max_bytes = spec.kafka.source.max_message_bytes;
         let idle = Duration::from_millis(spec.kafka.source.idle_timeout_ms);
@@ -147,6 +181,8 @@ pub fn kafka_source<'s>(
         let bounded = spec.bounded;
         let topic = spec.kafka.topics.tweets.clone();
         let mut last_lag_report = Instant::now();
+        let mut last_any_message = Instant::now();
+        let idle_exit = spec.idle_exit;
         move |output| {
             let (Some(c), Some(consumer)) = (cap.as_mut(), consumer.as_ref()) else { return };
             if shutdown.load(Ordering::Relaxed) {
@@ -164,6 +200,8 @@ pub fn kafka_source<'s>(
                     None => break,
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "kafka consumer error; retrying");
+                        // A broker that cannot be reached is not a quiet input.
+                        last_any_message = now;
                         break;
                     }
                     Some(Ok(m)) => m,
@@ -234,6 +272,14 @@ pub fn kafka_source<'s>(
                 }
             }
             events_in.fetch_add(sent, Ordering::Relaxed);
+            if polled > 0 {
+                last_any_message = now;
+            } else if idle_exit.is_some_and(|d| now.duration_since(last_any_message) > d) {
+                tracing::info!("no message for the --until-idle time: the input has ended");
+                for state in partitions.values_mut() {
+                    state.done = true;
+                }
+            }
             if let Some(newest) = partitions.values().filter_map(|s| s.max_time).max() {
                 crate::telemetry::newest_event(newest);
             }
@@ -252,6 +298,9 @@ pub fn kafka_source<'s>(
                 }
             }
             if partitions.values().all(|s| s.done) {
+                if let Some(cuts) = &cuts {
+                    cuts.borrow_mut().finished = Some(cut(&partitions));
+                }
                 cap = None;
                 return;
             }
@@ -266,6 +315,13 @@ pub fn kafka_source<'s>(
             };
             if let Some(w) = watermark.map(|w| w.saturating_sub(lateness)) {
                 if w > *c.time() {
+                    // Every event read so far went out stamped before w: the offsets now are
+                    // the cut at each boundary in (old capability, w].
+                    if let (Some(b), Some(cuts)) = (boundaries.as_mut(), &cuts) {
+                        for f in b.crossed(w) {
+                            cuts.borrow_mut().at.insert(f, cut(&partitions));
+                        }
+                    }
                     c.downgrade(&w);
                 }
             }

@@ -7,7 +7,8 @@
 //! ```
 //! Every stage works in event time: a stage acts on time `t` only once its inputs'
 //! frontier has passed `t`, and sorts what it processes at one time by cascade id, so the
-//! outputs do not depend on the number of workers or processes, nor on scheduling.
+//! outputs do not depend on the number of workers or processes, nor on scheduling. The
+//! same property makes consistent checkpoints cheap: see [`crate::checkpoint`].
 
 pub mod kafka_source;
 pub mod outcome;
@@ -27,6 +28,7 @@ use timely::dataflow::StreamVec;
 use tweetoscope_model::hawkes::HawkesModel;
 
 use crate::cascade::{TrackerOutput, TrackerSettings};
+use crate::checkpoint::{Checkpointing, SharedSourceCuts};
 use crate::config::{DataflowConfig, ForestConfig};
 use crate::messages::{json, Estimate, FitSummary, OutputRecord, Partial, Topic, TweetEvent};
 use crate::summary::SummaryEvent;
@@ -121,10 +123,12 @@ pub fn build<'s>(
     settings: &StageSettings,
     want_records: bool,
     shutdown: Arc<AtomicBool>,
+    checkpoint: Option<(Checkpointing, SharedSourceCuts)>,
 ) -> PipelineStreams<'s> {
     let scope = events.scope();
     let input_counts = count_input(events.clone());
-    let tracked = window::window_terminate(events, settings.tracker.clone(), shutdown);
+    let ck = checkpoint.as_ref().map(|(c, _)| c.clone());
+    let tracked = window::window_terminate(events, settings.tracker.clone(), shutdown, checkpoint);
     let dead_letters = tracked.clone().flat_map(|o| match o {
         TrackerOutput::Rejected(r) => Some(kafka_source::DeadLetter {
             reason: r.reason,
@@ -157,13 +161,13 @@ pub fn build<'s>(
     let estimates = partials.map(move |p| estimate(&model, p));
 
     let (loop_handle, models) = scope.feedback::<Vec<crate::messages::Model>>(settings.forest.model_delay);
-    let predictions = predict::predict(estimates.clone(), models, settings.initial_models.clone());
-    let outcomes = outcome::outcome(predictions.clone(), finals.clone());
+    let predictions = predict::predict(estimates.clone(), models, settings.initial_models.clone(), ck.clone());
+    let outcomes = outcome::outcome(predictions.clone(), finals.clone(), ck.clone());
     let samples = outcomes.clone().flat_map(|o| match o {
         outcome::Outcome::Sample(s) => Some(s),
         _ => None,
     });
-    let trained = train::train(samples.clone(), settings.forest.clone(), settings.initial_models.clone());
+    let trained = train::train(samples.clone(), settings.forest.clone(), settings.initial_models.clone(), ck);
     trained.clone().broadcast().connect_loop(loop_handle);
 
     let threshold = settings.alert_threshold;

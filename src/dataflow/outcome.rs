@@ -1,22 +1,23 @@
 //! Joins predictions with final sizes: the accuracy of each prediction and, from it, a
 //! training sample for the window's forest (SPEC §4.2).
 //!
-//! Both inputs are sharded by cascade, so the join is local. A timely operator with hash
-//! maps that delete on match is used rather than a differential `join`: each cascade has
+//! Both inputs are sharded by cascade, so the join is local. A timely operator with a hash
+//! map that deletes on match is used rather than a differential `join`: each cascade has
 //! exactly one final size and no revisions, so an arrangement would only add memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 use tweetoscope_model::stats::are;
 
 use super::Builder;
+use crate::checkpoint::{owns, Checkpointing, PartKind};
 use crate::messages::{json, CascadeId, FinalSize, OutputRecord, Prediction, Sample, StatRecord, Topic};
 use crate::summary::SummaryEvent;
-use crate::Time;
+use crate::{shard_of, Time};
 
 /// Why a prediction gave no training sample (a bounded label set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -133,55 +134,91 @@ pub fn outcomes_of(prediction: &Prediction, n_true: usize, out: &mut Vec<Outcome
     }
 }
 
-/// The join of predictions and final sizes, per cascade.
+/// The outcome stage's part of a checkpoint at F: predictions made before F whose cascade
+/// had not terminated before F.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OutcomePart {
+    /// Predictions waiting for their cascade's final size.
+    pub waiting: Vec<Prediction>,
+}
+
+/// The join of predictions and final sizes, per cascade, in event-time order.
+///
+/// A cascade's final size comes at its termination, never before any of its predictions
+/// (every window ≤ t_end), so processing times in order — predictions of a time before its
+/// final sizes — always finds the predictions waiting; outcomes are emitted at the final
+/// size's time.
 pub fn outcome<'s>(
     predictions: StreamVec<'s, Time, Prediction>,
     finals: StreamVec<'s, Time, FinalSize>,
+    checkpoint: Option<Checkpointing>,
 ) -> StreamVec<'s, Time, Outcome> {
-    predictions.binary::<_, Builder<Outcome>, _, _, _, _>(finals, Pipeline, Pipeline, "Outcome", |_cap, _info| {
+    let (index, peers) = (predictions.scope().index(), predictions.scope().peers());
+    predictions.binary_frontier::<_, Builder<Outcome>, _, _, _, _>(finals, Pipeline, Pipeline, "Outcome", move |_cap, _info| {
         // Predictions waiting for their cascade's final size.
         let mut waiting: HashMap<(CascadeId, Time), Prediction> = HashMap::new();
-        // Final sizes waiting for predictions: (size, its time, windows still expected).
-        let mut sizes: HashMap<CascadeId, (usize, Time, Vec<Time>)> = HashMap::new();
-        let mut out = Vec::new();
-        // Outcomes are emitted at the final size's time, which is never earlier than the
-        // prediction's (termination comes after every window): the same time whichever
-        // input arrives first, so that downstream training does not depend on scheduling.
-        move |pred_in, final_in, output| {
-            final_in.for_each_stamp(|cap, data| {
-                for f in data.flat_map(|d| d.drain(..)) {
-                    let mut pending = Vec::new();
-                    for w in f.windows {
-                        match waiting.remove(&(f.cascade, w)) {
-                            Some(p) => outcomes_of(&p, f.n_tot, &mut out),
-                            None => pending.push(w),
-                        }
-                    }
-                    if !pending.is_empty() {
-                        let time = *cap.least().expect("a message has a time");
-                        sizes.insert(f.cascade, (f.n_tot, time, pending));
-                    }
+        if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.clone()) {
+            for p in restored.outcome.iter().flat_map(|o| o.waiting.iter()) {
+                if owns(shard_of(p.cascade), index, peers) {
+                    waiting.insert((p.cascade, p.t_obs), p.clone());
                 }
-                output.session(&cap).give_iterator(out.drain(..));
-            });
+            }
+        }
+        let mut boundaries = checkpoint.as_ref().map(Checkpointing::boundaries);
+        let mut predicted: BTreeMap<Time, Vec<Prediction>> = BTreeMap::new();
+        let mut terminated: BTreeMap<Time, (Capability<Time>, Vec<FinalSize>)> = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut checkpoint_upto = move |upto: Time, waiting: &HashMap<(CascadeId, Time), Prediction>| {
+            let (Some(ck), Some(b)) = (checkpoint.as_ref(), boundaries.as_mut()) else { return };
+            for f in b.crossed(upto) {
+                let mut waiting: Vec<Prediction> = waiting.values().cloned().collect();
+                waiting.sort_by_key(|p| (p.cascade, p.t_obs));
+                ck.write(f, PartKind::Outcome, index, peers, &OutcomePart { waiting });
+            }
+        };
+        move |(pred_in, pred_frontier), (final_in, final_frontier), output| {
             pred_in.for_each_stamp(|cap, data| {
-                for p in data.flat_map(|d| d.drain(..)) {
-                    match sizes.get_mut(&p.cascade) {
-                        Some((n_tot, final_time, windows)) if windows.contains(&p.t_obs) => {
-                            outcomes_of(&p, *n_tot, &mut out);
-                            let at = cap.delayed(final_time, 0);
-                            output.session(&at).give_iterator(out.drain(..));
-                            windows.retain(|w| *w != p.t_obs);
-                            if windows.is_empty() {
-                                sizes.remove(&p.cascade);
+                let batch = predicted.entry(*cap.least().expect("a message has a time")).or_default();
+                for d in data {
+                    batch.append(d);
+                }
+            });
+            final_in.for_each_stamp(|cap, data| {
+                let time = *cap.least().expect("a message has a time");
+                let entry = terminated.entry(time).or_insert_with(|| (cap.retain_least(0).expect("output 0 exists"), Vec::new()));
+                for d in data {
+                    entry.1.append(d);
+                }
+            });
+            let upto = match (pred_frontier.frontier().first(), final_frontier.frontier().first()) {
+                (Some(a), Some(b)) => Some(*a.min(b)),
+                (a, b) => a.or(b).copied(),
+            };
+            let complete = |t: Time| upto.is_none_or(|u| t < u);
+            loop {
+                let next = [predicted.first_key_value().map(|(t, _)| *t), terminated.first_key_value().map(|(t, _)| *t)];
+                let Some(time) = next.into_iter().flatten().min().filter(|t| complete(*t)) else { break };
+                if !pred_frontier.frontier().is_empty() && !final_frontier.frontier().is_empty() {
+                    checkpoint_upto(time, &waiting);
+                }
+                for p in predicted.remove(&time).unwrap_or_default() {
+                    waiting.insert((p.cascade, p.t_obs), p);
+                }
+                if let Some((cap, mut finals)) = terminated.remove(&time) {
+                    finals.sort_by_key(|f| f.cascade);
+                    for f in finals {
+                        for w in &f.windows {
+                            if let Some(p) = waiting.remove(&(f.cascade, *w)) {
+                                outcomes_of(&p, f.n_tot, &mut out);
                             }
                         }
-                        _ => {
-                            waiting.insert((p.cascade, p.t_obs), p);
-                        }
                     }
+                    output.session(&cap).give_iterator(out.drain(..));
                 }
-            });
+            }
+            if let (Some(a), Some(b)) = (pred_frontier.frontier().first(), final_frontier.frontier().first()) {
+                checkpoint_upto(*a.min(b), &waiting);
+            }
         }
     })
 }

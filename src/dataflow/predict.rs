@@ -6,13 +6,38 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use super::Builder;
+use crate::checkpoint::{Checkpointing, PartKind};
 use crate::messages::{Estimate, Model, Prediction};
 use crate::Time;
+
+/// The predict stage's part of a checkpoint at F: the model in use per window once every
+/// model timed before F is applied (models timed at or after F come back from the train
+/// stage's part). Every worker holds the same models, so only worker 0's part has them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PredictPart {
+    /// The latest model of each window.
+    pub models: Vec<Model>,
+}
+
+/// Applies every pending model timed at or before `upto` (in (window, version) order).
+fn apply_models(pending: &mut BTreeMap<Time, Vec<Model>>, current: &mut HashMap<Time, Model>, upto: Time) {
+    while let Some(models) = pending.first_entry() {
+        if *models.key() > upto {
+            break;
+        }
+        let mut models = models.remove();
+        models.sort_by_key(|m| (m.t_obs, m.version));
+        for m in models {
+            current.insert(m.t_obs, m);
+        }
+    }
+}
 
 /// The prediction for one estimate given the window's current model, if any.
 ///
@@ -53,18 +78,40 @@ pub fn predict<'s>(
     estimates: StreamVec<'s, Time, Estimate>,
     models: StreamVec<'s, Time, Model>,
     initial: Vec<Model>,
+    checkpoint: Option<Checkpointing>,
 ) -> StreamVec<'s, Time, Prediction> {
+    let (index, peers) = (estimates.scope().index(), estimates.scope().peers());
     estimates.binary_frontier::<_, Builder<Prediction>, _, _, _, _>(
         models,
         Pipeline,
         Pipeline,
         "Predict",
-        |_cap, _info| {
-            // Warm start: the latest model of each window read back from the models topic.
+        move |_cap, _info| {
+            // Warm start: the latest model of each window read back from the models topic;
+            // a restored checkpoint's models take precedence.
             let mut current: HashMap<Time, Model> = initial.into_iter().map(|m| (m.t_obs, m)).collect();
+            let mut boundaries = checkpoint.as_ref().map(Checkpointing::boundaries);
+            if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.clone()) {
+                current.clear();
+                for m in restored.predict.iter().flat_map(|p| p.models.iter()) {
+                    if current.get(&m.t_obs).is_none_or(|old| old.version < m.version) {
+                        current.insert(m.t_obs, m.clone());
+                    }
+                }
+            }
             let mut pending_models: BTreeMap<Time, Vec<Model>> = BTreeMap::new();
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Estimate>)> = BTreeMap::new();
-            move |(est_in, _est_frontier), (model_in, model_frontier), output| {
+            // Writes a part at every boundary F ≤ upto (all times before F are done).
+            let mut checkpoint_upto = move |upto: Time, pending: &mut BTreeMap<Time, Vec<Model>>, current: &mut HashMap<Time, Model>| {
+                let (Some(ck), Some(b)) = (checkpoint.as_ref(), boundaries.as_mut()) else { return };
+                for f in b.crossed(upto) {
+                    apply_models(pending, current, f - 1);
+                    let mut models: Vec<Model> = if index == 0 { current.values().cloned().collect() } else { Vec::new() };
+                    models.sort_by_key(|m| m.t_obs);
+                    ck.write(f, PartKind::Predict, index, peers, &PredictPart { models });
+                }
+            };
+            move |(est_in, est_frontier), (model_in, model_frontier), output| {
                 model_in.for_each_stamp(|cap, data| {
                     let time = *cap.least().expect("a message has a time");
                     let pending = pending_models.entry(time).or_default();
@@ -81,28 +128,25 @@ pub fn predict<'s>(
                         entry.1.append(d);
                     }
                 });
-                while let Some(entry) = stash.first_entry() {
-                    let time = *entry.key();
-                    if model_frontier.less_equal(&time) {
-                        break; // a model for this time may still arrive
+                while let Some(time) = stash.first_key_value().map(|(t, _)| *t) {
+                    if model_frontier.less_equal(&time) || est_frontier.less_equal(&time) {
+                        break; // a model (or an estimate) for this time may still arrive
                     }
-                    while let Some(models) = pending_models.first_entry() {
-                        if *models.key() > time {
-                            break;
-                        }
-                        let mut models = models.remove();
-                        models.sort_by_key(|m| (m.t_obs, m.version));
-                        for m in models {
-                            current.insert(m.t_obs, m);
-                        }
+                    if !est_frontier.frontier().is_empty() && !model_frontier.frontier().is_empty() {
+                        checkpoint_upto(time, &mut pending_models, &mut current);
                     }
-                    let (cap, mut batch) = entry.remove();
+                    apply_models(&mut pending_models, &mut current, time);
+                    let (cap, mut batch) = stash.remove(&time).expect("just seen");
                     batch.sort_by_key(|e| (e.cascade, e.t_obs));
                     let mut session = output.session(&cap);
                     for estimate in batch {
                         let model = current.get(&estimate.t_obs);
                         session.give(predict_one(estimate, model));
                     }
+                }
+                let upto = [est_frontier.frontier().first().copied(), model_frontier.frontier().first().copied()];
+                if let [Some(a), Some(b)] = upto {
+                    checkpoint_upto(a.min(b), &mut pending_models, &mut current);
                 }
             }
         },

@@ -1,10 +1,12 @@
 //! Sinks: the JSON-lines writer and the summary fold (on worker 0), Kafka producers (on
-//! every worker).
+//! every worker), or the exactly-once Kafka output (on worker 0) when checkpointing.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -14,6 +16,7 @@ use timely::dataflow::StreamVec;
 use super::kafka_source::DeadLetter;
 use crate::io::jsonl::JsonlWriter;
 use crate::io::kafka::{CountingProducer, TopicNames};
+use crate::io::kafka_tx::{OutRecord, OutputBatch};
 use crate::messages::OutputRecord;
 use crate::summary::{SummaryAccumulator, SummaryEvent};
 use crate::Time;
@@ -95,5 +98,67 @@ pub fn produce_dead_letters(letters: StreamVec<'_, Time, DeadLetter>, producer: 
                 }
             }
         });
+    });
+}
+
+/// Gathers every output record (and dead letter) on worker 0 and hands the records of each
+/// completed time to the exactly-once producer with the new output frontier (see
+/// `io::kafka_tx`). Records timed before `resume_from` were committed before a restart and
+/// are dropped. When a live run is stopped, the frontier empties without event time having
+/// gone to infinity: records not yet handed over are dropped (a restart recomputes them),
+/// and the committed frontier stays where it was.
+pub fn produce_exactly_once(
+    records: StreamVec<'_, Time, OutRecord>,
+    sender: Option<SyncSender<OutputBatch>>,
+    resume_from: Time,
+    shutdown: Arc<AtomicBool>,
+) {
+    let mut stash: BTreeMap<Time, Vec<OutRecord>> = BTreeMap::new();
+    let mut sent_frontier = resume_from;
+    let mut sender = sender;
+    records.sink(Exchange::new(|_: &OutRecord| 0), "ProduceExactlyOnce", move |(input, frontier)| {
+        input.for_each_stamp(|cap, data| {
+            let time = *cap.least().expect("a message has a time");
+            if time < resume_from {
+                let n: usize = data.map(|d| d.len()).sum();
+                crate::telemetry::outputs_suppressed(n as u64);
+                return;
+            }
+            let batch = stash.entry(time).or_default();
+            for d in data {
+                batch.append(d);
+            }
+        });
+        let Some(tx) = sender.as_ref() else { return };
+        let upto = match frontier.frontier().first() {
+            Some(t) => *t,
+            None if shutdown.load(Ordering::Relaxed) => {
+                stash.clear();
+                sender = None;
+                return;
+            }
+            None => Time::MAX,
+        };
+        if upto <= sent_frontier {
+            return;
+        }
+        let mut out = Vec::new();
+        while let Some(entry) = stash.first_entry() {
+            if *entry.key() >= upto {
+                break;
+            }
+            let mut batch = entry.remove();
+            batch.sort();
+            out.append(&mut batch);
+        }
+        if tx.send(OutputBatch { frontier: upto, records: out }).is_err() {
+            tracing::error!("the output thread stopped; outputs are no longer produced");
+            sender = None;
+            return;
+        }
+        sent_frontier = upto;
+        if upto == Time::MAX {
+            sender = None;
+        }
     });
 }

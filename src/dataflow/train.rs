@@ -7,18 +7,20 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 use tweetoscope_model::forest::{Features, Forest};
 
 use super::Builder;
+use crate::checkpoint::{owns, Checkpointing, PartKind};
 use crate::config::ForestConfig;
 use crate::messages::{Model, Sample};
 use crate::{mix64, Time};
 
 /// The training set and schedule of one window (the stage's synchronous core).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct WindowTrainer {
     /// The most recent samples, at most `max_samples`.
     samples: VecDeque<(Features, f64)>,
@@ -71,15 +73,63 @@ impl WindowTrainer {
     }
 }
 
+/// The train stage's part of a checkpoint at F.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainPart {
+    /// Each window's training set and schedule (for the windows this worker owned).
+    pub trainers: Vec<(Time, WindowTrainer)>,
+    /// Models emitted at times in [F − δ, F): they reach `predict` through the feedback
+    /// loop at or after F, so they are in flight across the cut; a restart re-emits them.
+    pub in_loop: Vec<(Time, Model)>,
+}
+
 /// Trains the per-window forests from the samples stream.
-pub fn train<'s>(samples: StreamVec<'s, Time, Sample>, config: ForestConfig, initial: Vec<Model>) -> StreamVec<'s, Time, Model> {
+pub fn train<'s>(
+    samples: StreamVec<'s, Time, Sample>,
+    config: ForestConfig,
+    initial: Vec<Model>,
+    checkpoint: Option<Checkpointing>,
+) -> StreamVec<'s, Time, Model> {
     let pact = Exchange::new(|s: &Sample| mix64(s.t_obs));
-    samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |_cap, _info| {
+    let (index, peers) = (samples.scope().index(), samples.scope().peers());
+    samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |cap, _info| {
         // Every worker resumes every window: only the one that owns a window gets its samples.
         let mut trainers: HashMap<Time, WindowTrainer> =
             initial.iter().map(|m| (m.t_obs, WindowTrainer::resume(m))).collect();
         let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
+        let delay = config.model_delay;
+        // Models emitted recently, by time: the ones still in the feedback loop at a cut.
+        let mut recent: VecDeque<(Time, Model)> = VecDeque::new();
+        let mut boundaries = checkpoint.as_ref().map(Checkpointing::boundaries);
+        let boundaries_enabled = checkpoint.is_some();
+        // Restored models in flight, re-emitted once with the initial capability.
+        let mut replay: Option<(Capability<Time>, Vec<(Time, Model)>)> = None;
+        if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.clone()) {
+            let mine = |t_obs: Time| owns(mix64(t_obs), index, peers);
+            trainers = restored.train.iter().flat_map(|p| p.trainers.iter()).filter(|(w, _)| mine(*w)).cloned().collect();
+            let in_loop: Vec<(Time, Model)> =
+                restored.train.iter().flat_map(|p| p.in_loop.iter()).filter(|(_, m)| mine(m.t_obs)).cloned().collect();
+            recent.extend(in_loop.iter().cloned());
+            replay = Some((cap, in_loop));
+        }
+        let mut checkpoint_upto = move |upto: Time, trainers: &HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
+            let (Some(ck), Some(b)) = (checkpoint.as_ref(), boundaries.as_mut()) else { return };
+            for f in b.crossed(upto) {
+                while recent.front().is_some_and(|(t, _)| *t + delay < f) {
+                    recent.pop_front();
+                }
+                let mut trainers: Vec<(Time, WindowTrainer)> = trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
+                trainers.sort_by_key(|(w, _)| *w);
+                let in_loop = recent.iter().filter(|(t, _)| *t < f).cloned().collect();
+                ck.write(f, PartKind::Train, index, peers, &TrainPart { trainers, in_loop });
+            }
+        };
         move |(input, frontier), output| {
+            if let Some((cap, models)) = replay.take() {
+                for (time, model) in models {
+                    output.session(&cap.delayed(&time)).give(model);
+                }
+            }
             input.for_each_stamp(|cap, data| {
                 let time = *cap.least().expect("a message has a time");
                 let entry =
@@ -88,12 +138,14 @@ pub fn train<'s>(samples: StreamVec<'s, Time, Sample>, config: ForestConfig, ini
                     entry.1.append(d);
                 }
             });
-            while let Some(entry) = stash.first_entry() {
-                let time = *entry.key();
+            while let Some(time) = stash.first_key_value().map(|(t, _)| *t) {
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let (cap, mut batch) = entry.remove();
+                if !frontier.frontier().is_empty() {
+                    checkpoint_upto(time, &trainers, &mut recent);
+                }
+                let (cap, mut batch) = stash.remove(&time).expect("just seen");
                 if !config.enabled {
                     continue;
                 }
@@ -106,9 +158,19 @@ pub fn train<'s>(samples: StreamVec<'s, Time, Sample>, config: ForestConfig, ini
                 let mut session = output.session(&cap);
                 for t_obs in windows {
                     if let Some(model) = trainers.get_mut(&t_obs).and_then(|t| t.maybe_train(&config, t_obs, time)) {
+                        if boundaries_enabled {
+                            // The next boundary is after `time`: older models have left the loop.
+                            while recent.front().is_some_and(|(t, _)| *t + delay <= time) {
+                                recent.pop_front();
+                            }
+                            recent.push_back((time, model.clone()));
+                        }
                         session.give(model);
                     }
                 }
+            }
+            if let Some(upto) = frontier.frontier().first() {
+                checkpoint_upto(*upto, &trainers, &mut recent);
             }
         }
     })

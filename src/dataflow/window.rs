@@ -1,18 +1,62 @@
 //! The `window` and `terminate` stages: one operator around [`CascadeTracker`], exchanged
 //! by cascade id, holding one capability at its earliest pending time.
+//!
+//! Checkpoints: at each boundary F the part is the tracker (everything before F) plus the
+//! stashed events that were stamped before F but are timed at or after F — the source's
+//! offsets at F already count them as read, so they are state, not input to replay.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use super::Builder;
-use crate::cascade::{CascadeTracker, TrackerOutput, TrackerSettings};
+use crate::cascade::{CascadeTracker, TrackerOutput, TrackerSettings, TrackerSnapshot};
+use crate::checkpoint::{owns, Boundaries, Checkpointing, PartKind, SharedSourceCuts, SourcePart};
 use crate::messages::TweetEvent;
 use crate::{shard_of, Time};
+
+/// The window stage's part of a checkpoint at F.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowPart {
+    /// Open cascades, timers and tombstones: every event before F.
+    pub tracker: TrackerSnapshot,
+    /// Events stamped before F but timed at or after F (read before the cut, not yet due).
+    pub in_flight: Vec<TweetEvent>,
+    /// This worker's source offsets at F.
+    pub source: SourcePart,
+}
+
+/// Events waiting for their time to complete, by event time, with the stamp of the message
+/// that brought them.
+type Stash = BTreeMap<Time, Vec<(Time, TweetEvent)>>;
+
+/// Writes a part for every boundary F ≤ `upto`, after firing the deadlines before F.
+fn checkpoint_upto(
+    ck: Option<&(Checkpointing, SharedSourceCuts)>,
+    boundaries: &mut Boundaries,
+    upto: Time,
+    tracker: &mut CascadeTracker,
+    stash: &Stash,
+    out: &mut Vec<(Time, TrackerOutput)>,
+    (index, peers): (usize, usize),
+) {
+    let Some((ck, cuts)) = ck else { return };
+    for f in boundaries.crossed(upto) {
+        tracker.fire_before(f, out);
+        let Some(source) = cuts.borrow_mut().take(f) else {
+            tracing::debug!(time = f, "the source did not stop at this boundary; no checkpoint part");
+            continue;
+        };
+        let in_flight =
+            stash.values().flatten().filter(|(stamp, e)| *stamp < f && e.time >= f).map(|(_, e)| e.clone()).collect();
+        ck.write(f, PartKind::Window, index, peers, &WindowPart { tracker: tracker.snapshot(), in_flight, source });
+    }
+}
 
 /// Routes events to the worker that owns their cascade, and tracks cascades there.
 ///
@@ -25,15 +69,28 @@ pub fn window_terminate<'s>(
     events: StreamVec<'s, Time, TweetEvent>,
     settings: TrackerSettings,
     shutdown: Arc<AtomicBool>,
+    checkpoint: Option<(Checkpointing, SharedSourceCuts)>,
 ) -> StreamVec<'s, Time, TrackerOutput> {
     let pact = Exchange::new(|e: &TweetEvent| shard_of(e.cascade));
-    let worker = events.scope().index();
-    events.unary_frontier::<Builder<TrackerOutput>, _, _, _>(pact, "WindowTerminate", move |_cap, _info| {
+    let (worker, peers) = (events.scope().index(), events.scope().peers());
+    events.unary_frontier::<Builder<TrackerOutput>, _, _, _>(pact, "WindowTerminate", move |cap, _info| {
         let mut tracker = CascadeTracker::new(settings);
         // Events wait here until their time is complete, then are fed in (cascade, seq) order.
-        let mut stash: BTreeMap<Time, Vec<TweetEvent>> = BTreeMap::new();
+        let mut stash: Stash = BTreeMap::new();
         let mut held: Option<Capability<Time>> = None;
         let mut out: Vec<(Time, TrackerOutput)> = Vec::new();
+        let mut boundaries = checkpoint.as_ref().map_or(Boundaries::new(1, None), |(c, _)| c.boundaries());
+        if let Some(restored) = checkpoint.as_ref().and_then(|(c, _)| c.restored.clone()) {
+            let mine = |c| owns(shard_of(c), worker, peers);
+            for part in &restored.window {
+                tracker.restore(part.tracker.clone(), mine);
+                for e in part.in_flight.iter().filter(|e| mine(e.cascade)) {
+                    stash.entry(e.time).or_default().push((restored.time, e.clone()));
+                }
+            }
+            // The initial capability (time 0) lets the restored state emit at its own times.
+            held = Some(cap);
+        }
         move |(input, frontier), output| {
             // A message's stamp is a lower bound of its records' event times (sources batch
             // several seconds in one message); records are stashed at their own time, which is
@@ -45,15 +102,19 @@ pub fn window_terminate<'s>(
                 }
                 for e in data.flat_map(|d| d.drain(..)) {
                     debug_assert!(e.time >= time, "a record is never earlier than its message");
-                    stash.entry(e.time.max(time)).or_default().push(e);
+                    stash.entry(e.time.max(time)).or_default().push((time, e));
                 }
             });
-            while let Some(entry) = stash.first_entry() {
-                let time = *entry.key();
+            // Checkpoints only while event time is finite: once the input has ended the run
+            // is finishing, and state "at F" would mean nothing to the other stages.
+            let ck = checkpoint.as_ref().filter(|_| !frontier.frontier().is_empty());
+            while let Some(time) = stash.first_key_value().map(|(t, _)| *t) {
                 if frontier.less_equal(&time) {
                     break;
                 }
-                let mut batch = entry.remove();
+                checkpoint_upto(ck, &mut boundaries, time, &mut tracker, &stash, &mut out, (worker, peers));
+                let mut batch: Vec<TweetEvent> =
+                    stash.remove(&time).expect("just seen").into_iter().map(|(_, e)| e).collect();
                 batch.sort_by_key(|e| (e.cascade, e.seq));
                 tracker.fire_before(time, &mut out);
                 for event in batch {
@@ -62,7 +123,10 @@ pub fn window_terminate<'s>(
             }
             // Every time before the frontier is complete: fire what is due before it.
             match frontier.frontier().first().copied() {
-                Some(complete_before) => tracker.fire_before(complete_before, &mut out),
+                Some(complete_before) => {
+                    checkpoint_upto(ck, &mut boundaries, complete_before, &mut tracker, &stash, &mut out, (worker, peers));
+                    tracker.fire_before(complete_before, &mut out)
+                }
                 None if shutdown.load(Ordering::Relaxed) => {
                     if tracker.open_cascades() > 0 {
                         tracing::info!(open = tracker.open_cascades(), "shutdown: open cascades abandoned");

@@ -60,6 +60,11 @@ pub struct KafkaConfig {
     pub topics: TopicNames,
     /// Source behaviour.
     pub source: SourceConfig,
+    /// Transactional id of the exactly-once output producer (used when checkpointing is
+    /// on); default `tweetoscope-<progress topic>`. Two pipelines writing the same topics
+    /// must not share one; a restarted pipeline must keep its own (that is how the broker
+    /// fences the crashed instance and aborts its unfinished transaction).
+    pub transactional_id: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -78,6 +83,7 @@ impl Default for KafkaConfig {
             extra: BTreeMap::new(),
             topics: TopicNames::default(),
             source: SourceConfig::default(),
+            transactional_id: None,
         }
     }
 }
@@ -102,6 +108,9 @@ pub struct TopicNames {
     pub stats: String,
     /// Rejected input with its reason.
     pub dead_letters: String,
+    /// The committed output frontier of the exactly-once producer (one record per
+    /// transaction, on partition 0; see `io::kafka_tx`).
+    pub progress: String,
 }
 
 impl Default for TopicNames {
@@ -115,6 +124,7 @@ impl Default for TopicNames {
             alerts: "alerts".into(),
             stats: "stats".into(),
             dead_letters: "dead_letters".into(),
+            progress: "progress".into(),
         }
     }
 }
@@ -145,10 +155,11 @@ impl TopicNames {
             alerts: p(d.alerts),
             stats: p(d.stats),
             dead_letters: p(d.dead_letters),
+            progress: p(d.progress),
         }
     }
 
-    /// All names.
+    /// All names but `progress` (created with one partition by the pipeline itself).
     pub fn all(&self) -> [&str; 8] {
         [
             &self.tweets,
@@ -238,6 +249,11 @@ impl KafkaConfig {
             return invalid("source.max_message_bytes and source.poll_batch must be ≥ 1");
         }
         Ok(())
+    }
+
+    /// The transactional id of the exactly-once output producer.
+    pub fn transactional_id(&self) -> String {
+        self.transactional_id.clone().unwrap_or_else(|| format!("tweetoscope-{}", self.topics.progress))
     }
 
     /// The librdkafka configuration shared by consumers and producers.

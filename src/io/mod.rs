@@ -2,4 +2,5 @@
 
 pub mod files;
 pub mod kafka;
+pub mod kafka_tx;
 pub mod jsonl;

@@ -1,0 +1,266 @@
+//! Exactly-once output to Kafka: transactions that carry the output frontier.
+//!
+//! One transactional producer (on process 0) writes every output record. Each transaction
+//! holds the records of the times that just completed plus one `progress` record whose value
+//! is the output frontier B: once it commits, every output record timed before B is visible
+//! to read-committed consumers, and none timed at or after B is. After a crash, the restart
+//! (1) initialises transactions with the same transactional id, which fences the dead
+//! producer and aborts its open transaction, (2) reads the last committed B, (3) resumes
+//! from a checkpoint at or below B and drops regenerated records timed before B. Outputs are
+//! a deterministic function of event time, so what is dropped is exactly what was committed.
+//!
+//! The producer runs on its own thread, fed through a bounded channel: a commit's round trip
+//! does not stall the worker, and while it runs the next batches queue up and go out in the
+//! next transaction (the commit cadence adapts to the broker's latency).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use super::kafka::{KafkaConfig, KafkaSetupError};
+use crate::Time;
+
+/// One output record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Its key, if any.
+    pub key: Option<String>,
+    /// Its value.
+    pub value: String,
+}
+
+/// Records of completed times, and the frontier they complete.
+#[derive(Debug)]
+pub struct OutputBatch {
+    /// Every record timed before this is in this batch or an earlier one.
+    pub frontier: Time,
+    /// The records.
+    pub records: Vec<OutRecord>,
+}
+
+/// The progress record's value.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    /// The output frontier B.
+    frontier: Time,
+    /// Records in this transaction.
+    records: u64,
+}
+
+/// Batches the channel holds before the worker waits (backpressure).
+const CHANNEL_BATCHES: usize = 256;
+
+/// The transactional producer thread and its channel.
+pub struct TransactionalOutput {
+    sender: Option<SyncSender<OutputBatch>>,
+    thread: Option<JoinHandle<Result<u64, KafkaSetupError>>>,
+    /// The last committed output frontier.
+    pub committed: Arc<AtomicU64>,
+    /// The frontier committed before this run (records before it are not produced again).
+    pub resume_from: Time,
+}
+
+impl TransactionalOutput {
+    /// Initialises transactions (fencing any previous instance with the same id, which
+    /// aborts its unfinished transaction), reads the last committed frontier, and starts the
+    /// producer thread.
+    pub fn start(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
+        let id = config.transactional_id();
+        let producer: BaseProducer = config
+            .client_config()
+            .set("transactional.id", &id)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "10000000")
+            .set("transaction.timeout.ms", "60000")
+            .create()?;
+        retry_transactional("init_transactions", || producer.init_transactions(Duration::from_secs(30)))?;
+        let resume_from = read_committed_frontier(config, &id)?.unwrap_or(0);
+        let committed = Arc::new(AtomicU64::new(resume_from));
+        crate::telemetry::output_transaction(true, resume_from, 0);
+        tracing::info!(transactional_id = %id, resume_from, "exactly-once output ready");
+        let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
+        let (topic, key, committed_in) = (config.topics.progress.clone(), id, committed.clone());
+        let thread = std::thread::Builder::new()
+            .name("kafka-transactions".into())
+            .spawn(move || produce_loop(&producer, &receiver, &topic, &key, &committed_in))
+            .map_err(|e| KafkaSetupError::Invalid(format!("starting the output thread: {e}")))?;
+        Ok(Self { sender: Some(sender), thread: Some(thread), committed, resume_from })
+    }
+
+    /// A sender for the sink operator (worker 0).
+    pub fn sender(&self) -> Option<SyncSender<OutputBatch>> {
+        self.sender.clone()
+    }
+
+    /// Waits until every batch sent is committed; returns the number of records committed.
+    pub fn finish(mut self) -> Result<u64, KafkaSetupError> {
+        self.sender.take();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(KafkaSetupError::Invalid("the output thread panicked".into())),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Retries a transactional call while librdkafka says it is retriable (e.g. the broker is
+/// unreachable), up to 10 minutes.
+fn retry_transactional(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaSetupError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        match call() {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}: retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(KafkaSetupError::Invalid(format!("{what}: {e}"))),
+        }
+    }
+}
+
+/// Queues one record, serving the producer while its queue is full.
+fn send(producer: &BaseProducer, topic: &str, key: Option<&str>, value: &str) -> Result<(), KafkaError> {
+    let mut record = BaseRecord::<str, str>::to(topic).payload(value);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// One transaction: the records, the progress record, commit. `Ok(false)` when the
+/// transaction had to be aborted (it is then retried whole).
+fn transaction(producer: &BaseProducer, records: &[OutRecord], progress: (&str, &str, &str)) -> Result<bool, KafkaSetupError> {
+    retry_transactional("begin_transaction", || producer.begin_transaction())?;
+    let sent = records
+        .iter()
+        .try_for_each(|r| send(producer, &r.topic, r.key.as_deref(), &r.value))
+        .and_then(|()| send(producer, progress.0, Some(progress.1), progress.2));
+    let outcome = match sent {
+        Ok(()) => loop {
+            match producer.commit_transaction(Duration::from_secs(60)) {
+                Ok(()) => break Ok(true),
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    tracing::warn!(error = %e, "commit: retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => break Ok(false),
+                Err(e) => break Err(KafkaSetupError::Invalid(format!("commit_transaction: {e}"))),
+            }
+        },
+        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => Ok(false),
+        Err(e) if !matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) => {
+            tracing::warn!(error = %e, "sending in a transaction failed; aborting it");
+            Ok(false)
+        }
+        Err(e) => Err(KafkaSetupError::Invalid(format!("produce: {e}"))),
+    };
+    if let Ok(false) = outcome {
+        retry_transactional("abort_transaction", || producer.abort_transaction(Duration::from_secs(60)))?;
+    }
+    outcome
+}
+
+fn produce_loop(
+    producer: &BaseProducer,
+    receiver: &Receiver<OutputBatch>,
+    progress_topic: &str,
+    key: &str,
+    committed: &AtomicU64,
+) -> Result<u64, KafkaSetupError> {
+    let mut total = 0u64;
+    while let Ok(first) = receiver.recv() {
+        // Everything already queued goes into this transaction.
+        let mut frontier = first.frontier;
+        let mut records = first.records;
+        while let Ok(more) = receiver.try_recv() {
+            frontier = frontier.max(more.frontier);
+            records.extend(more.records);
+            if records.len() > 200_000 {
+                break;
+            }
+        }
+        let progress = serde_json::to_string(&Progress { frontier, records: records.len() as u64 }).expect("plain struct");
+        let mut attempts = 0;
+        while !transaction(producer, &records, (progress_topic, key, &progress))? {
+            attempts += 1;
+            crate::telemetry::output_transaction(false, frontier, 0);
+            if attempts > 100 {
+                return Err(KafkaSetupError::Invalid("an output transaction was aborted 100 times".into()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        total += records.len() as u64;
+        committed.store(frontier, Ordering::Relaxed);
+        crate::telemetry::output_transaction(true, frontier, records.len() as u64);
+    }
+    Ok(total)
+}
+
+/// The output frontier of the last committed transaction of `transactional_id`, if any.
+/// Call after `init_transactions` (which aborts a dead instance's open transaction, so the
+/// partition's last stable offset is not held back).
+pub fn read_committed_frontier(config: &KafkaConfig, transactional_id: &str) -> Result<Option<Time>, KafkaSetupError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = &config.topics.progress;
+    let consumer: BaseConsumer = config
+        .client_config()
+        .set("group.id", format!("{transactional_id}-progress-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let (low, high) = consumer.fetch_watermarks(topic, 0, timeout)?;
+    if high <= low {
+        return Ok(None);
+    }
+    // The progress record is the last data record of a transaction, followed by its commit
+    // marker; aborted transactions add a few more offsets. Look back far enough for those.
+    let mut start = (high - 1000).max(low);
+    loop {
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, rdkafka::Offset::Offset(start))?;
+        consumer.assign(&list)?;
+        let mut last = None;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let m = message?;
+                if m.key() == Some(transactional_id.as_bytes()) {
+                    if let Some(p) = m.payload().and_then(|v| serde_json::from_slice::<Progress>(v).ok()) {
+                        last = Some(p.frontier);
+                    }
+                }
+            }
+            let position = consumer.position()?.find_partition(topic, 0).and_then(|e| e.offset().to_raw()).unwrap_or(start);
+            if position >= high {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(KafkaSetupError::Invalid(format!("reading {topic} timed out at offset {position} of {high}")));
+            }
+        }
+        if last.is_some() || start == low {
+            return Ok(last);
+        }
+        start = low;
+    }
+}
