@@ -93,9 +93,12 @@ fn parse_magnitude(field: &str) -> Result<f64, String> {
     Ok(x)
 }
 
-/// Splits bytes into lines (`\n`, an optional `\r` before it dropped, as `str::lines`), each
-/// checked to be UTF-8: the first line that is not is an error naming it.
+/// Splits bytes into lines (`\n`, an optional `\r` before it dropped, as `str::lines`; a
+/// leading byte-order mark dropped), each checked to be UTF-8: the first line that is not is
+/// an error naming it.
 fn text_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>, InputError> {
+    // A UTF-8 byte-order mark (files saved by some Windows editors) is not content.
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop(); // the newline ending the last line
@@ -408,8 +411,8 @@ mod tests {
     }
 
     #[test]
-    fn crlf_line_endings_and_blank_lines_are_read() {
-        let c = parse_seismic(Path::new("x"), b"1 0.5\r\n\r\n0 5\r\n3 2\r\n", 1).unwrap();
+    fn crlf_line_endings_blank_lines_and_a_byte_order_mark_are_read() {
+        let c = parse_seismic(Path::new("x"), b"\xef\xbb\xbf1 0.5\r\n\r\n0 5\r\n3 2\r\n", 1).unwrap();
         assert_eq!(c.events, vec![(0, 5.0), (3, 2.0)]);
         let ds = parse_course(Path::new("d"), b"time,magnitude\r\n0,1\r\n2,3\r\n", Path::new("i"), b"a,b\r\n1,2\r\n").unwrap();
         assert_eq!(ds.cascades[0].events, vec![(0, 1.0), (2, 3.0)]);
