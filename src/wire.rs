@@ -73,8 +73,11 @@ pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, seq: u64, max_bytes: u
     }
     let wire: WireTweet = serde_json::from_slice(payload).map_err(|e| {
         use serde_json::error::Category;
+        let message = e.to_string();
         let reason = match e.classify() {
-            Category::Data if e.to_string().starts_with("missing field") => RejectReason::MissingField,
+            Category::Data if message.starts_with("missing field") => RejectReason::MissingField,
+            // A field given twice is ambiguous JSON, not a field of the wrong type.
+            Category::Data if message.starts_with("duplicate field") => RejectReason::InvalidJson,
             Category::Data => RejectReason::WrongType,
             _ => RejectReason::InvalidJson,
         };
@@ -100,6 +103,25 @@ pub fn decode(key: Option<&[u8]>, payload: Option<&[u8]>, seq: u64, max_bytes: u
         kind,
         msg: if kind == EventKind::Tweet { wire.msg } else { String::new() },
     })
+}
+
+/// Judges a decoded event's time against its partition's newest event time (the Kafka
+/// source's rule, kept here so that it is unit-tested): more than `lateness` seconds behind
+/// is [`RejectReason::Late`]; more than `max_ahead` seconds ahead is
+/// [`RejectReason::InvalidValue`] (a junk time must not make the partition's later events
+/// late). Returns the partition's new newest time.
+pub fn judge_time(time: Time, newest: Option<Time>, lateness: u64, max_ahead: u64) -> Result<Time, DecodeError> {
+    let Some(newest) = newest else { return Ok(time) };
+    if time.saturating_add(lateness) < newest {
+        return Err(fail(RejectReason::Late, format!("time {time} is more than {lateness} s behind {newest}")));
+    }
+    if time > newest.saturating_add(max_ahead) {
+        return Err(fail(
+            RejectReason::InvalidValue,
+            format!("time {time} is more than {max_ahead} s ahead of its partition's newest event {newest}"),
+        ));
+    }
+    Ok(time.max(newest))
 }
 
 /// The cascade id: the key, else `cascade=<id>` in `info` (course messages carry both).
@@ -161,6 +183,54 @@ mod tests {
         assert_eq!(decode(Some(b"1"), Some(&[0xff, 0xfe]), 0, 100).unwrap_err().reason, RejectReason::InvalidJson);
         assert_eq!(decode(Some(b"1"), Some(&[b' '; 200]), 0, 100).unwrap_err().reason, RejectReason::Oversized);
         assert_eq!(decode(Some(b"1"), None, 0, 100).unwrap_err().reason, RejectReason::InvalidJson);
+    }
+
+    /// Found by the hostile corpus (`duplicate-field` in tests/data/hostile/kafka): a field
+    /// given twice was classified `wrong_type`.
+    #[test]
+    fn a_duplicate_field_is_invalid_json_not_a_wrong_type() {
+        let e = decode_str("1", r#"{"type":"tweet","t":5,"t":6,"m":1}"#).unwrap_err();
+        assert_eq!(e.reason, RejectReason::InvalidJson, "{e}");
+    }
+
+    /// The hostile corpus's payloads that are not plain text: every one has its reason and
+    /// none panics (deep nesting hits serde_json's recursion limit, not the stack).
+    #[test]
+    fn hostile_payloads_have_their_reasons() {
+        // serde also reads a struct from a positional array: `[[[…` fails on its first field.
+        let (deep_arrays, deep_objects) = ("[".repeat(30_000), r#"{"x":"#.repeat(12_000));
+        let cases: [(&[u8], RejectReason); 10] = [
+            (b"", RejectReason::InvalidJson),
+            (deep_arrays.as_bytes(), RejectReason::WrongType),
+            (deep_objects.as_bytes(), RejectReason::InvalidJson),
+            (br#"{"type":"tweet","t":NaN,"m":1}"#, RejectReason::InvalidJson),
+            (br#"{"type":"tweet","t":5,"m":Infinity}"#, RejectReason::InvalidJson),
+            (b"{\"type\":\"tweet\",\"msg\":\"\xff\",\"t\":5,\"m\":1}", RejectReason::InvalidJson),
+            (br#"{"type":"tweet","msg":"\ud800","t":5,"m":1}"#, RejectReason::InvalidJson),
+            (br#"{"type":"tweet","t":5,"m":1} trailing"#, RejectReason::InvalidJson),
+            (br#"null"#, RejectReason::WrongType),
+            (br#"{"type":"tweet","t":5,"m":1e11,"source":-1}"#, RejectReason::WrongType),
+        ];
+        for (payload, reason) in cases {
+            let got = decode(Some(b"1"), Some(payload), 0, 65_536).map_err(|e| e.reason);
+            assert_eq!(got, Err(reason), "{}", String::from_utf8_lossy(&payload[..payload.len().min(60)]));
+        }
+        for key in [&b"\xff\xfe"[..], b"", b"-5", b"99999999999999999999999", b"1.5"] {
+            let got = decode(Some(key), Some(br#"{"type":"tweet","t":5,"m":1}"#), 0, 100).map_err(|e| e.reason);
+            assert_eq!(got, Err(RejectReason::BadKey), "key {key:?}");
+        }
+    }
+
+    /// Found by the hostile corpus: a time under [`MAX_TIME`] but far ahead of its partition
+    /// (10^11 s) was accepted and made every later event of that partition late.
+    #[test]
+    fn a_time_far_ahead_of_its_partition_is_rejected_and_does_not_move_it() {
+        assert_eq!(judge_time(99_999_999_999, Some(1_000), 0, 86_400).unwrap_err().reason, RejectReason::InvalidValue);
+        assert_eq!(judge_time(1_000 + 86_400, Some(1_000), 0, 86_400), Ok(87_400));
+        assert_eq!(judge_time(999, Some(1_000), 0, 86_400).unwrap_err().reason, RejectReason::Late);
+        assert_eq!(judge_time(999, Some(1_000), 1, 86_400), Ok(1_000));
+        assert_eq!(judge_time(u64::MAX, Some(u64::MAX - 1), u64::MAX, u64::MAX), Ok(u64::MAX), "no overflow");
+        assert_eq!(judge_time(7, None, 0, 0), Ok(7), "the first event has no reference");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   seen in that partition, minus the allowed lateness; the worker's one capability follows
 //!   it. An event more than the lateness behind its own partition's newest event is late:
 //!   judged per partition, it depends only on Kafka's order, so a backtest is deterministic.
+//!   An event more than `max_ahead` ahead of it is rejected (`wire::judge_time`).
 //! - Bounded mode snapshots the end offsets at start and finishes there; live mode runs
 //!   until the shutdown flag is set, and a partition silent for `idle_timeout_ms` stops
 //!   holding the watermark back; when all are silent the watermark reaches the oldest of
@@ -31,7 +32,7 @@ use super::Builder;
 use crate::checkpoint::{Checkpointing, SharedSourceCuts, SourcePart};
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
 use crate::messages::{RejectReason, TweetEvent};
-use crate::wire::{decode, truncate};
+use crate::wire::{decode, judge_time, truncate};
 use crate::Time;
 
 /// A rejected input message, for the dead-letter topic.
@@ -175,6 +176,7 @@ pub fn kafka_source<'s>(
             }
         }
         let lateness = spec.kafka.source.lateness;
+        let max_ahead = spec.kafka.source.max_ahead;
         let max_bytes = spec.kafka.source.max_message_bytes;
         let idle = Duration::from_millis(spec.kafka.source.idle_timeout_ms);
         let batch_limit = spec.kafka.source.poll_batch;
@@ -230,15 +232,13 @@ pub fn kafka_source<'s>(
                 };
                 let item = match decode(message.key(), message.payload(), offset as u64, max_bytes) {
                     Err(e) => Err(dead(e.reason, e.detail)),
-                    Ok(event) => {
-                        let newest = state.max_time.map_or(event.time, |m| m.max(event.time));
-                        if event.time + lateness < newest {
-                            Err(dead(RejectReason::Late, format!("time {} is more than {lateness} s behind {newest}", event.time)))
-                        } else {
+                    Ok(event) => match judge_time(event.time, state.max_time, lateness, max_ahead) {
+                        Err(e) => Err(dead(e.reason, e.detail)),
+                        Ok(newest) => {
                             state.max_time = Some(newest);
                             Ok(event)
                         }
-                    }
+                    },
                 };
                 items.push(item);
             }

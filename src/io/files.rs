@@ -5,10 +5,18 @@
 //! - SEISMIC raw layout: one file per cascade, a `<retweets> <post time in days>` header,
 //!   then `<seconds> <followers>` lines, the original tweet first at time 0.
 //!
-//! Every error names the file and the 1-based line, so that a user can fix the input.
+//! Files are curated datasets, so the readers are strict: the first malformed line is an
+//! error naming the file and its 1-based line (non-UTF-8 bytes, non-numbers, NaN or infinity,
+//! negative or out-of-range times and magnitudes — the bounds are the `tweets` decoder's,
+//! [`crate::wire::MAX_TIME`] and [`crate::wire::MAX_MAGNITUDE`] —, a cascade not starting at
+//! time 0 or going back in time), and nothing is skipped: skipping a course-layout data row
+//! would shift every index range after it. (The Kafka source, by contrast, counts and
+//! dead-letters each bad message and goes on: a stream cannot be fixed and re-run.)
+//! [`parse_course`] and [`parse_seismic`] take bytes, for the fuzz targets in `fuzz/`.
 
 use std::path::{Path, PathBuf};
 
+use crate::wire::{MAX_MAGNITUDE, MAX_TIME};
 use crate::Time;
 
 /// One recorded cascade.
@@ -66,19 +74,49 @@ fn parse_time(field: &str) -> Result<Time, String> {
     if !x.is_finite() || x < 0.0 {
         return Err(format!("time {field:?} must be a finite number ≥ 0"));
     }
-    if x > 1e12 {
-        return Err(format!("time {field:?} is out of range"));
+    if x > MAX_TIME {
+        return Err(format!("time {field:?} is out of range (> {MAX_TIME} s)"));
     }
     Ok(x.round() as Time)
 }
 
-/// Parses a magnitude (follower count): finite and ≥ 0.
+/// Parses a magnitude (follower count): finite, ≥ 0 and at most [`MAX_MAGNITUDE`] (the
+/// `tweets` decoder's bound: beyond it sums of marks lose all precision).
 fn parse_magnitude(field: &str) -> Result<f64, String> {
     let x: f64 = field.trim().parse().map_err(|_| format!("magnitude {field:?} is not a number"))?;
     if !x.is_finite() || x < 0.0 {
         return Err(format!("magnitude {field:?} must be a finite number ≥ 0"));
     }
+    if x > MAX_MAGNITUDE {
+        return Err(format!("magnitude {field:?} is out of range (> {MAX_MAGNITUDE})"));
+    }
     Ok(x)
+}
+
+/// Splits bytes into lines (`\n`, an optional `\r` before it dropped, as `str::lines`; a
+/// leading byte-order mark dropped), each checked to be UTF-8: the first line that is not is
+/// an error naming it.
+fn text_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>, InputError> {
+    // A UTF-8 byte-order mark (files saved by some Windows editors) is not content.
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop(); // the newline ending the last line
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            std::str::from_utf8(line).map_err(|e| {
+                malformed(path, i + 1, format!("not valid UTF-8 (invalid byte at column {})", e.valid_up_to() + 1))
+            })
+        })
+        .collect()
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, InputError> {
+    std::fs::read(path).map_err(io_err(path))
 }
 
 /// Reads either layout: a folder (or a single `.txt` file) is SEISMIC raw; a data CSV needs
@@ -89,24 +127,31 @@ pub fn read_dataset(path: &Path, index: Option<&Path>) -> Result<Dataset, InputE
         Some(index) => read_course(path, index),
         None if meta.is_dir() => read_seismic_folder(path),
         None => {
-            let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-            if text.lines().next().is_some_and(|l| l.contains(',')) {
+            let bytes = read_bytes(path)?;
+            if bytes.split(|b| *b == b'\n').next().is_some_and(|l| l.contains(&b',')) {
                 return Err(InputError::Invalid {
                     path: path.to_owned(),
                     message: "a course-layout data CSV needs its index file (--index)".into(),
                 });
             }
-            Ok(Dataset { cascades: vec![parse_seismic(path, &text, 1)?] })
+            Ok(Dataset { cascades: vec![parse_seismic(path, &bytes, 1)?] })
         }
     }
 }
 
 /// Reads the course layout (data CSV + index CSV).
 pub fn read_course(data: &Path, index: &Path) -> Result<Dataset, InputError> {
-    let data_text = std::fs::read_to_string(data).map_err(io_err(data))?;
-    let index_text = std::fs::read_to_string(index).map_err(io_err(index))?;
-    let mut rows: Vec<(Time, f64)> = Vec::new();
-    for (i, line) in data_text.lines().enumerate().skip(1) {
+    parse_course(data, &read_bytes(data)?, index, &read_bytes(index)?)
+}
+
+/// Parses the course layout from the bytes of its data CSV and index CSV (the paths name
+/// them in errors). An index without any cascade is an error, as an empty SEISMIC folder is.
+pub fn parse_course(data: &Path, data_bytes: &[u8], index: &Path, index_bytes: &[u8]) -> Result<Dataset, InputError> {
+    let data_text = text_lines(data, data_bytes)?;
+    let index_text = text_lines(index, index_bytes)?;
+    // (time, magnitude, 1-based line in the data file)
+    let mut rows: Vec<(Time, f64, usize)> = Vec::new();
+    for (i, line) in data_text.iter().enumerate().skip(1) {
         let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
@@ -117,10 +162,10 @@ pub fn read_course(data: &Path, index: &Path) -> Result<Dataset, InputError> {
         };
         let t = parse_time(t).map_err(|e| malformed(data, line_no, e))?;
         let m = parse_magnitude(m).map_err(|e| malformed(data, line_no, e))?;
-        rows.push((t, m));
+        rows.push((t, m, line_no));
     }
     let mut cascades = Vec::new();
-    for (i, line) in index_text.lines().enumerate().skip(1) {
+    for (i, line) in index_text.iter().enumerate().skip(1) {
         let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
@@ -137,22 +182,30 @@ pub fn read_course(data: &Path, index: &Path) -> Result<Dataset, InputError> {
                 format!("range {start}..={end} is outside the {} data rows", rows.len()),
             ));
         }
-        let events = rows[start - 1..end].to_vec();
-        check_cascade(&events).map_err(|e| malformed(index, line_no, e))?;
+        let range = &rows[start - 1..end];
+        let times: Vec<Time> = range.iter().map(|r| r.0).collect();
+        check_cascade(&times).map_err(|(k, e)| {
+            malformed(index, line_no, format!("rows {start}..={end}: {e} ({}:{})", data.display(), range[k].2))
+        })?;
+        let events = range.iter().map(|&(t, m, _)| (t, m)).collect();
         cascades.push(RecordedCascade { id: cascades.len() as u64 + 1, post_time: None, events });
+    }
+    if cascades.is_empty() {
+        return Err(InputError::Invalid { path: index.to_owned(), message: "the index lists no cascade".into() });
     }
     Ok(Dataset { cascades })
 }
 
-/// The original tweet comes first at time 0 and times never decrease.
-fn check_cascade(events: &[(Time, f64)]) -> Result<(), String> {
-    match events.first() {
-        Some((0, _)) => {}
-        Some((t, _)) => return Err(format!("the original tweet must be at time 0, not {t}")),
-        None => return Err("empty cascade".into()),
+/// The original tweet comes first at time 0 and times never decrease; an error gives the
+/// offending event's position in `times`.
+fn check_cascade(times: &[Time]) -> Result<(), (usize, String)> {
+    match times.first() {
+        Some(0) => {}
+        Some(t) => return Err((0, format!("the original tweet must be at time 0, not {t}"))),
+        None => return Err((0, "empty cascade".into())),
     }
-    if let Some(w) = events.windows(2).position(|w| w[1].0 < w[0].0) {
-        return Err(format!("event {} goes back in time", w + 2));
+    if let Some(w) = times.windows(2).position(|w| w[1] < w[0]) {
+        return Err((w + 1, format!("event {} goes back in time ({} after {})", w + 2, times[w + 1], times[w])));
     }
     Ok(())
 }
@@ -171,8 +224,7 @@ pub fn read_seismic_folder(folder: &Path) -> Result<Dataset, InputError> {
     }
     let mut cascades = Vec::with_capacity(files.len());
     for (i, file) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(file).map_err(io_err(file))?;
-        cascades.push(parse_seismic(file, &text, i as u64 + 1)?);
+        cascades.push(parse_seismic(file, &read_bytes(file)?, i as u64 + 1)?);
     }
     Ok(Dataset { cascades })
 }
@@ -185,9 +237,10 @@ fn natural_key(path: &Path) -> (String, u64, String) {
     (name[..digits_at].to_owned(), digits.parse().unwrap_or(0), name)
 }
 
-/// Parses one SEISMIC raw file.
-pub fn parse_seismic(path: &Path, text: &str, id: u64) -> Result<RecordedCascade, InputError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+/// Parses one SEISMIC raw file from its bytes (`path` names it in errors).
+pub fn parse_seismic(path: &Path, bytes: &[u8], id: u64) -> Result<RecordedCascade, InputError> {
+    let text = text_lines(path, bytes)?;
+    let mut lines = text.iter().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((h, header)) = lines.next() else {
         return Err(malformed(path, 1, "empty file; expected `<retweets> <post time in days>`"));
     };
@@ -201,7 +254,10 @@ pub fn parse_seismic(path: &Path, text: &str, id: u64) -> Result<RecordedCascade
         .and_then(|s| s.parse().ok())
         .filter(|d: &f64| d.is_finite() && *d >= 0.0 && *d < 1e6)
         .ok_or_else(|| malformed(path, h + 1, "the post time must be a finite number of days ≥ 0"))?;
-    let mut events = Vec::with_capacity(retweets + 1);
+    // The header's count is untrusted: it must not size an allocation (a count of 10^15 would
+    // abort the process, and usize::MAX + 1 overflows). The lines bound the events.
+    let mut events = Vec::with_capacity(retweets.saturating_add(1).min(text.len()));
+    let mut event_lines = Vec::with_capacity(events.capacity());
     for (i, line) in lines {
         let mut fields = line.split_whitespace();
         let (Some(t), Some(m), None) = (fields.next(), fields.next(), fields.next()) else {
@@ -210,15 +266,17 @@ pub fn parse_seismic(path: &Path, text: &str, id: u64) -> Result<RecordedCascade
         let t = parse_time(t).map_err(|e| malformed(path, i + 1, e))?;
         let m = parse_magnitude(m).map_err(|e| malformed(path, i + 1, e))?;
         events.push((t, m));
+        event_lines.push(i + 1);
     }
-    if events.len() != retweets + 1 {
+    if Some(events.len()) != retweets.checked_add(1) {
         return Err(malformed(
             path,
             h + 1,
             format!("the header announces {retweets} retweets but the file has {} events", events.len()),
         ));
     }
-    check_cascade(&events).map_err(|e| malformed(path, h + 1, e))?;
+    let times: Vec<Time> = events.iter().map(|e| e.0).collect();
+    check_cascade(&times).map_err(|(k, e)| malformed(path, event_lines.get(k).copied().unwrap_or(h + 1), e))?;
     Ok(RecordedCascade { id, post_time: Some((days * 86_400.0).round() as Time), events })
 }
 
@@ -290,6 +348,74 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = write(dir.path(), "d.csv", "time,magnitude\n0,10\n");
         assert!(read_dataset(&d, None).unwrap_err().to_string().contains("--index"));
+    }
+
+    fn seismic_err(text: &[u8]) -> String {
+        parse_seismic(Path::new("RT1.txt"), text, 1).unwrap_err().to_string()
+    }
+
+    fn course_err(data: &[u8], index: &[u8]) -> String {
+        parse_course(Path::new("d.csv"), data, Path::new("i.csv"), index).unwrap_err().to_string()
+    }
+
+    /// Found by the hostile corpus: the header's count sized an allocation (10^15 retweets
+    /// aborted the process; usize::MAX overflowed `+ 1`, a panic with debug assertions).
+    #[test]
+    fn seismic_header_with_a_huge_retweet_count_is_an_error_not_an_abort() {
+        for header in ["1000000000000000 0.5", "18446744073709551615 0.5"] {
+            let err = seismic_err(format!("{header}\n0 5\n").as_bytes());
+            assert!(err.starts_with("RT1.txt:1:") && err.contains("announces"), "{err}");
+        }
+        let err = seismic_err(b"99999999999999999999999 0.5\n0 5\n");
+        assert!(err.starts_with("RT1.txt:1:"), "{err}");
+    }
+
+    /// Found by the hostile corpus: non-UTF-8 bytes were an I/O error naming no line.
+    #[test]
+    fn non_utf8_bytes_are_an_error_naming_the_line() {
+        let err = seismic_err(b"1 0.1\n0 5\n3 \xff\n");
+        assert!(err.starts_with("RT1.txt:3: not valid UTF-8"), "{err}");
+        let err = course_err(b"time,magnitude\n0,10\n\xfe\xff,1\n", b"start_ind,end_ind\n1,2\n");
+        assert!(err.starts_with("d.csv:3: not valid UTF-8"), "{err}");
+        let err = course_err(b"time,magnitude\n0,10\n", b"start_ind,end_ind\n1,\xc3\n");
+        assert!(err.starts_with("i.csv:2: not valid UTF-8"), "{err}");
+    }
+
+    /// Found by the hostile corpus: files accepted magnitudes (1e300) that the `tweets`
+    /// decoder rejects; both now share the decoder's bounds.
+    #[test]
+    fn a_magnitude_beyond_the_wire_bound_is_an_error_in_files_too() {
+        let err = seismic_err(b"1 0.1\n0 5\n3 1e300\n");
+        assert!(err.starts_with("RT1.txt:3:") && err.contains("out of range"), "{err}");
+        let err = course_err(b"time,magnitude\n0,1e12\n", b"start_ind,end_ind\n1,1\n");
+        assert!(err.starts_with("d.csv:2:") && err.contains("magnitude"), "{err}");
+        assert!(parse_seismic(Path::new("x"), b"1 0.1\n0 1e11\n1000000000000 0\n", 1).is_ok(), "the bounds themselves are valid");
+    }
+
+    /// Found by the hostile corpus: an event going back in time was reported at the header
+    /// (SEISMIC) or the index row alone (course), not at the offending line.
+    #[test]
+    fn going_back_in_time_names_the_offending_line() {
+        let err = seismic_err(b"2 0.1\n0 5\n\n10 1\n5 1\n");
+        assert!(err.starts_with("RT1.txt:5:") && err.contains("back in time"), "{err}");
+        let err = seismic_err(b"1 0.1\n5 5\n6 1\n");
+        assert!(err.starts_with("RT1.txt:2:") && err.contains("time 0"), "{err}");
+        let err = course_err(b"time,magnitude\n0,1\n0,1\n10,1\n5,1\n", b"start_ind,end_ind\n1,1\n2,4\n");
+        assert!(err.starts_with("i.csv:3:") && err.contains("(d.csv:5)"), "{err}");
+    }
+
+    #[test]
+    fn an_index_without_cascades_is_an_error() {
+        let err = course_err(b"time,magnitude\n0,1\n", b"start_ind,end_ind\n");
+        assert!(err.contains("i.csv") && err.contains("no cascade"), "{err}");
+    }
+
+    #[test]
+    fn crlf_line_endings_blank_lines_and_a_byte_order_mark_are_read() {
+        let c = parse_seismic(Path::new("x"), b"\xef\xbb\xbf1 0.5\r\n\r\n0 5\r\n3 2\r\n", 1).unwrap();
+        assert_eq!(c.events, vec![(0, 5.0), (3, 2.0)]);
+        let ds = parse_course(Path::new("d"), b"time,magnitude\r\n0,1\r\n2,3\r\n", Path::new("i"), b"a,b\r\n1,2\r\n").unwrap();
+        assert_eq!(ds.cascades[0].events, vec![(0, 1.0), (2, 3.0)]);
     }
 
     #[test]

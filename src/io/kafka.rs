@@ -181,6 +181,11 @@ pub struct SourceConfig {
     /// Allowed lateness (event-time seconds): an event more than this behind its partition's
     /// newest event is dead-lettered as late; the watermark trails by this much.
     pub lateness: u64,
+    /// An event more than this many event-time seconds ahead of its partition's newest event
+    /// is dead-lettered as `invalid_value`: one junk time (say 10^11 s, under the decoder's
+    /// bound) would otherwise make every later event of its partition late. The first event
+    /// of a partition has no reference and is not judged. Default: 365 days.
+    pub max_ahead: u64,
     /// Messages larger than this are rejected as oversized.
     pub max_message_bytes: usize,
     /// Live mode: a partition silent this long (wall clock) stops holding the watermark back.
@@ -191,7 +196,7 @@ pub struct SourceConfig {
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        Self { lateness: 0, max_message_bytes: 64 * 1024, idle_timeout_ms: 2000, poll_batch: 20_000 }
+        Self { lateness: 0, max_ahead: 365 * 86_400, max_message_bytes: 64 * 1024, idle_timeout_ms: 2000, poll_batch: 20_000 }
     }
 }
 
