@@ -362,6 +362,8 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
         if let Some(output) = recovery.output {
             let records = output.finish()?;
             tracing::info!(records, "output transactions done");
+            let (parts, bytes, seconds) = crate::telemetry::checkpoint_totals();
+            tracing::info!(parts, bytes, write_ms = (seconds * 1000.0).round() as u64, "checkpoints written by this process");
             // Incomplete checkpoints written while the run ended are pruned with the rest.
             let committed = committed.load(std::sync::atomic::Ordering::Relaxed);
             if let Err(e) = recovery.checkpointing.store.prune(committed) {

@@ -304,6 +304,20 @@ pub fn checkpoint_part_written(kind: &str, bytes: u64, took: std::time::Duration
     m.checkpoint_write_seconds.with_label_values(&[kind]).observe(took.as_secs_f64());
 }
 
+/// Checkpoint parts written by this process so far: (parts, bytes, seconds spent encoding
+/// and writing them).
+pub fn checkpoint_totals() -> (u64, u64, f64) {
+    let m = metrics();
+    crate::checkpoint::PartKind::ALL.iter().fold((0, 0, 0.0), |(p, b, s), k| {
+        let kind = k.as_str();
+        (
+            p + m.checkpoint_parts.with_label_values(&[kind]).get(),
+            b + m.checkpoint_bytes.with_label_values(&[kind]).get(),
+            s + m.checkpoint_write_seconds.with_label_values(&[kind]).get_sample_sum(),
+        )
+    })
+}
+
 /// A checkpoint part could not be written.
 pub fn checkpoint_failed() {
     metrics().checkpoint_failures.inc();

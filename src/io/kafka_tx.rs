@@ -187,6 +187,8 @@ fn produce_loop(
     committed: &AtomicU64,
 ) -> Result<u64, KafkaSetupError> {
     let mut total = 0u64;
+    let started = std::time::Instant::now();
+    let resumed_at = committed.load(Ordering::Relaxed);
     while let Ok(first) = receiver.recv() {
         // Everything already queued goes into this transaction.
         let mut frontier = first.frontier;
@@ -207,6 +209,11 @@ fn produce_loop(
                 return Err(KafkaSetupError::Invalid("an output transaction was aborted 100 times".into()));
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        if total == 0 && !records.is_empty() {
+            // After a restart: the first new output, i.e. the pipeline has caught up with
+            // what it had committed before the crash.
+            tracing::info!(resumed_at, frontier, after_ms = started.elapsed().as_millis() as u64, "first output records committed");
         }
         total += records.len() as u64;
         committed.store(frontier, Ordering::Relaxed);
