@@ -154,11 +154,19 @@ pub struct SeismicConfig {
     /// Do not fit before a window has this many samples with SEISMIC features (two
     /// parameters from a handful of cascades would be noise).
     pub min_samples: usize,
+    /// Fit on at most this many most recent samples of the window: a fit costs about
+    /// 7,000 logarithms per sample, so this bounds it (≈ 30 ms at 500) on long streams.
+    pub max_samples: usize,
+    /// Refit (at a forest retraining) only once the window's samples with SEISMIC features have
+    /// grown by this fraction since the last fit (two global scalars settle fast; refitting at
+    /// every forest retraining would cost more than the forest). Between fits, the new
+    /// model carries the last correction.
+    pub refit_growth: f64,
 }
 
 impl Default for SeismicConfig {
     fn default() -> Self {
-        Self { correction: true, min_samples: 20 }
+        Self { correction: true, min_samples: 20, max_samples: 500, refit_growth: 0.5 }
     }
 }
 
@@ -228,8 +236,11 @@ impl DataflowConfig {
         if !(f.retrain_growth.is_finite() && f.retrain_growth >= 0.0) {
             return invalid("forest.retrain_growth must be a finite number ≥ 0".into());
         }
-        if self.seismic.min_samples == 0 {
-            return invalid("seismic.min_samples must be ≥ 1".into());
+        if self.seismic.min_samples == 0 || self.seismic.max_samples < self.seismic.min_samples {
+            return invalid("seismic.min_samples must be ≥ 1 and ≤ seismic.max_samples".into());
+        }
+        if !(self.seismic.refit_growth.is_finite() && self.seismic.refit_growth >= 0.0) {
+            return invalid("seismic.refit_growth must be a finite number ≥ 0".into());
         }
         if f.model_delay == 0 {
             return invalid("forest.model_delay must be ≥ 1 (a zero-delay feedback loop never progresses)".into());
