@@ -120,6 +120,38 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Measure end-to-end latency through Kafka: generate DATASET paced at --speed onto the
+    /// `tweets` topic while a `tweetoscope live` process (started separately, same topics)
+    /// runs, and time each prediction record (`cascade_properties` parameters, `alerts`) from
+    /// its window's close in event time to its arrival on the topic. Use fresh topics (a new
+    /// --topic-prefix): they are read from the beginning. Prints p50/p90/p99 per topic.
+    Latency {
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
+        #[arg(long)]
+        input: PathBuf,
+        /// The course-layout index CSV of --input.
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Time acceleration: event seconds per wall second.
+        #[arg(long, default_value_t = 500.0)]
+        speed: f64,
+        /// Only generate the first S seconds of event time (default: everything).
+        #[arg(long, value_name = "S")]
+        until: Option<u64>,
+        /// After the last event, wait at most this many seconds for the last predictions.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        /// Dataflow configuration TOML (its [input] gives the cascades' start times; use the
+        /// one the pipeline runs with).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Kafka options.
+        #[command(flatten)]
+        kafka: KafkaOptions,
+    },
     /// Create the input, output and dead-letter topics that do not exist yet.
     Topics {
         /// Partitions per topic.

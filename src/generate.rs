@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::InputConfig;
 use crate::io::files::Dataset;
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
+use crate::messages::TweetEvent;
 
 /// What a generator run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub struct GenerateReport {
     pub delivered: u64,
     /// Messages that could not be delivered.
     pub failed: u64,
+    /// Paced mode: the most an event was handed to the producer after its due instant (ms);
+    /// large values mean the generator could not keep the pace.
+    pub max_behind_ms: u64,
 }
 
 /// Generator options.
@@ -43,19 +47,34 @@ pub fn generate(
     sent: Arc<AtomicU64>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<GenerateReport, KafkaSetupError> {
-    let producer = kafka.producer()?;
     let events = crate::replay::worker_timeline(dataset, input.random_start_range, input.seed, 0, 1);
+    send_timeline(&events, kafka, options, Instant::now(), sent, shutdown)
+}
+
+/// Sends `events` (sorted by time) to the `tweets` topic. Paced: the event at time `t` is due
+/// at `started + (t − first)/speed`, so a caller that picks `started` knows the wall instant
+/// at which any event time is reached (the latency bench's clock).
+pub fn send_timeline(
+    events: &[TweetEvent],
+    kafka: &KafkaConfig,
+    options: &GenerateOptions,
+    started: Instant,
+    sent: Arc<AtomicU64>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<GenerateReport, KafkaSetupError> {
+    let producer = kafka.producer()?;
     let first = events.first().map(|e| e.time).unwrap_or(0);
-    let started = Instant::now();
     let sources = options.sources.max(1);
-    for event in &events {
+    let mut max_behind = Duration::ZERO;
+    for event in events {
         if shutdown.load(Ordering::Relaxed) {
             break;
         }
         if let Some(speed) = options.speed {
             let due = Duration::from_secs_f64((event.time - first) as f64 / speed);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+            match due.checked_sub(started.elapsed()) {
+                Some(wait) => std::thread::sleep(wait),
+                None => max_behind = max_behind.max(started.elapsed() - due),
             }
         }
         let (key, value) = crate::wire::encode(event, event.cascade % sources);
@@ -67,5 +86,6 @@ pub fn generate(
         sent: sent.load(Ordering::Relaxed),
         delivered: producer.stats.delivered.load(Ordering::Relaxed),
         failed: producer.stats.failed.load(Ordering::Relaxed) + producer.in_flight().max(0) as u64,
+        max_behind_ms: max_behind.as_millis() as u64,
     })
 }

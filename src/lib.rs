@@ -19,6 +19,7 @@ pub mod generate;
 pub mod http;
 pub mod io;
 pub mod k8s;
+pub mod latency;
 pub mod live;
 pub mod messages;
 pub mod pipeline;

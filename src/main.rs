@@ -61,6 +61,22 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Backtest { kafka, run }) => kafka_run(&run, &kafka, None),
+        Some(Command::Latency { input, index, speed, until, drain, config, json, kafka }) => {
+            anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
+            anyhow::ensure!(drain.is_finite() && drain >= 0.0, "--drain must be a number of seconds ≥ 0");
+            let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
+            kafka.apply(&mut config);
+            config.validate()?;
+            let dataset = read_dataset(&input, index.as_deref())?;
+            let options = tweetoscope::latency::LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
+            let report = tweetoscope::latency::measure(&dataset, &config, &options)?;
+            print!("{}", report.text());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
         Some(Command::Hostfile(args)) => Ok(tweetoscope::k8s::entrypoint(&args)?),
     }
 }

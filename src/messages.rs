@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use tweetoscope_model::hawkes::Event;
+use tweetoscope_model::seismic::{CorrectedSeismic, SeismicPrediction};
 
 use crate::Time;
 
@@ -147,6 +148,11 @@ pub struct Estimate {
     /// the same partial cascade for side-by-side accuracy; `None` when SEISMIC finds the
     /// cascade supercritical (the package predicts +∞) or cannot estimate it.
     pub n_seismic: Option<f64>,
+    /// SEISMIC's features on the same partial cascade (R_T, F_T, p̂_T), from which a window's
+    /// learned correction (α, γ) computes the corrected prediction; `None` when SEISMIC could
+    /// not estimate the cascade.
+    #[serde(default)]
+    pub seismic: Option<SeismicPrediction>,
 }
 
 /// The parts of a Hawkes fit that later stages need.
@@ -183,6 +189,15 @@ pub struct Prediction {
     pub n_hawkes: f64,
     /// The SEISMIC baseline's prediction (see [`Estimate::n_seismic`]).
     pub n_seismic: Option<f64>,
+    /// SEISMIC's features (see [`Estimate::seismic`]): they become the correction's training
+    /// sample once the true size is known.
+    #[serde(default)]
+    pub seismic: Option<SeismicPrediction>,
+    /// SEISMIC with the paper's correction, N̂ = R_T + 1 + α·F_T/(1 − γ·p̂_T), (α, γ) learned
+    /// by the window's model from cascades that ended earlier; `None` before the window has a
+    /// correction, when the correction is off, or when γ·p̂_T ≥ 1.
+    #[serde(default)]
+    pub n_seismic_corrected: Option<f64>,
     /// The corrected prediction N = n + ω·G1/(1−n*).
     pub n_pred: f64,
     /// The correction factor applied (1 before the window has a model).
@@ -216,6 +231,12 @@ pub struct StatRecord {
     pub n_seismic: Option<f64>,
     /// ARE of `n_seismic`.
     pub are_seismic: Option<f64>,
+    /// The corrected SEISMIC prediction (None: no correction yet, or infinite).
+    #[serde(default)]
+    pub n_seismic_corrected: Option<f64>,
+    /// ARE of `n_seismic_corrected`.
+    #[serde(default)]
+    pub are_seismic_corrected: Option<f64>,
     /// The forest's correction factor used (1 without a model).
     pub omega: f64,
     /// Samples the window's model had been trained on when predicting (0: no model).
@@ -233,6 +254,10 @@ pub struct Sample {
     pub x: [f64; 3],
     /// Target W = (N_true − n)(1 − n*)/G1.
     pub w: f64,
+    /// SEISMIC's features of the same prediction and the true size: a training sample of the
+    /// window's SEISMIC correction (None when SEISMIC had no finite features).
+    #[serde(default)]
+    pub seismic: Option<(SeismicPrediction, f64)>,
 }
 
 /// A trained model for one window, versioned by the event time it was trained at.
@@ -253,6 +278,10 @@ pub struct Model {
     /// seed this rebuilds the identical forest, so the `models` topic carries this compact
     /// form (kilobytes) rather than the trees (megabytes).
     pub training: Vec<[f64; 4]>,
+    /// The window's SEISMIC correction (α, γ), fitted on the same training cascades (those
+    /// that ended before `version`); `None` when off or with too few samples.
+    #[serde(default)]
+    pub seismic: Option<CorrectedSeismic>,
 }
 
 /// The output topics of SPEC §3.
@@ -356,12 +385,16 @@ pub mod json {
 
     /// `{"type":"stat",…}` with the corrected ARE and, added, the predictions and the plain
     /// Hawkes and SEISMIC ARE (`n_seismic`/`ARE_seismic` are null when SEISMIC predicted an
-    /// infinite size), so that reports can be computed from the topic alone.
+    /// infinite size; `n_seismic_corrected`/`ARE_seismic_corrected` when the window had no
+    /// SEISMIC correction yet or it predicted an infinite size), so that reports can be
+    /// computed from the topic alone.
     pub fn stat(s: &StatRecord) -> String {
         json!({"type": "stat", "cid": s.cascade.to_string(), "T_obs": s.t_obs, "ARE": finite(s.are),
                "ARE_hawkes": finite(s.are_hawkes), "ARE_seismic": s.are_seismic.map(finite),
                "n_obs": s.n_obs, "n_true": s.n_true, "n_pred": finite(s.n_pred), "n_hawkes": finite(s.n_hawkes),
-               "n_seismic": s.n_seismic.map(finite), "omega": finite(s.omega), "model_samples": s.model_samples})
+               "n_seismic": s.n_seismic.map(finite), "omega": finite(s.omega), "model_samples": s.model_samples,
+               "n_seismic_corrected": s.n_seismic_corrected.map(finite),
+               "ARE_seismic_corrected": s.are_seismic_corrected.map(finite)})
         .to_string()
     }
 
@@ -372,7 +405,8 @@ pub mod json {
         let training: Vec<[f64; 4]> = m.training.iter().map(|r| r.map(finite)).collect();
         json!({"type": "model", "T_obs": m.t_obs, "version": m.version, "n_samples": m.n_samples,
                "samples_seen": m.samples_seen, "params": m.forest.params(), "seed": m.forest.seed(),
-               "training": training})
+               "training": training,
+               "seismic": m.seismic.map(|c| json!({"alpha": finite(c.alpha), "gamma": finite(c.gamma)}))})
         .to_string()
     }
 
@@ -388,6 +422,8 @@ pub mod json {
             params: tweetoscope_model::forest::ForestParams,
             seed: u64,
             training: Vec<[f64; 4]>,
+            #[serde(default)]
+            seismic: Option<CorrectedSeismic>,
         }
         let w: Wire = serde_json::from_str(text).map_err(|e| format!("invalid model record: {e}"))?;
         let x: Vec<[f64; 3]> = w.training.iter().map(|r| [r[0], r[1], r[2]]).collect();
@@ -400,6 +436,7 @@ pub mod json {
             samples_seen: w.samples_seen,
             forest,
             training: w.training,
+            seismic: w.seismic.filter(|c| c.alpha.is_finite() && c.gamma.is_finite()),
         })
     }
 }
@@ -432,9 +469,11 @@ mod tests {
         let y: Vec<f64> = training.iter().map(|r| r[3]).collect();
         let params = ForestParams { n_trees: 10, ..ForestParams::default() };
         let forest = Forest::train(&x, &y, &params, 99).unwrap();
-        let model = Model { t_obs: 600, version: 1234, n_samples: 40, samples_seen: 55, forest, training };
+        let seismic = Some(CorrectedSeismic { alpha: 0.7, gamma: 42.5 });
+        let model = Model { t_obs: 600, version: 1234, n_samples: 40, samples_seen: 55, forest, training, seismic };
         let back = json::parse_model(&json::model(&model)).unwrap();
         assert_eq!((back.t_obs, back.version, back.samples_seen), (600, 1234, 55));
+        assert_eq!(back.seismic, seismic, "the SEISMIC correction travels with the model");
         for probe in [[2e-4, 0.1, 12.0], [3e-3, 0.3, 40.0]] {
             assert_eq!(back.forest.predict(&probe).to_bits(), model.forest.predict(&probe).to_bits());
         }
@@ -453,10 +492,13 @@ mod tests {
             are_hawkes: f64::INFINITY,
             n_seismic: None,
             are_seismic: None,
+            n_seismic_corrected: Some(f64::INFINITY),
+            are_seismic_corrected: Some(f64::NAN),
             omega: 1.0,
             model_samples: 0,
         });
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["ARE"], 0.0);
+        assert_eq!(v["ARE_seismic_corrected"], 0.0);
     }
 }

@@ -2,8 +2,8 @@
 //! (`stats.jsonl`, `cascade_properties.jsonl`) and writes `DIR/report.md` with SVG plots.
 //!
 //! Per observation window: the number of cascades with a known true size, the ARE mean,
-//! median and 90th percentile of SEISMIC (infinite predictions counted apart), plain Hawkes
-//! and Hawkes + random forest, the share of fits at a bound, a plain verdict on whether the
+//! median and 90th percentile of SEISMIC (infinite predictions counted apart), plain Hawkes,
+//! Hawkes + random forest and SEISMIC with its learned correction, the share of fits at a bound, a plain verdict on whether the
 //! forest beats both baselines on median ARE and, on simulated data (`truth.csv`), the
 //! recovery of p, β and n*.
 //!
@@ -68,6 +68,13 @@ pub struct StatRow {
     /// ARE of SEISMIC (`None`: infinite prediction).
     #[serde(rename = "ARE_seismic", default)]
     pub are_seismic: Option<f64>,
+    /// SEISMIC with the learned correction (`None`: no correction yet for the window, or
+    /// infinite; absent in older outputs).
+    #[serde(default)]
+    pub n_seismic_corrected: Option<f64>,
+    /// ARE of the corrected SEISMIC prediction.
+    #[serde(rename = "ARE_seismic_corrected", default)]
+    pub are_seismic_corrected: Option<f64>,
     /// Training samples the window's forest had seen.
     #[serde(default)]
     pub model_samples: usize,
@@ -106,7 +113,8 @@ pub struct TruthRow {
 }
 
 /// The three models compared.
-pub const MODELS: [&str; 3] = ["SEISMIC", "Hawkes", "Hawkes + RF"];
+/// The models compared (the corrected SEISMIC last, so the first three keep their indices).
+pub const MODELS: [&str; 4] = ["SEISMIC", "Hawkes", "Hawkes + RF", "SEISMIC + correction"];
 
 /// Accuracy of one model in one window.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -138,7 +146,7 @@ pub struct WindowReport {
     /// Predictions with a known true size.
     pub cascades: usize,
     /// Per model, in the order of [`MODELS`].
-    pub models: [ModelStats; 3],
+    pub models: [ModelStats; 4],
     /// Parameter records of the window.
     pub fits: usize,
     /// Successful fits.
@@ -152,7 +160,7 @@ pub struct WindowReport {
 impl WindowReport {
     /// A plain sentence: does Hawkes + RF beat plain Hawkes and SEISMIC on median ARE?
     pub fn verdict(&self) -> String {
-        let [seismic, hawkes, rf] = &self.models;
+        let [seismic, hawkes, rf, seismic_c] = &self.models;
         if rf.are.count == 0 {
             return format!("T_obs = {}: no corrected prediction with a known true size.", self.t_obs);
         }
@@ -171,7 +179,13 @@ impl WindowReport {
         } else {
             "Hawkes + RF is NOT the best of the three on median ARE in this window."
         };
-        format!("T_obs = {}: on median ARE, Hawkes + RF {h} and {s}. {conclusion}", self.t_obs)
+        let corrected = if seismic_c.are.count > 0 {
+            let (_, c) = cmp(seismic_c, "SEISMIC with the learned correction");
+            format!(" (Hawkes + RF {c}.)")
+        } else {
+            String::new()
+        };
+        format!("T_obs = {}: on median ARE, Hawkes + RF {h} and {s}. {conclusion}{corrected}", self.t_obs)
     }
 }
 
@@ -275,6 +289,10 @@ pub fn build(stats: &[StatRow], params: &[ParamRow], truth: Option<&HashMap<Stri
                 ModelStats { are: Summary::of(&seismic), infinite: rows.len() - seismic.len() },
                 ModelStats { are: Summary::of(&rows.iter().map(|r| r.are_hawkes).collect::<Vec<_>>()), infinite: 0 },
                 ModelStats { are: Summary::of(&rows.iter().map(|r| r.are).collect::<Vec<_>>()), infinite: 0 },
+                {
+                    let c: Vec<f64> = rows.iter().filter_map(|r| r.are_seismic_corrected).collect();
+                    ModelStats { are: Summary::of(&c), infinite: rows.len() - c.len() }
+                },
             ];
             let ok: Vec<&&ParamRow> = prows.iter().filter(|p| p.fit_ok).collect();
             let at_bound = if ok.iter().all(|p| p.at_bound.is_some()) {
@@ -303,7 +321,10 @@ pub fn markdown(windows: &[WindowReport], plots: &Plots, source: &str) -> String
     let _ = writeln!(md, "# Tweetoscope accuracy report\n");
     let _ = writeln!(md, "Outputs read from `{source}`. ARE = |predicted − true| / true final size; cascades = predictions");
     let _ = writeln!(md, "whose true size is known. SEISMIC predictions that are infinite (supercritical cascade) are");
-    let _ = writeln!(md, "not in its ARE figures nor in its `cascades` count: they are counted in the `infinite` column.\n");
+    let _ = writeln!(md, "not in its ARE figures nor in its `cascades` count: they are counted in the `infinite` column.");
+    let _ = writeln!(md, "SEISMIC + correction is the paper's N = R + 1 + α·F/(1 − γ·p̂), (α, γ) learned per window from the");
+    let _ = writeln!(md, "cascades that had ended before each prediction; its `infinite` column also counts the predictions");
+    let _ = writeln!(md, "made before the window had a correction.\n");
     if windows.is_empty() {
         let _ = writeln!(md, "**No prediction with a known true size was made: there is nothing to report.**\n");
     }
@@ -522,10 +543,11 @@ pub fn plots(
         by_window.entry(s.t_obs).or_default().push(s);
     }
     type Pick = fn(&StatRow) -> (Option<f64>, Option<f64>);
-    let picks: [(&str, &str, Pick); 3] = [
+    let picks: [(&str, &str, Pick); 4] = [
         ("SEISMIC", "seismic", |r| (r.n_seismic, r.are_seismic)),
         ("Hawkes", "hawkes", |r| (Some(r.n_hawkes), Some(r.are_hawkes))),
         ("Hawkes + RF", "rf", |r| (Some(r.n_pred), Some(r.are))),
+        ("SEISMIC + correction", "seismic_corrected", |r| (r.n_seismic_corrected, r.are_seismic_corrected)),
     ];
     // (a) ARE distribution: an empirical CDF per model, one plot per window.
     for (t, rows) in &by_window {

@@ -30,7 +30,7 @@ pub enum SummaryEvent {
     /// A prediction was made.
     Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
     /// A prediction's accuracy once the true size was known.
-    Accuracy { t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64> },
+    Accuracy { t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64>, are_seismic_corrected: Option<f64> },
     /// A training sample was made.
     SampleMade { t_obs: Time },
     /// A prediction gave no sample.
@@ -75,6 +75,8 @@ struct WindowAcc {
     are_hawkes: Vec<f64>,
     are_seismic: Vec<f64>,
     seismic_infinite: u64,
+    are_seismic_corrected: Vec<f64>,
+    seismic_uncorrected: u64,
     samples: u64,
     excluded: u64,
     models: u64,
@@ -105,13 +107,17 @@ impl SummaryAccumulator {
                 w.fits_failed += u64::from(!fit_ok);
                 w.alerts += u64::from(alert);
             }
-            SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic } => {
+            SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic, are_seismic_corrected } => {
                 let w = self.windows.entry(t_obs).or_default();
                 w.are.push(are);
                 w.are_hawkes.push(are_hawkes);
                 match are_seismic {
                     Some(a) => w.are_seismic.push(a),
                     None => w.seismic_infinite += 1,
+                }
+                match are_seismic_corrected {
+                    Some(a) => w.are_seismic_corrected.push(a),
+                    None => w.seismic_uncorrected += 1,
                 }
             }
             SummaryEvent::SampleMade { t_obs } => self.windows.entry(t_obs).or_default().samples += 1,
@@ -137,6 +143,8 @@ impl SummaryAccumulator {
                 are: Summary::of(&w.are).into(),
                 are_seismic: Summary::of(&w.are_seismic).into(),
                 seismic_infinite: w.seismic_infinite,
+                are_seismic_corrected: Summary::of(&w.are_seismic_corrected).into(),
+                seismic_uncorrected: w.seismic_uncorrected,
                 alerts: w.alerts,
                 samples: w.samples,
                 samples_excluded: w.excluded,
@@ -196,6 +204,12 @@ pub struct WindowReport {
     pub are_seismic: AreReport,
     /// Predictions SEISMIC made infinite (supercritical: p̂·n* ≥ 1), left out of `are_seismic`.
     pub seismic_infinite: u64,
+    /// Accuracy of SEISMIC with the paper's correction (α, γ learned online per window from
+    /// cascades that had ended), over the predictions it made finite.
+    pub are_seismic_corrected: AreReport,
+    /// Predictions without a corrected SEISMIC figure (no correction learned yet for the
+    /// window, correction off, or γ·p̂ ≥ 1), left out of `are_seismic_corrected`.
+    pub seismic_uncorrected: u64,
     /// Alerts raised.
     pub alerts: u64,
     /// Training samples made.
@@ -226,7 +240,7 @@ impl RunReport {
     pub fn table(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "{:>6} {:>9} {:>11} {:>15} {:>15} {:>15} {:>15} {:>15} {:>7}\n",
+            "{:>6} {:>9} {:>11} {:>15} {:>15} {:>15} {:>15} {:>15} {:>17} {:>7}\n",
             "T_obs",
             "cascades",
             "predictions",
@@ -235,11 +249,12 @@ impl RunReport {
             "ARE RF mean",
             "ARE RF med",
             "ARE SEISMIC med",
+            "ARE SEISMIC+c med",
             "alerts"
         ));
         for w in &self.windows {
             s.push_str(&format!(
-                "{:>6} {:>9} {:>11} {:>15.3} {:>15.3} {:>15.3} {:>15.3} {:>15} {:>7}\n",
+                "{:>6} {:>9} {:>11} {:>15.3} {:>15.3} {:>15.3} {:>15.3} {:>15} {:>17} {:>7}\n",
                 w.t_obs,
                 w.cascades,
                 w.predictions,
@@ -248,6 +263,11 @@ impl RunReport {
                 w.are.mean,
                 w.are.median,
                 format!("{:.3}{}", w.are_seismic.median, if w.seismic_infinite > 0 { format!(" (+{}∞)", w.seismic_infinite) } else { String::new() }),
+                format!(
+                    "{:.3}{}",
+                    w.are_seismic_corrected.median,
+                    if w.seismic_uncorrected > 0 { format!(" (+{}–)", w.seismic_uncorrected) } else { String::new() }
+                ),
                 w.alerts
             ));
         }
@@ -272,9 +292,9 @@ mod tests {
     #[test]
     fn report_is_independent_of_event_order() {
         let events = vec![
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3, are_seismic: Some(0.5) },
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2, are_seismic: None },
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9, are_seismic: Some(0.4) },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3, are_seismic: Some(0.5), are_seismic_corrected: None },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2, are_seismic: None, are_seismic_corrected: Some(0.3) },
+            SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9, are_seismic: Some(0.4), are_seismic_corrected: Some(0.1) },
             SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true, at_bound: false },
         ];
         let mut a = SummaryAccumulator::default();
@@ -285,6 +305,8 @@ mod tests {
         let r = a.report(1.0);
         assert_eq!(r.windows[0].are.median, 0.2);
         assert_eq!(r.windows[0].alerts, 1);
+        assert_eq!((r.windows[0].are_seismic_corrected.count, r.windows[0].seismic_uncorrected), (2, 1));
+        assert!(r.table().contains("ARE SEISMIC+c med"));
         assert!(r.table().contains("600"));
     }
 }

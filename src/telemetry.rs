@@ -207,12 +207,15 @@ pub fn summary_event(e: &SummaryEvent) {
                 m.alerts.with_label_values(&[&w]).inc();
             }
         }
-        SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic } => {
+        SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic, are_seismic_corrected } => {
             let w = t_obs.to_string();
             m.are.with_label_values(&[&w, "corrected"]).observe(*are);
             m.are.with_label_values(&[&w, "hawkes"]).observe(*are_hawkes);
             if let Some(a) = are_seismic {
                 m.are.with_label_values(&[&w, "seismic"]).observe(*a);
+            }
+            if let Some(a) = are_seismic_corrected {
+                m.are.with_label_values(&[&w, "seismic_corrected"]).observe(*a);
             }
         }
         SummaryEvent::SampleMade { t_obs } => m.samples.with_label_values(&[&t_obs.to_string(), "made"]).inc(),

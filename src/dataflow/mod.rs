@@ -29,7 +29,7 @@ use tweetoscope_model::hawkes::HawkesModel;
 
 use crate::cascade::{TrackerOutput, TrackerSettings};
 use crate::checkpoint::{Checkpointing, SharedSourceCuts};
-use crate::config::{DataflowConfig, ForestConfig};
+use crate::config::{DataflowConfig, ForestConfig, SeismicConfig};
 use crate::messages::{json, Estimate, FitSummary, OutputRecord, Partial, Topic, TweetEvent};
 use crate::summary::SummaryEvent;
 use crate::Time;
@@ -48,6 +48,8 @@ pub struct StageSettings {
     pub alert_threshold: f64,
     /// The predictive layer.
     pub forest: ForestConfig,
+    /// SEISMIC's learned correction.
+    pub seismic: SeismicConfig,
     /// Models to start from (warm start from the models topic); empty for a cold start.
     pub initial_models: Vec<crate::messages::Model>,
 }
@@ -68,6 +70,7 @@ impl StageSettings {
                 .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?,
             alert_threshold: p.alert_threshold,
             forest: config.forest.clone(),
+            seismic: config.seismic.clone(),
             initial_models: Vec::new(),
         })
     }
@@ -98,14 +101,13 @@ pub enum LiveEvent {
 /// on the same events.
 pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
     let seismic_events: Vec<(f64, f64)> = partial.events.iter().map(|e| (e.t, e.m)).collect();
-    let n_seismic = tweetoscope_model::seismic::prediction(
+    let seismic = tweetoscope_model::seismic::prediction(
         &seismic_events,
         partial.t_obs as f64,
         &tweetoscope_model::seismic::SeismicParams::default(),
     )
-    .ok()
-    .and_then(|p| p.final_size)
-    .filter(|n| n.is_finite());
+    .ok();
+    let n_seismic = seismic.and_then(|p| p.final_size).filter(|n| n.is_finite());
     let fit = model.fit(&partial.events, partial.t_obs as f64).ok().map(|f| FitSummary {
         p: f.p,
         beta: f.beta,
@@ -114,7 +116,7 @@ pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
         n_hawkes: f.n_pred,
         at_bound: !f.bounds_hit.is_empty(),
     });
-    Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit, n_seismic }
+    Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit, n_seismic, seismic }
 }
 
 /// Builds the pipeline on a stream of input events (in any worker distribution).
@@ -167,7 +169,13 @@ pub fn build<'s>(
         outcome::Outcome::Sample(s) => Some(s),
         _ => None,
     });
-    let trained = train::train(samples.clone(), settings.forest.clone(), settings.initial_models.clone(), ck);
+    let trained = train::train(
+        samples.clone(),
+        settings.forest.clone(),
+        settings.seismic.clone(),
+        settings.initial_models.clone(),
+        ck,
+    );
     trained.clone().broadcast().connect_loop(loop_handle);
 
     let threshold = settings.alert_threshold;

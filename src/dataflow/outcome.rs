@@ -67,6 +67,7 @@ impl Outcome {
                 are: s.are,
                 are_hawkes: s.are_hawkes,
                 are_seismic: s.are_seismic,
+                are_seismic_corrected: s.are_seismic_corrected,
             }),
             Outcome::Excluded { t_obs, reason } => Some(SummaryEvent::SampleExcluded { t_obs: *t_obs, reason: *reason }),
             Outcome::Sample(s) => Some(SummaryEvent::SampleMade { t_obs: s.t_obs }),
@@ -103,6 +104,8 @@ pub fn outcomes_of(prediction: &Prediction, n_true: usize, out: &mut Vec<Outcome
             are_hawkes,
             n_seismic: prediction.n_seismic,
             are_seismic,
+            n_seismic_corrected: prediction.n_seismic_corrected,
+            are_seismic_corrected: prediction.n_seismic_corrected.and_then(|n| tweetoscope_model::stats::are(n, truth)),
             omega: prediction.omega,
             model_samples: prediction.model_samples,
         }));
@@ -128,11 +131,20 @@ pub fn outcomes_of(prediction: &Prediction, n_true: usize, out: &mut Vec<Outcome
     let x = [fit.beta, fit.n_star, fit.g1];
     let w = (truth - n) * (1.0 - fit.n_star) / fit.g1;
     if x.iter().chain([&w]).all(|v| v.is_finite()) {
-        out.push(Outcome::Sample(Sample { cascade, t_obs, x, w }));
+        out.push(Outcome::Sample(Sample { cascade, t_obs, x, w, seismic: seismic_sample(prediction, n_true) }));
     } else {
         out.push(Outcome::Excluded { t_obs, reason: Exclusion::NonFinite });
     }
 }
+
+/// The SEISMIC correction's training sample of a prediction whose true size is known: its
+/// features (R_T, F_T, p̂_T, all finite and ≥ 0) and the true size (≥ 1).
+pub fn seismic_sample(prediction: &Prediction, n_true: usize) -> Option<(tweetoscope_model::seismic::SeismicPrediction, f64)> {
+    let f = prediction.seismic?;
+    let ok = [f.r_t, f.f_t, f.p_hat].iter().all(|v| v.is_finite() && *v >= 0.0) && n_true >= 1;
+    ok.then_some((f, n_true as f64))
+}
+
 
 /// The outcome stage's part of a checkpoint at F: predictions made before F whose cascade
 /// had not terminated before F.
@@ -237,6 +249,8 @@ mod tests {
             fit,
             n_hawkes: 20.0,
             n_seismic: None,
+            seismic: None,
+            n_seismic_corrected: None,
             n_pred: 20.0,
             omega: 1.0,
             model_version: None,
@@ -251,6 +265,20 @@ mod tests {
         outcomes_of(&prediction(Some(fit)), 30, &mut out);
         assert!(matches!(&out[0], Outcome::Stat(s) if (s.are - 1.0 / 3.0).abs() < 1e-12 && s.n_true == 30));
         assert!(matches!(&out[1], Outcome::Sample(s) if s.w == (30.0 - 10.0) * 0.5 / 5.0));
+    }
+
+    #[test]
+    fn samples_carry_the_seismic_features_and_the_stat_its_corrected_are() {
+        use tweetoscope_model::seismic::SeismicPrediction;
+        let fit = FitSummary { p: 0.01, beta: 0.001, n_star: 0.5, g1: 5.0, n_hawkes: 20.0, at_bound: false };
+        let f = SeismicPrediction { r_t: 9.0, f_t: 3.0, p_hat: 0.002, n_hat: Some(12.0), final_size: Some(13.0) };
+        let p = Prediction { seismic: Some(f), n_seismic_corrected: Some(24.0), ..prediction(Some(fit)) };
+        let mut out = Vec::new();
+        outcomes_of(&p, 30, &mut out);
+        assert!(matches!(&out[0], Outcome::Stat(s) if s.are_seismic_corrected == Some(0.2)));
+        assert!(matches!(&out[1], Outcome::Sample(s) if s.seismic == Some((f, 30.0))));
+        let bad = SeismicPrediction { f_t: f64::NAN, ..f };
+        assert_eq!(seismic_sample(&Prediction { seismic: Some(bad), ..prediction(Some(fit)) }, 30), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use timely::dataflow::StreamVec;
 
 use super::Builder;
 use crate::checkpoint::{Checkpointing, PartKind};
+use tweetoscope_model::seismic::SeismicPrediction;
+
 use crate::messages::{Estimate, Model, Prediction};
 use crate::Time;
 
@@ -66,11 +68,21 @@ pub fn predict_one(estimate: Estimate, model: Option<&Model>) -> Prediction {
         fit: estimate.fit,
         n_hawkes,
         n_seismic: estimate.n_seismic,
+        seismic: estimate.seismic,
+        n_seismic_corrected: seismic_corrected(estimate.seismic.as_ref(), model),
         n_pred,
         omega,
         model_version: version,
         model_samples: if version.is_some() { model.map_or(0, |m| m.n_samples) } else { 0 },
     }
+}
+
+/// SEISMIC with the window's learned correction (α, γ): N̂ = R_T + 1 + α·F_T/(1 − γ·p̂_T).
+/// `None` without features, without a correction in the model, or when γ·p̂_T ≥ 1 (the
+/// corrected model calls the cascade supercritical); never NaN or infinite.
+pub fn seismic_corrected(features: Option<&SeismicPrediction>, model: Option<&Model>) -> Option<f64> {
+    let correction = model?.seismic?;
+    correction.final_size(features?).filter(|n| n.is_finite())
 }
 
 /// Joins estimates with the models stream (broadcast to every worker).
@@ -151,4 +163,31 @@ pub fn predict<'s>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweetoscope_model::forest::{Forest, ForestParams};
+    use tweetoscope_model::seismic::CorrectedSeismic;
+
+    fn model(seismic: Option<CorrectedSeismic>) -> Model {
+        let x = vec![[0.001, 0.5, 10.0]; 4];
+        let y = vec![1.0; 4];
+        let forest = Forest::train(&x, &y, &ForestParams { n_trees: 2, ..ForestParams::default() }, 1).unwrap();
+        Model { t_obs: 600, version: 10, n_samples: 4, samples_seen: 4, forest, training: vec![], seismic }
+    }
+
+    #[test]
+    fn the_corrected_seismic_prediction_needs_a_correction_and_stays_finite() {
+        let f = SeismicPrediction { r_t: 10.0, f_t: 4.0, p_hat: 0.01, n_hat: Some(90.0), final_size: Some(91.0) };
+        let c = CorrectedSeismic { alpha: 0.5, gamma: 50.0 };
+        // 10 + 1 + 0.5·4/(1 − 0.5) = 15.
+        assert_eq!(seismic_corrected(Some(&f), Some(&model(Some(c)))), Some(15.0));
+        assert_eq!(seismic_corrected(Some(&f), Some(&model(None))), None, "no correction learned yet");
+        assert_eq!(seismic_corrected(Some(&f), None), None, "no model yet");
+        assert_eq!(seismic_corrected(None, Some(&model(Some(c)))), None, "no features");
+        let supercritical = CorrectedSeismic { alpha: 0.5, gamma: 100.0 };
+        assert_eq!(seismic_corrected(Some(&f), Some(&model(Some(supercritical)))), None, "γ·p̂ = 1");
+    }
 }

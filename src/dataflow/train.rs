@@ -12,10 +12,11 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 use tweetoscope_model::forest::{Features, Forest};
+use tweetoscope_model::seismic::{fit_correction, CorrectedSeismic, SeismicPrediction};
 
 use super::Builder;
 use crate::checkpoint::{owns, Checkpointing, PartKind};
-use crate::config::ForestConfig;
+use crate::config::{ForestConfig, SeismicConfig};
 use crate::messages::{Model, Sample};
 use crate::{mix64, Time};
 
@@ -28,6 +29,14 @@ pub struct WindowTrainer {
     seen: usize,
     /// `seen` at the last training run.
     trained_at: usize,
+    /// SEISMIC correction samples (features, true size) of the most recent samples that had
+    /// them, at most the forest's `max_samples` (the fit uses the last `seismic.max_samples`).
+    seismic: VecDeque<(SeismicPrediction, f64)>,
+    /// Samples with SEISMIC features seen so far, and that count at the last correction fit.
+    seismic_seen: usize,
+    seismic_fitted_at: usize,
+    /// The last fitted correction, carried by every model until the next fit.
+    correction: Option<CorrectedSeismic>,
 }
 
 impl WindowTrainer {
@@ -37,6 +46,12 @@ impl WindowTrainer {
             samples: model.training.iter().map(|r| ([r[0], r[1], r[2]], r[3])).collect(),
             seen: model.samples_seen,
             trained_at: model.samples_seen,
+            // The models topic carries (α, γ), not their training set: after a warm start the
+            // correction is refitted from new samples only (the old one stays in use until then).
+            seismic: VecDeque::new(),
+            seismic_seen: 0,
+            seismic_fitted_at: 0,
+            correction: model.seismic,
         }
     }
 
@@ -47,6 +62,45 @@ impl WindowTrainer {
             self.samples.pop_front();
         }
         self.seen += 1;
+        if let Some(s) = sample.seismic {
+            self.seismic_seen += 1;
+            self.seismic.push_back(s);
+            while self.seismic.len() > max_samples {
+                self.seismic.pop_front();
+            }
+        }
+    }
+
+    /// [`Self::maybe_train`], plus the window's SEISMIC correction (α, γ): when
+    /// `seismic.correction` is on, refitted at a retraining once the samples with SEISMIC
+    /// features (cascades that ended before `now`) number at least `seismic.min_samples` and
+    /// have grown by `seismic.refit_growth` since the last fit, on the last
+    /// `seismic.max_samples` of them; otherwise the last correction is carried. A failed fit
+    /// keeps the previous correction (logged); the forest is unaffected.
+    pub fn maybe_train_with_seismic(
+        &mut self,
+        config: &ForestConfig,
+        seismic: &SeismicConfig,
+        t_obs: Time,
+        now: Time,
+    ) -> Option<Model> {
+        let mut model = self.maybe_train(config, t_obs, now)?;
+        if !seismic.correction {
+            return Some(model);
+        }
+        let due = seismic.min_samples.max((seismic.refit_growth * self.seismic_fitted_at as f64).ceil() as usize);
+        if self.seismic.len() >= seismic.min_samples && self.seismic_seen - self.seismic_fitted_at >= due {
+            self.seismic_fitted_at = self.seismic_seen;
+            let skip = self.seismic.len().saturating_sub(seismic.max_samples);
+            let samples: Vec<(SeismicPrediction, f64)> = self.seismic.iter().skip(skip).copied().collect();
+            match fit_correction(&samples) {
+                Ok(c) if c.alpha.is_finite() && c.gamma.is_finite() => self.correction = Some(c),
+                Ok(c) => tracing::warn!(t_obs, ?c, "non-finite SEISMIC correction ignored; keeping the previous one"),
+                Err(e) => tracing::warn!(t_obs, error = %e, "SEISMIC correction fit failed; keeping the previous one"),
+            }
+        }
+        model.seismic = self.correction;
+        Some(model)
     }
 
     /// Retrains when `max(retrain_every, retrain_growth × samples at the last run)` samples
@@ -63,7 +117,7 @@ impl WindowTrainer {
         match Forest::train(&x, &y, &config.params(), seed) {
             Ok(forest) => {
                 let training = x.iter().zip(&y).map(|(x, y)| [x[0], x[1], x[2], *y]).collect();
-                Some(Model { t_obs, version: now, n_samples: x.len(), samples_seen: self.seen, forest, training })
+                Some(Model { t_obs, version: now, n_samples: x.len(), samples_seen: self.seen, forest, training, seismic: None })
             }
             Err(e) => {
                 tracing::warn!(t_obs, error = %e, "forest training failed; keeping the previous model");
@@ -87,6 +141,7 @@ pub struct TrainPart {
 pub fn train<'s>(
     samples: StreamVec<'s, Time, Sample>,
     config: ForestConfig,
+    seismic: SeismicConfig,
     initial: Vec<Model>,
     checkpoint: Option<Checkpointing>,
 ) -> StreamVec<'s, Time, Model> {
@@ -157,7 +212,7 @@ pub fn train<'s>(
                 }
                 let mut session = output.session(&cap);
                 for t_obs in windows {
-                    if let Some(model) = trainers.get_mut(&t_obs).and_then(|t| t.maybe_train(&config, t_obs, time)) {
+                    if let Some(model) = trainers.get_mut(&t_obs).and_then(|t| t.maybe_train_with_seismic(&config, &seismic, t_obs, time)) {
                         if boundaries_enabled {
                             // The next boundary is after `time`: older models have left the loop.
                             while recent.front().is_some_and(|(t, _)| *t + delay <= time) {
@@ -181,7 +236,7 @@ mod tests {
     use super::*;
 
     fn sample(w: f64) -> Sample {
-        Sample { cascade: 1, t_obs: 600, x: [0.001, 0.5, 10.0], w }
+        Sample { cascade: 1, t_obs: 600, x: [0.001, 0.5, 10.0], w, seismic: None }
     }
 
     #[test]
@@ -211,5 +266,39 @@ mod tests {
             }
         }
         assert_eq!(at, vec![10, 20, 30, 45, 68], "10, +10, +10, then +50 %");
+    }
+
+    #[test]
+    fn the_seismic_correction_is_fitted_from_ended_cascades_only_when_enough() {
+        // Samples generated by a known correction (α, γ) = (0.5, 30): the fit recovers it.
+        let truth = CorrectedSeismic { alpha: 0.5, gamma: 30.0 };
+        let config = ForestConfig { retrain_every: 10, retrain_growth: 0.0, n_trees: 2, ..ForestConfig::default() };
+        let seismic = SeismicConfig { correction: true, min_samples: 20, max_samples: 500, refit_growth: 0.5 };
+        let mut t = WindowTrainer::default();
+        let mut models = Vec::new();
+        for i in 0..40u64 {
+            let x = i as f64;
+            let f = SeismicPrediction { r_t: 10.0 + x, f_t: 5.0 + 2.0 * x, p_hat: 0.001 + 0.0005 * (x % 7.0), n_hat: None, final_size: None };
+            let n_true = truth.final_size(&f).unwrap();
+            t.push(&Sample { seismic: Some((f, n_true)), ..sample(1.0) }, config.max_samples);
+            if let Some(m) = t.maybe_train_with_seismic(&config, &seismic, 600, i) {
+                models.push(m);
+            }
+        }
+        let corrections: Vec<Option<CorrectedSeismic>> = models.iter().map(|m| m.seismic).collect();
+        assert_eq!(corrections.len(), 4, "retrained at 10, 20, 30, 40 samples");
+        assert_eq!(corrections[0], None, "10 < min_samples");
+        assert!(corrections[1].is_some(), "fitted at 20 samples");
+        assert_eq!(corrections[2], corrections[1], "30 < 20 × 1.5: carried, not refitted");
+        let c = corrections[3].expect("refitted at 40 samples");
+        assert!((c.alpha - 0.5).abs() < 1e-3 && (c.gamma - 30.0).abs() < 0.1, "{c:?}");
+        // Off: never fitted.
+        let mut off = WindowTrainer::default();
+        for _ in 0..30 {
+            let f = SeismicPrediction { r_t: 3.0, f_t: 2.0, p_hat: 0.001, n_hat: None, final_size: None };
+            off.push(&Sample { seismic: Some((f, 9.0)), ..sample(1.0) }, config.max_samples);
+        }
+        let m = off.maybe_train_with_seismic(&config, &SeismicConfig { correction: false, ..seismic }, 600, 1).unwrap();
+        assert_eq!(m.seismic, None);
     }
 }

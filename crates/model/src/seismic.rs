@@ -475,12 +475,13 @@ pub const MAX_TRAINING_BRANCHING: f64 = 0.999;
 
 /// Search range of α in [`fit_correction`]: log₁₀ α ∈ [−4, 3].
 const LOG10_ALPHA_RANGE: (f64, f64) = (-4.0, 3.0);
-/// Number of points of the α grid (steps of 0.05 in log₁₀ α).
-const ALPHA_GRID: usize = 141;
+/// Number of points of the α grid (steps of 0.2 in log₁₀ α; the golden section then refines
+/// within ±1 step).
+const ALPHA_GRID: usize = 36;
 /// Number of points of the γ grid on [0, γ_hi].
-const GAMMA_GRID: usize = 201;
-/// Golden-section iterations of each refinement (the bracket shrinks by 0.618⁶⁰ ≈ 3e−13).
-const GOLDEN_ITERS: usize = 60;
+const GAMMA_GRID: usize = 51;
+/// Golden-section iterations of each refinement (the bracket shrinks by 0.618⁴⁰ ≈ 4e−9).
+const GOLDEN_ITERS: usize = 40;
 
 /// Training data of the fit, as plain vectors: a = R_T + 1, F_T, p̂_T, ln N_true.
 struct Training {
@@ -565,9 +566,9 @@ fn grid_then_golden(lo: f64, step: f64, n: usize, f: impl Fn(f64) -> f64) -> (f6
 /// error treats over- and under-prediction by the same factor alike, and a few enormous
 /// errors cannot dominate it as they dominate a mean relative error.
 ///
-/// Search (deterministic, no randomness, no starting point): γ on a grid of 201 points over
+/// Search (deterministic, no randomness, no starting point): γ on a grid of 51 points over
 /// [0, γ_hi], with γ_hi = min([`GAMMA_MAX`], [`MAX_TRAINING_BRANCHING`]/max p̂); for each γ,
-/// α on a grid of log₁₀ α ∈ [−4, 3] in steps of 0.05; the best grid cell is refined by
+/// α on a grid of log₁₀ α ∈ [−4, 3] in steps of 0.2; the best grid cell is refined by
 /// golden section, first in α, then in γ (with α re-optimised at each γ). The first minimum
 /// wins ties.
 ///
