@@ -63,6 +63,10 @@ pub enum Command {
         /// Number of sources stamped on the messages.
         #[arg(long, default_value_t = 1)]
         sources: u64,
+        /// Dataflow configuration TOML (its [input] table places course-layout cascades on
+        /// the timeline; its [kafka] table names the broker and topics).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Kafka options.
         #[command(flatten)]
         kafka: KafkaOptions,

@@ -39,8 +39,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Some(Command::Run { input, index, run }) => replay(&run, input, index),
         Some(Command::Fit { input, index, t_obs, config }) => fit(&input, index.as_deref(), t_obs, config),
-        Some(Command::Generate { input, index, speed, sources, kafka }) => {
-            generate_command(&input, index.as_deref(), &speed, sources, &kafka)
+        Some(Command::Generate { input, index, speed, sources, config, kafka }) => {
+            generate_command(&input, index.as_deref(), &speed, sources, config, &kafka)
         }
         Some(Command::Live { kafka, run, recovery }) => kafka_run(&run, &kafka, Some(&recovery)),
         Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
@@ -235,7 +235,14 @@ fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryO
 }
 
 /// `generate`: the dataset onto the `tweets` topic.
-fn generate_command(input: &Path, index: Option<&Path>, speed: &str, sources: u64, kafka: &KafkaOptions) -> Result<()> {
+fn generate_command(
+    input: &Path,
+    index: Option<&Path>,
+    speed: &str,
+    sources: u64,
+    config: Option<PathBuf>,
+    kafka: &KafkaOptions,
+) -> Result<()> {
     let speed = match speed {
         "max" => None,
         s => {
@@ -246,7 +253,7 @@ fn generate_command(input: &Path, index: Option<&Path>, speed: &str, sources: u6
             Some(f)
         }
     };
-    let mut config = RunOptions::default().load_config()?;
+    let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
     kafka.apply(&mut config);
     config.validate()?;
     let dataset = read_dataset(input, index)?;

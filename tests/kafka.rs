@@ -6,87 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::kafka::*;
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use tweetoscope::io::kafka::{ensure_topics, KafkaConfig, TopicNames};
-
-fn brokers() -> String {
-    std::env::var("TWEETOSCOPE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// A fresh topic namespace on the broker, with every topic created (4 partitions).
-fn namespace(test: &str) -> (String, KafkaConfig) {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let prefix = format!("{test}_{}_{nanos}_", std::process::id());
-    let mut kafka = KafkaConfig { brokers: brokers(), ..KafkaConfig::default() };
-    kafka.topics = TopicNames::default().with_prefix(&prefix);
-    if let Err(e) = ensure_topics(&kafka, &kafka.topics.all(), 4) {
-        panic!("cannot create topics on {}: {e}\nIs the broker up? `scripts/kafka start` (scripts/test starts it).", kafka.brokers);
-    }
-    (prefix, kafka)
-}
-
-fn tweetoscope(prefix: &str, args: &[&str]) -> std::process::Command {
-    let mut cmd = binary();
-    cmd.arg(args[0]).args(["--brokers", &brokers(), "--topic-prefix", prefix]).args(&args[1..]);
-    cmd
-}
-
-/// Every message of a topic, read from the beginning to the end offsets seen now.
-fn consume_all(kafka: &KafkaConfig, topic: &str) -> Vec<(Option<String>, String)> {
-    let consumer: BaseConsumer = kafka.consumer().unwrap();
-    let partitions = tweetoscope::io::kafka::partitions_of(&consumer, topic, Duration::from_secs(10)).unwrap();
-    let mut list = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
-        remaining += high - low;
-        list.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (out.len() as i64) < remaining {
-        assert!(Instant::now() < deadline, "read {} of {remaining} messages of {topic} in 60 s", out.len());
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.unwrap();
-            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            out.push((key, String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()));
-        }
-    }
-    out
-}
-
-/// Count of messages in a topic (sum of high − low watermarks).
-fn topic_len(kafka: &KafkaConfig, topic: &str) -> i64 {
-    let consumer: BaseConsumer = kafka.consumer().unwrap();
-    tweetoscope::io::kafka::partitions_of(&consumer, topic, Duration::from_secs(10))
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
-            high - low
-        })
-        .sum()
-}
-
-/// The lines of every topic file of a `--out` folder, sorted (a multiset per topic).
-fn file_multisets(dir: &Path) -> BTreeMap<String, Vec<String>> {
-    ["cascade_series", "cascade_properties", "samples", "models", "alerts", "stats"]
-        .iter()
-        .map(|t| {
-            let text = std::fs::read_to_string(dir.join(format!("{t}.jsonl"))).unwrap();
-            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-            lines.sort();
-            (t.to_string(), lines)
-        })
-        .collect()
-}
 
 fn generate(prefix: &str) {
     run_ok(tweetoscope(prefix, &["generate", "--speed", "max", "--sources", "3", "--input"]).arg(bundled_sample()));
@@ -94,21 +18,6 @@ fn generate(prefix: &str) {
 
 fn embedded_run(out: &Path) {
     run_ok(binary().args(["run", "--input"]).arg(bundled_sample()).arg("--out").arg(out));
-}
-
-/// Sends SIGTERM and waits (bounded) for a clean exit.
-fn terminate(mut child: Child) -> std::process::Output {
-    let pid = child.id().to_string();
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the live pipeline did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -174,20 +83,7 @@ fn live_pipeline_produces_the_output_topics_of_an_embedded_run() {
     }
     let out = terminate(live);
     assert!(out.status.success(), "live exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
-    for (topic, lines) in &expected {
-        let name = kafka.topics.of(match topic.as_str() {
-            "cascade_series" => tweetoscope::messages::Topic::CascadeSeries,
-            "cascade_properties" => tweetoscope::messages::Topic::CascadeProperties,
-            "samples" => tweetoscope::messages::Topic::Samples,
-            "models" => tweetoscope::messages::Topic::Models,
-            "alerts" => tweetoscope::messages::Topic::Alerts,
-            _ => tweetoscope::messages::Topic::Stats,
-        });
-        let mut got: Vec<String> = consume_all(&kafka, name).into_iter().map(|(_, v)| v).collect();
-        got.sort();
-        assert_eq!(got.len(), lines.len(), "{topic}: record count");
-        assert!(got == *lines, "{topic}: the live records differ from the embedded run's");
-    }
+    assert_same_multisets(&expected, &topic_multisets(&kafka), "the live records vs the embedded run's");
     // Warm start: the latest model of each window, rebuilt from the topic, is the embedded
     // run's last model of that window.
     let models = tweetoscope::io::kafka::read_latest_models(&kafka).unwrap();
@@ -275,4 +171,45 @@ fn malformed_and_late_messages_are_dead_lettered_with_their_reason() {
     reasons.sort();
     assert!(reasons.contains(&"late".to_owned()) && reasons.contains(&"oversized".to_owned()), "{reasons:?}");
     assert!(letters.iter().all(|(_, v)| !v.contains(&"x".repeat(2000))), "payloads are truncated");
+}
+
+/// Regression (live_start_after_a_quiet_spell_made_events_late): when every partition had
+/// been silent for longer than the idle timeout, the first partition to deliver pushed the
+/// watermark past the events the others were about to deliver, which were then dropped as
+/// late. Now a resuming stream gives every partition a fresh idle timeout.
+#[test]
+fn a_partition_that_delivers_just_after_another_following_a_quiet_spell_is_not_late() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let (prefix, kafka) = namespace("quiet");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let live = tweetoscope(&prefix, &["live", "--metrics-addr", "off", "--until-idle", "5", "--summary"])
+        .arg(&summary)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4)); // every partition is idle now
+    let producer: ThreadedProducer<DefaultProducerContext> = kafka.client_config().create().unwrap();
+    let send = |partition: i32, cascade: u64, kind: &str, t: u64| {
+        let value = format!(r#"{{"type":"{kind}","msg":"m","t":{t},"m":50,"source":0}}"#);
+        let key = cascade.to_string();
+        producer.send(BaseRecord::to(&kafka.topics.tweets).partition(partition).key(&key).payload(&value)).unwrap();
+    };
+    send(0, 1, "tweet", 1000);
+    for t in 1001..=1100 {
+        send(0, 1, "retweet", t);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    send(1, 2, "tweet", 1050);
+    for t in 1051..=1060 {
+        send(1, 2, "retweet", t);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let out = wait_bounded(live, Duration::from_secs(60), "live --until-idle");
+    assert!(out.status.success(), "{}", tail(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["rejected"].get("late").and_then(|v| v.as_u64()).unwrap_or(0), 0, "late events: {}", s["rejected"]);
+    assert_eq!(s["events"], 112, "{s}");
 }

@@ -7,11 +7,12 @@
 //!   that the frontier crosses. Every stage processes times in order, so "the state after
 //!   every time < F and before any time ≥ F" is well defined for each operator, and the
 //!   union of those states over operators and workers is a consistent cut. Each operator
-//!   writes its part when its own input frontier passes F; the source writes the Kafka
-//!   offsets it had read when its capability passed F. Records already in flight across
-//!   the cut are saved by the operator that received them (the window stage saves events
-//!   stamped before F but timed after it; the train stage saves the models it emitted in
-//!   the last δ seconds, which reach `predict` through the feedback loop after F).
+//!   writes its part when its own input frontier passes F; the source records the Kafka
+//!   offsets it had read when its capability passed F ([`SourceCuts`]) and the window stage
+//!   of the same worker writes them. Records in flight across the cut are saved by the
+//!   operator that holds them (the window stage saves events stamped before F but timed
+//!   after it; the train stage saves the models it emitted in the last δ seconds, which
+//!   reach `predict` through the feedback loop after F).
 //! - **Shards, not workers.** Parts hold records keyed by cascade (window, outcome), window
 //!   (train) or partition (source); a restart with any number of workers or processes
 //!   reads every part and keeps the records it now owns (timely routes `hash % peers`).

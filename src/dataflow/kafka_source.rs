@@ -197,6 +197,7 @@ pub fn kafka_source<'s>(
             let mut polled = 0;
             // One clock read per activation, not per message (it showed in profiles).
             let now = Instant::now();
+            let mut all_idle = !bounded && partitions.values().filter(|s| !s.done).all(|s| now.duration_since(s.last_message) >= idle);
             while polled < batch_limit {
                 let message = match consumer.poll(Duration::ZERO) {
                     None => break,
@@ -209,6 +210,15 @@ pub fn kafka_source<'s>(
                     Some(Ok(m)) => m,
                 };
                 polled += 1;
+                if all_idle {
+                    // The stream resumes after a pause (or starts): every partition gets a
+                    // fresh idle timeout, or the first one to deliver would push the watermark
+                    // past the others' events, which would all be late.
+                    all_idle = false;
+                    for state in partitions.values_mut() {
+                        state.last_message = now;
+                    }
+                }
                 let (p, offset) = (message.partition(), message.offset());
                 let Some(state) = partitions.get_mut(&p) else { continue };
                 if state.done {
