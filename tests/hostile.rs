@@ -12,21 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::kafka::*;
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
-use tweetoscope::io::kafka::{ensure_topics, KafkaConfig, TopicNames};
+use tweetoscope::io::kafka::KafkaConfig;
 
 type Time = u64;
 
 fn hostile() -> PathBuf {
     root().join("tests/data/hostile")
-}
-
-fn brokers() -> String {
-    std::env::var("TWEETOSCOPE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 /// Reasons the window/terminate stage gives (the message decoded: it counts as an input event).
@@ -121,56 +115,6 @@ fn base_slice(dir: &Path) -> PathBuf {
         std::fs::copy(root().join("data/seismic-tideh100/raw/training").join(name), base.join(name)).unwrap();
     }
     base
-}
-
-/// A fresh topic namespace with every topic created (4 partitions).
-fn namespace(test: &str) -> (String, KafkaConfig) {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let prefix = format!("{test}_{}_{nanos}_", std::process::id());
-    let mut kafka = KafkaConfig { brokers: brokers(), ..KafkaConfig::default() };
-    kafka.topics = TopicNames::default().with_prefix(&prefix);
-    if let Err(e) = ensure_topics(&kafka, &kafka.topics.all(), 4) {
-        panic!("cannot create topics on {}: {e}\nIs the broker up? `scripts/kafka start` (scripts/test starts it).", kafka.brokers);
-    }
-    (prefix, kafka)
-}
-
-fn tweetoscope(prefix: &str, args: &[&str]) -> std::process::Command {
-    let mut cmd = binary();
-    cmd.arg(args[0]).args(["--brokers", &brokers(), "--topic-prefix", prefix]).args(&args[1..]);
-    cmd
-}
-
-fn topic_len(kafka: &KafkaConfig, topic: &str) -> i64 {
-    let consumer: BaseConsumer = kafka.consumer().unwrap();
-    tweetoscope::io::kafka::partitions_of(&consumer, topic, Duration::from_secs(10))
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let (low, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10)).unwrap();
-            high - low
-        })
-        .sum()
-}
-
-/// Every value of a topic, from the beginning to the end offsets seen now.
-fn consume_all(kafka: &KafkaConfig, topic: &str) -> Vec<String> {
-    let consumer: BaseConsumer = kafka.consumer().unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in tweetoscope::io::kafka::partitions_of(&consumer, topic, Duration::from_secs(10)).unwrap() {
-        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let remaining = topic_len(kafka, topic) as usize;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < remaining {
-        assert!(Instant::now() < deadline, "read {} of {remaining} messages of {topic} in 60 s", out.len());
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            out.push(String::from_utf8_lossy(m.unwrap().payload().unwrap_or_default()).into_owned());
-        }
-    }
-    out
 }
 
 /// A raw producer: keys and payloads are bytes (non-UTF-8, absent), as a hostile client sends.
@@ -317,7 +261,7 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
     let o = live.wait_with_output().unwrap();
     assert!(o.status.success(), "live exited with {}: {}", o.status, String::from_utf8_lossy(&o.stderr));
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    for letter in consume_all(&kafka, &kafka.topics.dead_letters) {
+    for (_, letter) in consume_all(&kafka, &kafka.topics.dead_letters) {
         let v: serde_json::Value = serde_json::from_str(&letter).unwrap_or_else(|e| panic!("dead letter is not JSON ({e}): {letter}"));
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "a dead letter without detail: {letter}");
         assert!(letter.len() < 4096, "dead letters are truncated: {} bytes", letter.len());

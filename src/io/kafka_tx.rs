@@ -202,6 +202,7 @@ fn produce_loop(
         }
         let progress = serde_json::to_string(&Progress { frontier, records: records.len() as u64 }).expect("plain struct");
         let mut attempts = 0;
+        let began = std::time::Instant::now();
         while !transaction(producer, &records, (progress_topic, key, &progress))? {
             attempts += 1;
             crate::telemetry::output_transaction(false, frontier, 0);
@@ -215,6 +216,7 @@ fn produce_loop(
             // what it had committed before the crash.
             tracing::info!(resumed_at, frontier, after_ms = started.elapsed().as_millis() as u64, "first output records committed");
         }
+        tracing::debug!(records = records.len(), took_us = began.elapsed().as_micros() as u64, "transaction committed");
         total += records.len() as u64;
         committed.store(frontier, Ordering::Relaxed);
         crate::telemetry::output_transaction(true, frontier, records.len() as u64);
