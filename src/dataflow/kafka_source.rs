@@ -100,6 +100,57 @@ struct PartitionState {
     next_offset: i64,
 }
 
+/// Live mode: the partitions' end offsets, fetched every 2 s by a background thread with its
+/// own client. A watermark query is a broker round trip; made from the worker it stalled the
+/// whole dataflow of that worker (up to its timeout per partition under load: the latency
+/// outliers of live runs).
+struct EndOffsets {
+    /// partition → end offset, as last fetched.
+    ends: Arc<std::sync::Mutex<BTreeMap<i32, i64>>>,
+    /// Set when the source is dropped: the thread ends within 100 ms.
+    stop: Arc<AtomicBool>,
+}
+
+impl EndOffsets {
+    fn start(kafka: &KafkaConfig, topic: String, partitions: Vec<i32>) -> Option<Self> {
+        let consumer = kafka.consumer().map_err(|e| tracing::warn!(error = %e, "no consumer for lag metrics")).ok()?;
+        let (ends, stop): (Arc<std::sync::Mutex<BTreeMap<i32, i64>>>, Arc<AtomicBool>) = Default::default();
+        let (ends_in, stop_in) = (ends.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("kafka-end-offsets".into())
+            .spawn(move || {
+                while !stop_in.load(Ordering::Relaxed) {
+                    for p in &partitions {
+                        if let Ok((_, high)) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(2)) {
+                            if let Ok(mut e) = ends_in.lock() {
+                                e.insert(*p, high);
+                            }
+                        }
+                    }
+                    for _ in 0..20 {
+                        if stop_in.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "no thread for lag metrics"))
+            .ok()?;
+        Some(Self { ends, stop })
+    }
+
+    fn end(&self, partition: i32) -> Option<i64> {
+        self.ends.lock().ok()?.get(&partition).copied()
+    }
+}
+
+impl Drop for EndOffsets {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// This worker's source state at a cut.
 fn cut(partitions: &BTreeMap<i32, PartitionState>) -> SourcePart {
     SourcePart { partitions: partitions.iter().map(|(p, s)| (*p, (s.next_offset, s.max_time))).collect() }
@@ -183,6 +234,9 @@ pub fn kafka_source<'s>(
         let bounded = spec.bounded;
         let topic = spec.kafka.topics.tweets.clone();
         let mut last_lag_report = Instant::now();
+        let end_offsets = (!bounded && consumer.is_some())
+            .then(|| EndOffsets::start(&spec.kafka, topic.clone(), partitions.keys().copied().collect()))
+            .flatten();
         let mut last_any_message = Instant::now();
         let idle_exit = spec.idle_exit;
         move |output| {
@@ -293,15 +347,12 @@ pub fn kafka_source<'s>(
             if let Some(newest) = partitions.values().filter_map(|s| s.max_time).max() {
                 crate::telemetry::newest_event(newest);
             }
-            // Consumer lag: from the snapshot end in a backtest; live, from a (brief, broker
-            // round-trip) watermark query every couple of seconds.
+            // Consumer lag: from the snapshot end in a backtest; live, from the end offsets a
+            // background thread fetches.
             if last_lag_report.elapsed() > Duration::from_secs(2) {
                 last_lag_report = Instant::now();
                 for (p, state) in &partitions {
-                    let end = match state.end {
-                        Some(end) => Some(end),
-                        None => consumer.fetch_watermarks(&topic, *p, Duration::from_millis(200)).ok().map(|w| w.1),
-                    };
+                    let end = state.end.or_else(|| end_offsets.as_ref().and_then(|e| e.end(*p)));
                     if let Some(end) = end {
                         crate::telemetry::consumer_lag(*p, end - state.next_offset);
                     }
