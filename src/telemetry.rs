@@ -336,12 +336,17 @@ pub fn checkpoint_restored(time: Time) {
     metrics().checkpoint_restored.set(time.min(i64::MAX as u64) as i64);
 }
 
+/// Every output before `frontier` is committed (at start: read back from Kafka).
+pub fn output_committed(frontier: Time) {
+    metrics().output_committed.set(frontier.min(i64::MAX as u64) as i64);
+}
+
 /// An output transaction ended; on commit, every output before `frontier` is committed.
 pub fn output_transaction(committed: bool, frontier: Time, records: u64) {
     let m = metrics();
     m.transactions.with_label_values(&[if committed { "committed" } else { "aborted" }]).inc();
     if committed {
-        m.output_committed.set(frontier.min(i64::MAX as u64) as i64);
+        output_committed(frontier);
         m.produced.inc_by(records);
     }
 }

@@ -85,7 +85,7 @@ impl TransactionalOutput {
         retry_transactional("init_transactions", || producer.init_transactions(Duration::from_secs(30)))?;
         let resume_from = read_committed_frontier(config, &id)?.unwrap_or(0);
         let committed = Arc::new(AtomicU64::new(resume_from));
-        crate::telemetry::output_transaction(true, resume_from, 0);
+        crate::telemetry::output_committed(resume_from);
         tracing::info!(transactional_id = %id, resume_from, "exactly-once output ready");
         let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
         let (topic, key, committed_in) = (config.topics.progress.clone(), id, committed.clone());
