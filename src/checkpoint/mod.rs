@@ -208,6 +208,44 @@ impl Checkpointing {
     }
 }
 
+/// One operator's share of checkpointing: the boundaries it still owes and where its part
+/// goes. Operators call [`StageCheckpoints::upto`] before processing a time and once their
+/// frontier has moved.
+#[derive(Debug)]
+pub struct StageCheckpoints {
+    /// Where parts go, and the restored state.
+    ck: Checkpointing,
+    /// Boundaries not written yet.
+    boundaries: Boundaries,
+    /// This operator.
+    kind: PartKind,
+    /// This worker and the number of workers (in the part's name).
+    index: usize,
+    peers: usize,
+}
+
+impl StageCheckpoints {
+    /// The checkpointing of operator `kind` on worker `index` of `peers`.
+    pub fn new(ck: Checkpointing, kind: PartKind, index: usize, peers: usize) -> Self {
+        Self { boundaries: ck.boundaries(), ck, kind, index, peers }
+    }
+
+    /// The checkpoint this run resumes from, if any.
+    pub fn restored(&self) -> Option<Arc<RestoredState>> {
+        self.ck.restored.clone()
+    }
+
+    /// Writes `part(F)` for every boundary F ≤ `upto` not written yet (all times before
+    /// `upto` are done); a `None` part skips F on this worker (the checkpoint stays incomplete).
+    pub fn upto<T: Serialize>(&mut self, upto: Time, mut part: impl FnMut(Time) -> Option<T>) {
+        for f in self.boundaries.crossed(upto) {
+            if let Some(p) = part(f) {
+                self.ck.write(f, self.kind, self.index, self.peers, &p);
+            }
+        }
+    }
+}
+
 /// The source's state at a cut: per partition, the next offset to read and the newest
 /// event time seen (the per-partition lateness rule needs it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

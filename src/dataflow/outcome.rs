@@ -14,7 +14,7 @@ use timely::dataflow::StreamVec;
 use tweetoscope_model::stats::are;
 
 use super::Builder;
-use crate::checkpoint::{owns, Checkpointing, PartKind};
+use crate::checkpoint::{owns, Checkpointing, PartKind, StageCheckpoints};
 use crate::messages::{json, CascadeId, FinalSize, OutputRecord, Prediction, Sample, StatRecord, Topic};
 use crate::summary::SummaryEvent;
 use crate::{shard_of, Time};
@@ -169,24 +169,22 @@ pub fn outcome<'s>(
     predictions.binary_frontier::<_, Builder<Outcome>, _, _, _, _>(finals, Pipeline, Pipeline, "Outcome", move |_cap, _info| {
         // Predictions waiting for their cascade's final size.
         let mut waiting: HashMap<(CascadeId, Time), Prediction> = HashMap::new();
-        if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.clone()) {
+        let mut stage = checkpoint.map(|c| StageCheckpoints::new(c, PartKind::Outcome, index, peers));
+        if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
             for p in restored.outcome.iter().flat_map(|o| o.waiting.iter()) {
                 if owns(shard_of(p.cascade), index, peers) {
                     waiting.insert((p.cascade, p.t_obs), p.clone());
                 }
             }
         }
-        let mut boundaries = checkpoint.as_ref().map(Checkpointing::boundaries);
         let mut predicted: BTreeMap<Time, Vec<Prediction>> = BTreeMap::new();
         let mut terminated: BTreeMap<Time, (Capability<Time>, Vec<FinalSize>)> = BTreeMap::new();
         let mut out = Vec::new();
-        let mut checkpoint_upto = move |upto: Time, waiting: &HashMap<(CascadeId, Time), Prediction>| {
-            let (Some(ck), Some(b)) = (checkpoint.as_ref(), boundaries.as_mut()) else { return };
-            for f in b.crossed(upto) {
-                let mut waiting: Vec<Prediction> = waiting.values().cloned().collect();
-                waiting.sort_by_key(|p| (p.cascade, p.t_obs));
-                ck.write(f, PartKind::Outcome, index, peers, &OutcomePart { waiting });
-            }
+        // The part is the same at every boundary crossed in one step.
+        let part = |waiting: &HashMap<(CascadeId, Time), Prediction>| {
+            let mut waiting: Vec<Prediction> = waiting.values().cloned().collect();
+            waiting.sort_by_key(|p| (p.cascade, p.t_obs));
+            OutcomePart { waiting }
         };
         move |(pred_in, pred_frontier), (final_in, final_frontier), output| {
             pred_in.for_each_stamp(|cap, data| {
@@ -210,8 +208,8 @@ pub fn outcome<'s>(
             loop {
                 let next = [predicted.first_key_value().map(|(t, _)| *t), terminated.first_key_value().map(|(t, _)| *t)];
                 let Some(time) = next.into_iter().flatten().min().filter(|t| complete(*t)) else { break };
-                if !pred_frontier.frontier().is_empty() && !final_frontier.frontier().is_empty() {
-                    checkpoint_upto(time, &waiting);
+                if let Some(s) = stage.as_mut().filter(|_| !pred_frontier.frontier().is_empty() && !final_frontier.frontier().is_empty()) {
+                    s.upto(time, |_| Some(part(&waiting)));
                 }
                 for p in predicted.remove(&time).unwrap_or_default() {
                     waiting.insert((p.cascade, p.t_obs), p);
@@ -228,8 +226,8 @@ pub fn outcome<'s>(
                     output.session(&cap).give_iterator(out.drain(..));
                 }
             }
-            if let (Some(a), Some(b)) = (pred_frontier.frontier().first(), final_frontier.frontier().first()) {
-                checkpoint_upto(*a.min(b), &waiting);
+            if let (Some(a), Some(b), Some(s)) = (pred_frontier.frontier().first(), final_frontier.frontier().first(), stage.as_mut()) {
+                s.upto(*a.min(b), |_| Some(part(&waiting)));
             }
         }
     })

@@ -12,7 +12,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use super::Builder;
-use crate::checkpoint::{Checkpointing, PartKind};
+use crate::checkpoint::{Checkpointing, PartKind, StageCheckpoints};
 use tweetoscope_model::seismic::SeismicPrediction;
 
 use crate::messages::{Estimate, Model, Prediction};
@@ -25,6 +25,14 @@ use crate::Time;
 pub struct PredictPart {
     /// The latest model of each window.
     pub models: Vec<Model>,
+}
+
+/// The part at boundary F: every model timed before F applied (worker 0 writes them).
+fn part_at(f: Time, index: usize, pending: &mut BTreeMap<Time, Vec<Model>>, current: &mut HashMap<Time, Model>) -> PredictPart {
+    apply_models(pending, current, f - 1);
+    let mut models: Vec<Model> = if index == 0 { current.values().cloned().collect() } else { Vec::new() };
+    models.sort_by_key(|m| m.t_obs);
+    PredictPart { models }
 }
 
 /// Applies every pending model timed at or before `upto` (in (window, version) order).
@@ -102,8 +110,8 @@ pub fn predict<'s>(
             // Warm start: the latest model of each window read back from the models topic;
             // a restored checkpoint's models take precedence.
             let mut current: HashMap<Time, Model> = initial.into_iter().map(|m| (m.t_obs, m)).collect();
-            let mut boundaries = checkpoint.as_ref().map(Checkpointing::boundaries);
-            if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.clone()) {
+            let mut stage = checkpoint.map(|c| StageCheckpoints::new(c, PartKind::Predict, index, peers));
+            if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
                 current.clear();
                 for m in restored.predict.iter().flat_map(|p| p.models.iter()) {
                     if current.get(&m.t_obs).is_none_or(|old| old.version < m.version) {
@@ -113,16 +121,6 @@ pub fn predict<'s>(
             }
             let mut pending_models: BTreeMap<Time, Vec<Model>> = BTreeMap::new();
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Estimate>)> = BTreeMap::new();
-            // Writes a part at every boundary F ≤ upto (all times before F are done).
-            let mut checkpoint_upto = move |upto: Time, pending: &mut BTreeMap<Time, Vec<Model>>, current: &mut HashMap<Time, Model>| {
-                let (Some(ck), Some(b)) = (checkpoint.as_ref(), boundaries.as_mut()) else { return };
-                for f in b.crossed(upto) {
-                    apply_models(pending, current, f - 1);
-                    let mut models: Vec<Model> = if index == 0 { current.values().cloned().collect() } else { Vec::new() };
-                    models.sort_by_key(|m| m.t_obs);
-                    ck.write(f, PartKind::Predict, index, peers, &PredictPart { models });
-                }
-            };
             move |(est_in, est_frontier), (model_in, model_frontier), output| {
                 model_in.for_each_stamp(|cap, data| {
                     let time = *cap.least().expect("a message has a time");
@@ -144,8 +142,8 @@ pub fn predict<'s>(
                     if model_frontier.less_equal(&time) || est_frontier.less_equal(&time) {
                         break; // a model (or an estimate) for this time may still arrive
                     }
-                    if !est_frontier.frontier().is_empty() && !model_frontier.frontier().is_empty() {
-                        checkpoint_upto(time, &mut pending_models, &mut current);
+                    if let Some(s) = stage.as_mut().filter(|_| !est_frontier.frontier().is_empty() && !model_frontier.frontier().is_empty()) {
+                        s.upto(time, |f| Some(part_at(f, index, &mut pending_models, &mut current)));
                     }
                     apply_models(&mut pending_models, &mut current, time);
                     let (cap, mut batch) = stash.remove(&time).expect("just seen");
@@ -157,8 +155,8 @@ pub fn predict<'s>(
                     }
                 }
                 let upto = [est_frontier.frontier().first().copied(), model_frontier.frontier().first().copied()];
-                if let [Some(a), Some(b)] = upto {
-                    checkpoint_upto(a.min(b), &mut pending_models, &mut current);
+                if let ([Some(a), Some(b)], Some(s)) = (upto, stage.as_mut()) {
+                    s.upto(a.min(b), |f| Some(part_at(f, index, &mut pending_models, &mut current)));
                 }
             }
         },

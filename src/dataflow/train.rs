@@ -15,7 +15,7 @@ use tweetoscope_model::forest::{Features, Forest};
 use tweetoscope_model::seismic::{fit_correction, CorrectedSeismic, SeismicPrediction};
 
 use super::Builder;
-use crate::checkpoint::{owns, Checkpointing, PartKind};
+use crate::checkpoint::{owns, Checkpointing, PartKind, StageCheckpoints};
 use crate::config::{ForestConfig, SeismicConfig};
 use crate::messages::{Model, Sample};
 use crate::{mix64, Time};
@@ -155,11 +155,10 @@ pub fn train<'s>(
         let delay = config.model_delay;
         // Models emitted recently, by time: the ones still in the feedback loop at a cut.
         let mut recent: VecDeque<(Time, Model)> = VecDeque::new();
-        let mut boundaries = checkpoint.as_ref().map(Checkpointing::boundaries);
-        let boundaries_enabled = checkpoint.is_some();
+        let mut stage = checkpoint.map(|c| StageCheckpoints::new(c, PartKind::Train, index, peers));
         // Restored models in flight, re-emitted once with the initial capability.
         let mut replay: Option<(Capability<Time>, Vec<(Time, Model)>)> = None;
-        if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.clone()) {
+        if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
             let mine = |t_obs: Time| owns(mix64(t_obs), index, peers);
             trainers = restored.train.iter().flat_map(|p| p.trainers.iter()).filter(|(w, _)| mine(*w)).cloned().collect();
             let in_loop: Vec<(Time, Model)> =
@@ -167,17 +166,15 @@ pub fn train<'s>(
             recent.extend(in_loop.iter().cloned());
             replay = Some((cap, in_loop));
         }
-        let mut checkpoint_upto = move |upto: Time, trainers: &HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
-            let (Some(ck), Some(b)) = (checkpoint.as_ref(), boundaries.as_mut()) else { return };
-            for f in b.crossed(upto) {
-                while recent.front().is_some_and(|(t, _)| *t + delay < f) {
-                    recent.pop_front();
-                }
-                let mut trainers: Vec<(Time, WindowTrainer)> = trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
-                trainers.sort_by_key(|(w, _)| *w);
-                let in_loop = recent.iter().filter(|(t, _)| *t < f).cloned().collect();
-                ck.write(f, PartKind::Train, index, peers, &TrainPart { trainers, in_loop });
+        // The part at boundary F: the trainers, and the models emitted in [F − δ, F).
+        let part_at = move |f: Time, trainers: &HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
+            while recent.front().is_some_and(|(t, _)| *t + delay < f) {
+                recent.pop_front();
             }
+            let mut trainers: Vec<(Time, WindowTrainer)> = trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
+            trainers.sort_by_key(|(w, _)| *w);
+            let in_loop = recent.iter().filter(|(t, _)| *t < f).cloned().collect();
+            Some(TrainPart { trainers, in_loop })
         };
         move |(input, frontier), output| {
             if let Some((cap, models)) = replay.take() {
@@ -197,8 +194,8 @@ pub fn train<'s>(
                 if frontier.less_equal(&time) {
                     break;
                 }
-                if !frontier.frontier().is_empty() {
-                    checkpoint_upto(time, &trainers, &mut recent);
+                if let Some(s) = stage.as_mut().filter(|_| !frontier.frontier().is_empty()) {
+                    s.upto(time, |f| part_at(f, &trainers, &mut recent));
                 }
                 let (cap, mut batch) = stash.remove(&time).expect("just seen");
                 if !config.enabled {
@@ -213,7 +210,7 @@ pub fn train<'s>(
                 let mut session = output.session(&cap);
                 for t_obs in windows {
                     if let Some(model) = trainers.get_mut(&t_obs).and_then(|t| t.maybe_train_with_seismic(&config, &seismic, t_obs, time)) {
-                        if boundaries_enabled {
+                        if stage.is_some() {
                             // The next boundary is after `time`: older models have left the loop.
                             while recent.front().is_some_and(|(t, _)| *t + delay <= time) {
                                 recent.pop_front();
@@ -224,8 +221,8 @@ pub fn train<'s>(
                     }
                 }
             }
-            if let Some(upto) = frontier.frontier().first() {
-                checkpoint_upto(*upto, &trainers, &mut recent);
+            if let (Some(upto), Some(s)) = (frontier.frontier().first(), stage.as_mut()) {
+                s.upto(*upto, |f| part_at(f, &trainers, &mut recent));
             }
         }
     })

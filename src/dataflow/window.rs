@@ -16,7 +16,7 @@ use timely::dataflow::StreamVec;
 
 use super::Builder;
 use crate::cascade::{CascadeTracker, TrackerOutput, TrackerSettings, TrackerSnapshot};
-use crate::checkpoint::{owns, Boundaries, Checkpointing, PartKind, SharedSourceCuts, SourcePart};
+use crate::checkpoint::{owns, Checkpointing, PartKind, SharedSourceCuts, SourcePart, StageCheckpoints};
 use crate::messages::TweetEvent;
 use crate::{shard_of, Time};
 
@@ -35,27 +35,16 @@ pub struct WindowPart {
 /// that brought them.
 type Stash = BTreeMap<Time, Vec<(Time, TweetEvent)>>;
 
-/// Writes a part for every boundary F ≤ `upto`, after firing the deadlines before F.
-fn checkpoint_upto(
-    ck: Option<&(Checkpointing, SharedSourceCuts)>,
-    boundaries: &mut Boundaries,
-    upto: Time,
-    tracker: &mut CascadeTracker,
-    stash: &Stash,
-    out: &mut Vec<(Time, TrackerOutput)>,
-    (index, peers): (usize, usize),
-) {
-    let Some((ck, cuts)) = ck else { return };
-    for f in boundaries.crossed(upto) {
-        tracker.fire_before(f, out);
-        let Some(source) = cuts.borrow_mut().take(f) else {
-            tracing::debug!(time = f, "the source did not stop at this boundary; no checkpoint part");
-            continue;
-        };
-        let in_flight =
-            stash.values().flatten().filter(|(stamp, e)| *stamp < f && e.time >= f).map(|(_, e)| e.clone()).collect();
-        ck.write(f, PartKind::Window, index, peers, &WindowPart { tracker: tracker.snapshot(), in_flight, source });
-    }
+/// The part at boundary F, after firing the deadlines before F; `None` when the source did
+/// not stop at F (this worker then skips it).
+fn part_at(f: Time, tracker: &mut CascadeTracker, stash: &Stash, cuts: &SharedSourceCuts, out: &mut Vec<(Time, TrackerOutput)>) -> Option<WindowPart> {
+    tracker.fire_before(f, out);
+    let Some(source) = cuts.borrow_mut().take(f) else {
+        tracing::debug!(time = f, "the source did not stop at this boundary; no checkpoint part");
+        return None;
+    };
+    let in_flight = stash.values().flatten().filter(|(stamp, e)| *stamp < f && e.time >= f).map(|(_, e)| e.clone()).collect();
+    Some(WindowPart { tracker: tracker.snapshot(), in_flight, source })
 }
 
 /// Routes events to the worker that owns their cascade, and tracks cascades there.
@@ -79,8 +68,11 @@ pub fn window_terminate<'s>(
         let mut stash: Stash = BTreeMap::new();
         let mut held: Option<Capability<Time>> = None;
         let mut out: Vec<(Time, TrackerOutput)> = Vec::new();
-        let mut boundaries = checkpoint.as_ref().map_or(Boundaries::new(1, None), |(c, _)| c.boundaries());
-        if let Some(restored) = checkpoint.as_ref().and_then(|(c, _)| c.restored.clone()) {
+        let (mut stage, cuts) = match checkpoint {
+            Some((c, cuts)) => (Some(StageCheckpoints::new(c, PartKind::Window, worker, peers)), cuts),
+            None => (None, SharedSourceCuts::default()),
+        };
+        if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
             let mine = |c| owns(shard_of(c), worker, peers);
             for part in &restored.window {
                 tracker.restore(part.tracker.clone(), mine);
@@ -107,12 +99,14 @@ pub fn window_terminate<'s>(
             });
             // Checkpoints only while event time is finite: once the input has ended the run
             // is finishing, and state "at F" would mean nothing to the other stages.
-            let ck = checkpoint.as_ref().filter(|_| !frontier.frontier().is_empty());
+            let finite = !frontier.frontier().is_empty();
             while let Some(time) = stash.first_key_value().map(|(t, _)| *t) {
                 if frontier.less_equal(&time) {
                     break;
                 }
-                checkpoint_upto(ck, &mut boundaries, time, &mut tracker, &stash, &mut out, (worker, peers));
+                if let Some(s) = stage.as_mut().filter(|_| finite) {
+                    s.upto(time, |f| part_at(f, &mut tracker, &stash, &cuts, &mut out));
+                }
                 let mut batch: Vec<TweetEvent> =
                     stash.remove(&time).expect("just seen").into_iter().map(|(_, e)| e).collect();
                 batch.sort_by_key(|e| (e.cascade, e.seq));
@@ -124,7 +118,9 @@ pub fn window_terminate<'s>(
             // Every time before the frontier is complete: fire what is due before it.
             match frontier.frontier().first().copied() {
                 Some(complete_before) => {
-                    checkpoint_upto(ck, &mut boundaries, complete_before, &mut tracker, &stash, &mut out, (worker, peers));
+                    if let Some(s) = stage.as_mut() {
+                        s.upto(complete_before, |f| part_at(f, &mut tracker, &stash, &cuts, &mut out));
+                    }
                     tracker.fire_before(complete_before, &mut out)
                 }
                 None if shutdown.load(Ordering::Relaxed) => {
