@@ -84,11 +84,28 @@ pub struct PipelineConfig {
     /// A terminated cascade's id is remembered this long (event time, seconds) so that its
     /// late retweets are recognised and rejected as such rather than as unknown cascades.
     pub tombstone_ttl: Time,
+    /// Granularity (seconds) of the timestamps after the window stage: its outputs are
+    /// stamped with the last second of their granule (granules are [k·g, (k+1)·g)), so that
+    /// timely's progress tracking costs per granule rather than per second (with 1, it
+    /// dominated a replay's run time). Later stages then act per granule: the predictions, samples and
+    /// models of one granule are processed together in (cascade, window) order, and a model
+    /// trained in a granule is used from `forest.model_delay` after the granule's end.
+    /// Outputs stay a deterministic function of event time. Cost: a granule's predictions
+    /// wait until event time has passed its end, so live configs keep 1 s (lowest latency)
+    /// and replays use a minute. Must be ≥ 1 and divide `checkpoint.interval`.
+    pub granularity: Time,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { windows: vec![600, 1200], t_end: 1800, min_cascade_size: 10, alert_threshold: 150.0, tombstone_ttl: 86_400 }
+        Self {
+            windows: vec![600, 1200],
+            t_end: 1800,
+            min_cascade_size: 10,
+            alert_threshold: 150.0,
+            tombstone_ttl: 86_400,
+            granularity: 1,
+        }
     }
 }
 
@@ -129,7 +146,7 @@ impl Default for ForestConfig {
         Self {
             enabled: true,
             retrain_every: 10,
-            retrain_growth: 0.1,
+            retrain_growth: 0.25,
             max_samples: 2000,
             model_delay: 1,
             n_trees: p.n_trees,
@@ -232,6 +249,14 @@ impl DataflowConfig {
             return invalid("pipeline.alert_threshold must be a finite number ≥ 0".into());
         }
         self.checkpoint.validate().map_err(ConfigError::Invalid)?;
+        // Checkpoint boundaries must be granule boundaries: a stage's state "before F" is then
+        // the same whether counted in event time or in granules.
+        if p.granularity == 0 || self.checkpoint.interval % p.granularity != 0 {
+            return invalid(format!(
+                "pipeline.granularity must be ≥ 1 s and divide checkpoint.interval ({} s)",
+                self.checkpoint.interval
+            ));
+        }
         let f = &self.forest;
         if f.retrain_every == 0 || f.max_samples == 0 || f.n_trees == 0 {
             return invalid("forest.retrain_every, forest.max_samples and forest.n_trees must be ≥ 1".into());
@@ -285,8 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn a_granularity_that_does_not_divide_the_checkpoint_interval_is_rejected() {
+        assert!(DataflowConfig::parse("[pipeline]\ngranularity = 0\n").is_err());
+        let err = DataflowConfig::parse("[pipeline]\ngranularity = 7\n[checkpoint]\ninterval = 600\n").unwrap_err();
+        assert!(err.to_string().contains("granularity"), "{err}");
+        assert!(DataflowConfig::parse("[pipeline]\ngranularity = 60\n[checkpoint]\ninterval = 600\n").is_ok());
+    }
+
+    #[test]
     fn shipped_dataflows_parse() {
-        for name in ["embedded"] {
+        for name in ["embedded", "kafka"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dataflows").join(format!("{name}.toml"));
             DataflowConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }

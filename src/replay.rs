@@ -39,7 +39,9 @@ pub fn worker_timeline(dataset: &Dataset, random_start_range: Time, seed: u64, i
         .filter(|c| (c.id.wrapping_sub(1) % peers as u64) as usize == index)
         .flat_map(|c| cascade_events(c, start_time(c, random_start_range, seed)))
         .collect();
-    events.sort_by_key(|e| (e.time, e.cascade, e.seq));
+    // The key is unique (seq numbers a cascade's events), so an unstable sort gives the same
+    // order as a stable one, faster (this sort was an eighth of a NEWS-sized replay).
+    events.sort_unstable_by_key(|e| (e.time, e.cascade, e.seq));
     events
 }
 

@@ -77,7 +77,7 @@ fn sequential(cascades: &[Vec<TweetEvent>], s: &TrackerSettings) -> Vec<Row> {
     rows
 }
 
-fn dataflow(cascades: &[Vec<TweetEvent>], s: &TrackerSettings, workers: usize) -> Vec<Row> {
+fn dataflow(cascades: &[Vec<TweetEvent>], s: &TrackerSettings, workers: usize, granularity: Time) -> Vec<Row> {
     let rows: Arc<Mutex<Vec<Row>>> = Arc::default();
     let (all, settings, sink) = (cascades.to_vec(), s.clone(), rows.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
@@ -89,7 +89,7 @@ fn dataflow(cascades: &[Vec<TweetEvent>], s: &TrackerSettings, workers: usize) -
         let (sink, settings) = (sink.clone(), settings.clone());
         worker.dataflow::<Time, _, _>(move |scope| {
             let events = source::replay(scope, mine, None, Default::default(), Default::default());
-            window_terminate(events, settings, Default::default(), None).inspect_core(move |event| {
+            window_terminate(events, settings, granularity, Default::default(), None).inspect_core(move |event| {
                 if let Ok((stamp, data)) = event {
                     let time = *stamp.iter().next().unwrap();
                     sink.lock().unwrap().extend(data.iter().map(|o| row(time, o)));
@@ -149,8 +149,16 @@ proptest! {
         let s = TrackerSettings { windows: vec![10, 25], t_end: 40, min_cascade_size: 2, tombstone_ttl: ttl };
         let expected = sequential(&cascades, &s);
         for workers in [1, 2, 3, 4] {
-            let got = dataflow(&cascades, &s, workers);
+            let got = dataflow(&cascades, &s, workers, 1);
             prop_assert_eq!(&got, &expected, "with {} workers", workers);
+        }
+        // With 7-second granules, the same outputs, each stamped with the last second of its
+        // granule (never before its own time).
+        let mut coarse: Vec<Row> = expected.iter().cloned().map(|mut r| { r.0 = r.0 - r.0 % 7 + 6; r }).collect();
+        coarse.sort();
+        for workers in [1, 3] {
+            let got = dataflow(&cascades, &s, workers, 7);
+            prop_assert_eq!(&got, &coarse, "with {} workers and 7-second granules", workers);
         }
     }
 }

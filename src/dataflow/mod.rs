@@ -42,6 +42,8 @@ pub(crate) type Builder<D> = CapacityContainerBuilder<Vec<D>>;
 pub struct StageSettings {
     /// Window and terminate semantics.
     pub tracker: TrackerSettings,
+    /// Timestamp granularity after the window stage (`pipeline.granularity`).
+    pub granularity: Time,
     /// The Hawkes estimator.
     pub hawkes: HawkesModel,
     /// Prediction size that raises an alert.
@@ -66,6 +68,7 @@ impl StageSettings {
                 min_cascade_size: p.min_cascade_size,
                 tombstone_ttl: p.tombstone_ttl,
             },
+            granularity: p.granularity,
             hawkes: HawkesModel::new(config.hawkes.clone())
                 .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?,
             alert_threshold: p.alert_threshold,
@@ -130,7 +133,7 @@ pub fn build<'s>(
     let scope = events.scope();
     let input_counts = count_input(events.clone());
     let ck = checkpoint.as_ref().map(|(c, _)| c.clone());
-    let tracked = window::window_terminate(events, settings.tracker.clone(), shutdown, checkpoint);
+    let tracked = window::window_terminate(events, settings.tracker.clone(), settings.granularity, shutdown, checkpoint);
     let dead_letters = tracked.clone().flat_map(|o| match o {
         TrackerOutput::Rejected(r) => Some(kafka_source::DeadLetter {
             reason: r.reason,

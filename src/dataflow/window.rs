@@ -49,6 +49,10 @@ fn part_at(f: Time, tracker: &mut CascadeTracker, stash: &Stash, cuts: &SharedSo
 
 /// Routes events to the worker that owns their cascade, and tracks cascades there.
 ///
+/// Events are processed per second of event time, but outputs are stamped with the last
+/// second of their `granularity`-second granule (see `pipeline.granularity`): one timestamp
+/// per granule instead of one per second is what keeps progress tracking cheap downstream.
+///
 /// When the input ends, the frontier empties: event time has in effect gone to infinity, so
 /// every open cascade fires its remaining windows and terminates with the size seen so far
 /// (a bounded replay counts every cascade). If `shutdown` is set instead (a live run being
@@ -57,10 +61,16 @@ fn part_at(f: Time, tracker: &mut CascadeTracker, stash: &Stash, cuts: &SharedSo
 pub fn window_terminate<'s>(
     events: StreamVec<'s, Time, TweetEvent>,
     settings: TrackerSettings,
+    granularity: Time,
     shutdown: Arc<AtomicBool>,
     checkpoint: Option<(Checkpointing, SharedSourceCuts)>,
 ) -> StreamVec<'s, Time, TrackerOutput> {
     let pact = Exchange::new(|e: &TweetEvent| shard_of(e.cascade));
+    let granularity = granularity.max(1);
+    // The last second of t's granule: never earlier than t (so the capability that holds t
+    // can emit it), and before a boundary F that granules divide iff t is (so checkpoint
+    // cuts at F mean the same in seconds and in granules).
+    let granule = move |t: Time| (t - t % granularity).saturating_add(granularity - 1);
     let (worker, peers) = (events.scope().index(), events.scope().peers());
     events.unary_frontier::<Builder<TrackerOutput>, _, _, _>(pact, "WindowTerminate", move |cap, _info| {
         let mut tracker = CascadeTracker::new(settings);
@@ -137,9 +147,10 @@ pub fn window_terminate<'s>(
                 out.sort_by_key(|(t, _)| *t); // stable: keeps the tracker's order within a time
                 let mut rest = out.drain(..).peekable();
                 while let Some(&(time, _)) = rest.peek() {
-                    let at = cap.delayed(&time);
+                    let stamp = granule(time);
+                    let at = cap.delayed(&stamp);
                     let mut session = output.session(&at);
-                    while let Some((_, o)) = rest.next_if(|(t, _)| *t == time) {
+                    while let Some((_, o)) = rest.next_if(|(t, _)| granule(*t) == stamp) {
                         session.give(o);
                     }
                 }
@@ -150,7 +161,7 @@ pub fn window_terminate<'s>(
                 (a, b) => a.or(b),
             };
             match next {
-                Some(t) => held.as_mut().expect("pending work holds a capability").downgrade(&t),
+                Some(t) => held.as_mut().expect("pending work holds a capability").downgrade(&granule(t)),
                 None => held = None,
             }
         }
