@@ -125,7 +125,10 @@ pub struct ForestConfig {
     /// on long streams and the model follows drift.
     pub max_samples: usize,
     /// A model trained at event time t is used for predictions at t + model_delay and later
-    /// (the feedback loop's timestamp increment; must be ≥ 1).
+    /// (the feedback loop's timestamp increment; must be ≥ 1). Predictions after t + δ wait
+    /// for the model, so δ is also how much event time the pipeline may run ahead while a
+    /// forest trains on its own thread: 60 s lets a live run keep predicting through a
+    /// training run (with 1 s, every training run stalled the predictions behind it).
     pub model_delay: Time,
     /// Number of trees.
     pub n_trees: usize,
@@ -148,7 +151,7 @@ impl Default for ForestConfig {
             retrain_every: 10,
             retrain_growth: 0.25,
             max_samples: 2000,
-            model_delay: 1,
+            model_delay: 60,
             n_trees: p.n_trees,
             max_depth: p.max_depth,
             min_samples_leaf: p.min_samples_leaf,

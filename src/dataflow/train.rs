@@ -6,11 +6,13 @@
 //! (seed, window, number of samples), so models depend on the data only.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 use tweetoscope_model::forest::{Features, Forest};
 use tweetoscope_model::seismic::{fit_correction, CorrectedSeismic, SeismicPrediction};
 
@@ -77,6 +79,8 @@ impl WindowTrainer {
     /// have grown by `seismic.refit_growth` since the last fit, on the last
     /// `seismic.max_samples` of them; otherwise the last correction is carried. A failed fit
     /// keeps the previous correction (logged); the forest is unaffected.
+    ///
+    /// The same as [`Self::plan`], [`TrainJob::run`] and [`Self::finish`] in a row.
     pub fn maybe_train_with_seismic(
         &mut self,
         config: &ForestConfig,
@@ -84,29 +88,23 @@ impl WindowTrainer {
         t_obs: Time,
         now: Time,
     ) -> Option<Model> {
-        let mut model = self.maybe_train(config, t_obs, now)?;
-        if !seismic.correction {
-            return Some(model);
-        }
-        let due = seismic.min_samples.max((seismic.refit_growth * self.seismic_fitted_at as f64).ceil() as usize);
-        if self.seismic.len() >= seismic.min_samples && self.seismic_seen - self.seismic_fitted_at >= due {
-            self.seismic_fitted_at = self.seismic_seen;
-            let skip = self.seismic.len().saturating_sub(seismic.max_samples);
-            let samples: Vec<(SeismicPrediction, f64)> = self.seismic.iter().skip(skip).copied().collect();
-            match fit_correction(&samples) {
-                Ok(c) if c.alpha.is_finite() && c.gamma.is_finite() => self.correction = Some(c),
-                Ok(c) => tracing::warn!(t_obs, ?c, "non-finite SEISMIC correction ignored; keeping the previous one"),
-                Err(e) => tracing::warn!(t_obs, error = %e, "SEISMIC correction fit failed; keeping the previous one"),
-            }
-        }
-        model.seismic = self.correction;
-        Some(model)
+        let job = self.plan(config, seismic, t_obs, now)?;
+        self.finish(job.run())
     }
 
-    /// Retrains when `max(retrain_every, retrain_growth × samples at the last run)` samples
-    /// arrived since the last run; `None` otherwise or when training fails (the previous
-    /// model stays in use).
+    /// Retrains the forest when `max(retrain_every, retrain_growth × samples at the last
+    /// run)` samples arrived since the last run (no SEISMIC correction); `None` otherwise or
+    /// when training fails (the previous model stays in use).
     pub fn maybe_train(&mut self, config: &ForestConfig, t_obs: Time, now: Time) -> Option<Model> {
+        let off = SeismicConfig { correction: false, ..SeismicConfig::default() };
+        self.maybe_train_with_seismic(config, &off, t_obs, now)
+    }
+
+    /// Decides whether a training run is due at `now` and, if so, takes what it needs (the
+    /// training set, the seed, the SEISMIC samples when a refit is due) and advances the
+    /// schedule. The run itself ([`TrainJob::run`]) is pure, so it can go to another thread;
+    /// its result must come back to [`Self::finish`] in planning order.
+    pub fn plan(&mut self, config: &ForestConfig, seismic: &SeismicConfig, t_obs: Time, now: Time) -> Option<TrainJob> {
         let due = config.retrain_every.max((config.retrain_growth * self.trained_at as f64).ceil() as usize);
         if self.seen - self.trained_at < due {
             return None;
@@ -114,16 +112,96 @@ impl WindowTrainer {
         self.trained_at = self.seen;
         let (x, y): (Vec<Features>, Vec<f64>) = self.samples.iter().copied().unzip();
         let seed = mix64(config.seed ^ mix64(t_obs ^ mix64(self.seen as u64)));
-        match Forest::train(&x, &y, &config.params(), seed) {
-            Ok(forest) => {
-                let training = x.iter().zip(&y).map(|(x, y)| [x[0], x[1], x[2], *y]).collect();
-                Some(Model { t_obs, version: now, n_samples: x.len(), samples_seen: self.seen, forest, training, seismic: None })
-            }
-            Err(e) => {
-                tracing::warn!(t_obs, error = %e, "forest training failed; keeping the previous model");
-                None
+        let mut seismic_samples = None;
+        if seismic.correction {
+            let due = seismic.min_samples.max((seismic.refit_growth * self.seismic_fitted_at as f64).ceil() as usize);
+            if self.seismic.len() >= seismic.min_samples && self.seismic_seen - self.seismic_fitted_at >= due {
+                self.seismic_fitted_at = self.seismic_seen;
+                let skip = self.seismic.len().saturating_sub(seismic.max_samples);
+                seismic_samples = Some(self.seismic.iter().skip(skip).copied().collect());
             }
         }
+        Some(TrainJob {
+            t_obs,
+            now,
+            samples_seen: self.seen,
+            params: config.params(),
+            seed,
+            x,
+            y,
+            seismic_samples,
+            carry_correction: seismic.correction,
+        })
+    }
+
+    /// Takes a finished run back: updates the window's SEISMIC correction and returns the
+    /// model (`None` when the forest could not be trained: the previous model stays in use).
+    pub fn finish(&mut self, result: TrainResult) -> Option<Model> {
+        let TrainResult { job, forest, correction } = result;
+        match correction {
+            Some(Ok(c)) if c.alpha.is_finite() && c.gamma.is_finite() => self.correction = Some(c),
+            Some(Ok(c)) => tracing::warn!(t_obs = job.t_obs, ?c, "non-finite SEISMIC correction ignored; keeping the previous one"),
+            Some(Err(e)) => tracing::warn!(t_obs = job.t_obs, error = %e, "SEISMIC correction fit failed; keeping the previous one"),
+            None => {}
+        }
+        let forest = match forest {
+            Ok(forest) => forest,
+            Err(e) => {
+                tracing::warn!(t_obs = job.t_obs, error = %e, "forest training failed; keeping the previous model");
+                return None;
+            }
+        };
+        let training = job.x.iter().zip(&job.y).map(|(x, y)| [x[0], x[1], x[2], *y]).collect();
+        Some(Model {
+            t_obs: job.t_obs,
+            version: job.now,
+            n_samples: job.x.len(),
+            samples_seen: job.samples_seen,
+            forest,
+            training,
+            seismic: if job.carry_correction { self.correction } else { None },
+        })
+    }
+}
+
+/// One training run of a window, planned at event time `now`: everything it needs, owned,
+/// so that it can run on another thread.
+#[derive(Debug)]
+pub struct TrainJob {
+    /// The window.
+    t_obs: Time,
+    /// The event time it was planned at (the model's version).
+    now: Time,
+    /// Samples of the window seen so far (carried by the model for warm starts).
+    samples_seen: usize,
+    /// Forest hyper-parameters.
+    params: tweetoscope_model::forest::ForestParams,
+    /// Seed of the run, derived from (seed, window, samples seen).
+    seed: u64,
+    /// The training set.
+    x: Vec<Features>,
+    y: Vec<f64>,
+    /// SEISMIC (features, true size) samples when a correction refit is due.
+    seismic_samples: Option<Vec<(SeismicPrediction, f64)>>,
+    /// Whether models carry the window's correction (`seismic.correction`).
+    carry_correction: bool,
+}
+
+/// What a [`TrainJob`] produced.
+#[derive(Debug)]
+pub struct TrainResult {
+    job: TrainJob,
+    forest: Result<Forest, tweetoscope_model::forest::ForestError>,
+    correction: Option<Result<CorrectedSeismic, tweetoscope_model::seismic::SeismicError>>,
+}
+
+impl TrainJob {
+    /// Trains the forest and, when due, fits the SEISMIC correction: a pure function of the
+    /// job, so the result does not depend on the thread or the moment it runs.
+    pub fn run(self) -> TrainResult {
+        let forest = Forest::train(&self.x, &self.y, &self.params, self.seed);
+        let correction = self.seismic_samples.as_deref().map(fit_correction);
+        TrainResult { job: self, forest, correction }
     }
 }
 
@@ -137,6 +215,45 @@ pub struct TrainPart {
     pub in_loop: Vec<(Time, Model)>,
 }
 
+/// Most training runs one worker has in flight at once; beyond it, the worker waits for
+/// the oldest (bounds memory when samples arrive faster than forests train).
+const MAX_RUNS_IN_FLIGHT: usize = 4;
+
+/// The worker's training thread. Training (forest + SEISMIC correction) is the heaviest
+/// step of the pipeline, tens of milliseconds a run: inline it stalls the worker's window
+/// and estimate stages and, live, every prediction queued behind it. Runs are pure
+/// ([`TrainJob::run`]) and come back in submission order, and each model is still emitted at
+/// its planned time, so outputs do not change; only the wall-clock overlap does.
+struct TrainingThread {
+    /// Jobs to run, in order (dropping it ends the thread).
+    jobs: mpsc::Sender<TrainJob>,
+    /// Their results, in the same order.
+    results: mpsc::Receiver<TrainResult>,
+}
+
+impl TrainingThread {
+    /// Starts the thread; it wakes the operator after each run. `None` if no thread can be
+    /// started (the operator then trains inline).
+    fn start(activator: SyncActivator) -> Option<Self> {
+        let (jobs, job_rx) = mpsc::channel::<TrainJob>();
+        let (result_tx, results) = mpsc::channel();
+        let spawned = std::thread::Builder::new().name("tweetoscope-train".into()).spawn(move || {
+            for job in job_rx {
+                if result_tx.send(job.run()).is_err() || activator.activate().is_err() {
+                    break; // the operator is gone
+                }
+            }
+        });
+        match spawned {
+            Ok(_) => Some(Self { jobs, results }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a training thread; training inline");
+                None
+            }
+        }
+    }
+}
+
 /// Trains the per-window forests from the samples stream.
 pub fn train<'s>(
     samples: StreamVec<'s, Time, Sample>,
@@ -147,7 +264,8 @@ pub fn train<'s>(
 ) -> StreamVec<'s, Time, Model> {
     let pact = Exchange::new(|s: &Sample| mix64(s.t_obs));
     let (index, peers) = (samples.scope().index(), samples.scope().peers());
-    samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |cap, _info| {
+    let scope = samples.scope();
+    samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |cap, info| {
         // Every worker resumes every window: only the one that owns a window gets its samples.
         let mut trainers: HashMap<Time, WindowTrainer> =
             initial.iter().map(|m| (m.t_obs, WindowTrainer::resume(m))).collect();
@@ -166,6 +284,9 @@ pub fn train<'s>(
             recent.extend(in_loop.iter().cloned());
             replay = Some((cap, in_loop));
         }
+        let thread = TrainingThread::start(scope.worker().sync_activator_for(info.address.to_vec()));
+        // The capabilities of the runs on the thread, in submission order (= result order).
+        let mut in_flight: VecDeque<Capability<Time>> = VecDeque::new();
         // The part at boundary F: the trainers, and the models emitted in [F − δ, F).
         let part_at = move |f: Time, trainers: &HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
             while recent.front().is_some_and(|(t, _)| *t + delay < f) {
@@ -182,6 +303,23 @@ pub fn train<'s>(
                     output.session(&cap.delayed(&time)).give(model);
                 }
             }
+            let checkpointing = stage.is_some();
+            // Emits a finished run's model at its planned time.
+            let mut finish = |cap: Capability<Time>, result: TrainResult, trainers: &mut HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
+                let time = *cap.time();
+                let Some(model) = trainers.get_mut(&result.job.t_obs).and_then(|t| t.finish(result)) else { return };
+                if checkpointing {
+                    // The next boundary is after `time`: older models have left the loop.
+                    while recent.front().is_some_and(|(t, _)| *t + delay <= time) {
+                        recent.pop_front();
+                    }
+                    recent.push_back((time, model.clone()));
+                }
+                output.session(&cap).give(model);
+            };
+            for (cap, result) in ended_runs(thread.as_ref(), &mut in_flight, Wait::None) {
+                finish(cap, result, &mut trainers, &mut recent);
+            }
             input.for_each_stamp(|cap, data| {
                 let time = *cap.least().expect("a message has a time");
                 let entry =
@@ -195,6 +333,10 @@ pub fn train<'s>(
                     break;
                 }
                 if let Some(s) = stage.as_mut().filter(|_| !frontier.frontier().is_empty()) {
+                    // A part holds the models emitted before F: every run before F must be in.
+                    for (cap, result) in ended_runs(thread.as_ref(), &mut in_flight, Wait::All) {
+                        finish(cap, result, &mut trainers, &mut recent);
+                    }
                     s.upto(time, |f| part_at(f, &trainers, &mut recent));
                 }
                 let (cap, mut batch) = stash.remove(&time).expect("just seen");
@@ -207,25 +349,74 @@ pub fn train<'s>(
                 for s in &batch {
                     trainers.entry(s.t_obs).or_default().push(s, config.max_samples);
                 }
-                let mut session = output.session(&cap);
                 for t_obs in windows {
-                    if let Some(model) = trainers.get_mut(&t_obs).and_then(|t| t.maybe_train_with_seismic(&config, &seismic, t_obs, time)) {
-                        if stage.is_some() {
-                            // The next boundary is after `time`: older models have left the loop.
-                            while recent.front().is_some_and(|(t, _)| *t + delay <= time) {
-                                recent.pop_front();
-                            }
-                            recent.push_back((time, model.clone()));
+                    let Some(job) = trainers.get_mut(&t_obs).and_then(|t| t.plan(&config, &seismic, t_obs, time)) else { continue };
+                    if in_flight.len() >= MAX_RUNS_IN_FLIGHT {
+                        for (c, r) in ended_runs(thread.as_ref(), &mut in_flight, Wait::Oldest) {
+                            finish(c, r, &mut trainers, &mut recent);
                         }
-                        session.give(model);
                     }
+                    let job = match thread.as_ref() {
+                        Some(th) => match th.jobs.send(job) {
+                            Ok(()) => {
+                                in_flight.push_back(cap.clone());
+                                continue;
+                            }
+                            Err(mpsc::SendError(job)) => job,
+                        },
+                        None => job,
+                    };
+                    // No training thread (or it died): train inline, after the runs before it.
+                    for (c, r) in ended_runs(thread.as_ref(), &mut in_flight, Wait::All) {
+                        finish(c, r, &mut trainers, &mut recent);
+                    }
+                    finish(cap.clone(), job.run(), &mut trainers, &mut recent);
                 }
             }
             if let (Some(upto), Some(s)) = (frontier.frontier().first(), stage.as_mut()) {
+                for (cap, result) in ended_runs(thread.as_ref(), &mut in_flight, Wait::All) {
+                    finish(cap, result, &mut trainers, &mut recent);
+                }
                 s.upto(*upto, |f| part_at(f, &trainers, &mut recent));
             }
         }
     })
+}
+
+/// How long [`ended_runs`] waits for the training thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Only the runs that have already ended.
+    None,
+    /// At least the oldest run (to make room for a new one).
+    Oldest,
+    /// Every run in flight (before a checkpoint part, or before training inline).
+    All,
+}
+
+/// The runs that have ended, oldest first, with their capabilities. If the thread died (a
+/// run panicked), the runs still in flight are dropped with an error rather than holding
+/// event time forever.
+fn ended_runs(thread: Option<&TrainingThread>, in_flight: &mut VecDeque<Capability<Time>>, wait: Wait) -> Vec<(Capability<Time>, TrainResult)> {
+    let mut ended = Vec::new();
+    let Some(th) = thread else { return ended };
+    while !in_flight.is_empty() {
+        let must = wait == Wait::All || (wait == Wait::Oldest && ended.is_empty());
+        let result = if must {
+            th.results.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+        } else {
+            th.results.try_recv()
+        };
+        match result {
+            Ok(r) => ended.push((in_flight.pop_front().expect("one capability per run"), r)),
+            Err(mpsc::TryRecvError::Empty) => break,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                tracing::error!(runs = in_flight.len(), "the training thread stopped; its runs in flight are lost");
+                in_flight.clear();
+            }
+        }
+    }
+    ended
 }
 
 #[cfg(test)]
