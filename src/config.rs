@@ -254,7 +254,7 @@ impl DataflowConfig {
         self.checkpoint.validate().map_err(ConfigError::Invalid)?;
         // Checkpoint boundaries must be granule boundaries: a stage's state "before F" is then
         // the same whether counted in event time or in granules.
-        if p.granularity == 0 || self.checkpoint.interval % p.granularity != 0 {
+        if p.granularity == 0 || !self.checkpoint.interval.is_multiple_of(p.granularity) {
             return invalid(format!(
                 "pipeline.granularity must be ≥ 1 s and divide checkpoint.interval ({} s)",
                 self.checkpoint.interval
