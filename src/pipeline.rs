@@ -291,7 +291,7 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
             };
             let summary = scope.concatenate(vec![
                 streams.summary,
-                dead_letters.clone().map(|d| SummaryEvent::Rejected { reason: d.reason }),
+                count_rejections(dead_letters.clone()),
             ]);
             if let Some(records) = streams.records {
                 let records = records.probe_with(&probe);
@@ -388,4 +388,25 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
         Some((_, Some(source))) => Err(PipelineError::Output { path: job.out_dir.clone().unwrap_or_default(), source }),
         Some((acc, None)) => Ok(Some(acc.report(seconds))),
     }
+}
+
+/// The rejections of each message, counted by reason: one summary event per reason and
+/// message rather than one per rejected event, before they are gathered on worker 0.
+fn count_rejections<'s>(letters: timely::dataflow::StreamVec<'s, Time, kafka_source::DeadLetter>) -> timely::dataflow::StreamVec<'s, Time, SummaryEvent> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::Operator;
+    letters.unary::<timely::container::CapacityContainerBuilder<Vec<SummaryEvent>>, _, _, _>(Pipeline, "CountRejections", |_cap, _info| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut counts: Vec<(crate::messages::RejectReason, u64)> = Vec::new();
+                for d in data.flat_map(|d| d.iter()) {
+                    match counts.iter_mut().find(|(r, _)| *r == d.reason) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((d.reason, 1)),
+                    }
+                }
+                output.session(&cap).give_iterator(counts.into_iter().map(|(reason, count)| SummaryEvent::Rejected { reason, count }));
+            });
+        }
+    })
 }

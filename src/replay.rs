@@ -30,13 +30,15 @@ pub fn cascade_events(cascade: &RecordedCascade, start: Time) -> impl Iterator<I
     })
 }
 
-/// The share of source worker `index` of `peers`: the cascades with `(id − 1) % peers ==
-/// index`, merged in (time, cascade, seq) order.
+/// The share of source worker `index` of `peers`: the cascades that worker owns in the
+/// window stage (same hash as its exchange), merged in (time, cascade, seq) order. Replayed
+/// events then stay on their worker: with `-n 2`, sharding by id instead sent half of them
+/// through the network between processes.
 pub fn worker_timeline(dataset: &Dataset, random_start_range: Time, seed: u64, index: usize, peers: usize) -> Vec<TweetEvent> {
     let mut events: Vec<TweetEvent> = dataset
         .cascades
         .iter()
-        .filter(|c| (c.id.wrapping_sub(1) % peers as u64) as usize == index)
+        .filter(|c| replays(c, index, peers))
         .flat_map(|c| cascade_events(c, start_time(c, random_start_range, seed)))
         .collect();
     // The key is unique (seq numbers a cascade's events), so an unstable sort gives the same
@@ -45,12 +47,17 @@ pub fn worker_timeline(dataset: &Dataset, random_start_range: Time, seed: u64, i
     events
 }
 
+/// Whether source worker `index` of `peers` replays `cascade`: the worker that owns it.
+fn replays(cascade: &RecordedCascade, index: usize, peers: usize) -> bool {
+    crate::checkpoint::owns(crate::shard_of(cascade.id), index, peers)
+}
+
 /// Number of events worker `index` of `peers` replays.
 pub fn worker_share(dataset: &Dataset, index: usize, peers: usize) -> usize {
     dataset
         .cascades
         .iter()
-        .filter(|c| (c.id.wrapping_sub(1) % peers as u64) as usize == index)
+        .filter(|c| replays(c, index, peers))
         .map(|c| c.events.len())
         .sum()
 }

@@ -25,8 +25,9 @@ pub enum SummaryEvent {
     TooSmall { t_obs: Time },
     /// A cascade terminated.
     Terminated,
-    /// An input event was rejected.
-    Rejected { reason: RejectReason },
+    /// `count` input events were rejected for `reason` (counted per message on each worker
+    /// before being gathered: a replay can reject a third of its million events).
+    Rejected { reason: RejectReason, count: u64 },
     /// A prediction was made.
     Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
     /// A prediction's accuracy once the true size was known.
@@ -99,7 +100,7 @@ impl SummaryAccumulator {
             SummaryEvent::Partial { t_obs } => self.windows.entry(t_obs).or_default().partials += 1,
             SummaryEvent::TooSmall { t_obs } => self.windows.entry(t_obs).or_default().too_small += 1,
             SummaryEvent::Terminated => self.terminated += 1,
-            SummaryEvent::Rejected { reason } => *self.rejected.entry(reason).or_default() += 1,
+            SummaryEvent::Rejected { reason, count } => *self.rejected.entry(reason).or_default() += count,
             SummaryEvent::Prediction { t_obs, fit_ok, alert, at_bound } => {
                 let w = self.windows.entry(t_obs).or_default();
                 w.predictions += 1;

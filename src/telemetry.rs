@@ -193,7 +193,7 @@ pub fn summary_event(e: &SummaryEvent) {
         SummaryEvent::Partial { t_obs } => m.partials.with_label_values(&[&t_obs.to_string()]).inc(),
         SummaryEvent::TooSmall { t_obs } => m.too_small.with_label_values(&[&t_obs.to_string()]).inc(),
         SummaryEvent::Terminated => m.cascades_terminated.inc(),
-        SummaryEvent::Rejected { reason } => m.events.with_label_values(&[reason.as_str()]).inc(),
+        SummaryEvent::Rejected { reason, count } => m.events.with_label_values(&[reason.as_str()]).inc_by(*count),
         SummaryEvent::Prediction { t_obs, fit_ok, alert, at_bound } => {
             let w = t_obs.to_string();
             m.predictions.with_label_values(&[&w]).inc();
