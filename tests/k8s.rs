@@ -156,7 +156,11 @@ fn the_kafka_dataflow_has_the_embedded_pipeline_settings_and_the_in_cluster_brok
     let kafka = DataflowConfig::load(&root().join("dataflows/kafka.toml")).unwrap();
     let embedded = DataflowConfig::load(&root().join("dataflows/embedded.toml")).unwrap();
     assert_eq!(kafka.input, embedded.input);
-    assert_eq!(kafka.pipeline, embedded.pipeline);
+    // The same collector semantics; only the timestamp granularity differs, on purpose: live
+    // keeps 1-second granules (a granule's predictions wait for its end), replays use coarser.
+    assert_eq!(kafka.pipeline.granularity, 1, "live predictions would wait for coarser granules");
+    let pipeline = tweetoscope::config::PipelineConfig { granularity: kafka.pipeline.granularity, ..embedded.pipeline.clone() };
+    assert_eq!(kafka.pipeline, pipeline);
     assert_eq!(kafka.hawkes, embedded.hawkes);
     assert_eq!(kafka.forest, embedded.forest);
     assert_eq!(kafka.kafka.topics, tweetoscope::io::kafka::TopicNames::default(), "the topics Job creates the default names");
