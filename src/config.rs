@@ -86,13 +86,14 @@ pub struct PipelineConfig {
     pub tombstone_ttl: Time,
     /// Granularity (seconds) of the timestamps after the window stage: its outputs are
     /// stamped with the last second of their granule (granules are [k·g, (k+1)·g)), so that
-    /// timely's progress tracking costs per granule rather than per second (with 1, it
-    /// dominated a replay's run time). Later stages then act per granule: the predictions, samples and
-    /// models of one granule are processed together in (cascade, window) order, and a model
-    /// trained in a granule is used from `forest.model_delay` after the granule's end.
-    /// Outputs stay a deterministic function of event time. Cost: a granule's predictions
-    /// wait until event time has passed its end, so live configs keep 1 s (lowest latency)
-    /// and replays use a minute. Must be ≥ 1 and divide `checkpoint.interval`.
+    /// timely's progress tracking costs per granule rather than per second (with 1, it was
+    /// over a third of a NEWS-sized replay). Later stages then act per granule: the
+    /// predictions, samples and models of one granule are processed together in (cascade,
+    /// window) order, and a model trained in a granule is used from `forest.model_delay`
+    /// after the granule's end. Outputs stay a deterministic function of event time. Cost: a
+    /// granule's predictions wait until event time has passed its end, so the live config
+    /// keeps 1 s (lowest latency) and the embedded one uses 10 s. Must be ≥ 1 and divide
+    /// `checkpoint.interval`.
     pub granularity: Time,
 }
 

@@ -22,7 +22,7 @@ use crate::io::kafka_tx::{OutRecord, TransactionalOutput};
 use crate::dataflow::{self, sink, source, StageSettings};
 use crate::io::files::Dataset;
 use crate::io::jsonl::JsonlWriter;
-use crate::summary::{RunReport, SummaryAccumulator, SummaryEvent};
+use crate::summary::{RunReport, SummaryAccumulator};
 use crate::Time;
 
 /// How the timely computation is laid out (timely's `-w -n -p -h`).
@@ -291,7 +291,7 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
             };
             let summary = scope.concatenate(vec![
                 streams.summary,
-                count_rejections(dead_letters.clone()),
+                dataflow::count_rejections(dead_letters.clone()),
             ]);
             if let Some(records) = streams.records {
                 let records = records.probe_with(&probe);
@@ -388,25 +388,4 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
         Some((_, Some(source))) => Err(PipelineError::Output { path: job.out_dir.clone().unwrap_or_default(), source }),
         Some((acc, None)) => Ok(Some(acc.report(seconds))),
     }
-}
-
-/// The rejections of each message, counted by reason: one summary event per reason and
-/// message rather than one per rejected event, before they are gathered on worker 0.
-fn count_rejections<'s>(letters: timely::dataflow::StreamVec<'s, Time, kafka_source::DeadLetter>) -> timely::dataflow::StreamVec<'s, Time, SummaryEvent> {
-    use timely::dataflow::channels::pact::Pipeline;
-    use timely::dataflow::operators::Operator;
-    letters.unary::<timely::container::CapacityContainerBuilder<Vec<SummaryEvent>>, _, _, _>(Pipeline, "CountRejections", |_cap, _info| {
-        |input, output| {
-            input.for_each_stamp(|cap, data| {
-                let mut counts: Vec<(crate::messages::RejectReason, u64)> = Vec::new();
-                for d in data.flat_map(|d| d.iter()) {
-                    match counts.iter_mut().find(|(r, _)| *r == d.reason) {
-                        Some((_, n)) => *n += 1,
-                        None => counts.push((d.reason, 1)),
-                    }
-                }
-                output.session(&cap).give_iterator(counts.into_iter().map(|(reason, count)| SummaryEvent::Rejected { reason, count }));
-            });
-        }
-    })
 }

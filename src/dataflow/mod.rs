@@ -253,5 +253,26 @@ fn count_input<'s>(events: StreamVec<'s, Time, TweetEvent>) -> StreamVec<'s, Tim
     })
 }
 
+/// The rejections of each message, counted by reason: one summary event per reason and
+/// message rather than one per rejected event, before they are gathered on worker 0.
+pub(crate) fn count_rejections<'s>(letters: StreamVec<'s, Time, kafka_source::DeadLetter>) -> StreamVec<'s, Time, SummaryEvent> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::Operator;
+    letters.unary::<Builder<SummaryEvent>, _, _, _>(Pipeline, "CountRejections", |_cap, _info| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut counts: Vec<(crate::messages::RejectReason, u64)> = Vec::new();
+                for d in data.flat_map(|d| d.iter()) {
+                    match counts.iter_mut().find(|(r, _)| *r == d.reason) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((d.reason, 1)),
+                    }
+                }
+                output.session(&cap).give_iterator(counts.into_iter().map(|(reason, count)| SummaryEvent::Rejected { reason, count }));
+            });
+        }
+    })
+}
+
 /// Re-exported so that tests can build sub-pipelines.
 pub use window::window_terminate;
