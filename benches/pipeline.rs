@@ -8,7 +8,7 @@ use criterion::{criterion_group, BenchmarkId, Criterion};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tweetoscope::cli::EMBEDDED_CONFIG;
+use tweetoscope::commands::EMBEDDED_CONFIG;
 use tweetoscope::config::DataflowConfig;
 use tweetoscope::io::files::read_dataset;
 use tweetoscope::pipeline::{run, Cluster, Job, RunHandles, SourceSpec};

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tweetoscope::cli::{resolve_bundled, Cli, Command, KafkaOptions, RecoveryOptions, RunOptions};
-use tweetoscope::dataflow::kafka_source::{KafkaSourceSpec, StartAt};
-use tweetoscope::generate::{generate, GenerateOptions};
+use tweetoscope::commands::{resolve_bundled, Cli, Command, KafkaOptions, RecoveryOptions, RunOptions};
+use tweetoscope::dataflow::source::kafka::{KafkaSourceSpec, StartAt};
+use tweetoscope::commands::generate::{generate, GenerateOptions};
 use tweetoscope::io::files::read_dataset;
 use tweetoscope::pipeline::{run, Job, RunHandles, SourceSpec};
-use tweetoscope::summary::RunReport;
+use tweetoscope::observe::summary::RunReport;
 
 fn main() {
     tracing_subscriber::fmt()
@@ -33,7 +33,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         None => {
             let config = cli.run.load_config()?;
             // A config without an [input] path still replays the bundled sample.
-            let input = config.input.path.clone().unwrap_or_else(|| PathBuf::from(tweetoscope::cli::BUNDLED_SAMPLE));
+            let input = config.input.path.clone().unwrap_or_else(|| PathBuf::from(tweetoscope::commands::BUNDLED_SAMPLE));
             let index = config.input.index.clone();
             replay(&cli.run, resolve_bundled(&input), index.map(|i| resolve_bundled(&i)))
         }
@@ -46,8 +46,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
             let config = RunOptions { config, ..RunOptions::default() }.load_config()?;
             let options =
-                tweetoscope::simulation::SimulateOptions { cascades, seed, match_sizes, n_star, horizon, max_events };
-            let truths = tweetoscope::simulation::simulate_to(&out, &options, &config.hawkes)?;
+                tweetoscope::commands::simulate::SimulateOptions { cascades, seed, match_sizes, n_star, horizon, max_events };
+            let truths = tweetoscope::commands::simulate::simulate_to(&out, &options, &config.hawkes)?;
             let events: usize = truths.iter().map(|t| t.size).sum();
             println!("{} cascades, {events} events written to {}", truths.len(), out.display());
             Ok(())
@@ -68,8 +68,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             kafka.apply(&mut config);
             config.validate()?;
             let dataset = read_dataset(&input, index.as_deref())?;
-            let options = tweetoscope::latency::LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
-            let report = tweetoscope::latency::measure(&dataset, &config, &options)?;
+            let options = tweetoscope::commands::latency::LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
+            let report = tweetoscope::commands::latency::measure(&dataset, &config, &options)?;
             print!("{}", report.text());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
@@ -77,7 +77,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Hostfile(args)) => Ok(tweetoscope::k8s::entrypoint(&args)?),
+        Some(Command::Hostfile(args)) => Ok(tweetoscope::commands::hostfile::entrypoint(&args)?),
     }
 }
 
@@ -144,7 +144,7 @@ fn report(options: &RunOptions, report: Option<RunReport>) -> Result<()> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     if let (Some(dir), Some(outputs)) = (&options.report, options.out_dir()) {
-        let written = tweetoscope::report::write_report(&outputs, dir, options.truth.as_deref())?;
+        let written = tweetoscope::observe::report::write_report(&outputs, dir, options.truth.as_deref())?;
         eprintln!("report written to {} ({} plots)", written.report.display(), written.plots.files.len());
     }
     Ok(())
@@ -163,7 +163,7 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
     }
     let peers = cluster.threads * cluster.processes;
     let local: usize = (0..cluster.threads)
-        .map(|t| tweetoscope::replay::worker_share(&dataset, cluster.process * cluster.threads + t, peers))
+        .map(|t| tweetoscope::io::timeline::worker_share(&dataset, cluster.process * cluster.threads + t, peers))
         .sum();
     let job = Job {
         config,
@@ -192,9 +192,9 @@ fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Resul
 
 /// Starts pushing popular-cascade alerts to `--alertmanager`, if given; what is still queued
 /// is sent (a few seconds at most) when the returned guard is dropped.
-fn alertmanager(options: &RunOptions) -> Result<Option<tweetoscope::alertmanager::Installed>> {
+fn alertmanager(options: &RunOptions) -> Result<Option<tweetoscope::observe::alertmanager::Installed>> {
     let Some(url) = &options.alertmanager else { return Ok(None) };
-    let installed = tweetoscope::alertmanager::install(url)?;
+    let installed = tweetoscope::observe::alertmanager::install(url)?;
     eprintln!("pushing popular-cascade alerts to {url}");
     Ok(Some(installed))
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::*;
 use serde_json::Value;
-use tweetoscope::cli::{Cli, Command as Sub};
+use tweetoscope::commands::{Cli, Command as Sub};
 use tweetoscope::config::DataflowConfig;
 
 /// Renders every overlay once per test binary (`scripts/k8s-check render`, which installs
@@ -237,7 +237,7 @@ fn manifests_command_lines_parse_and_the_statefulset_service_and_n_agree() {
                 "POD_NAMESPACE" => Some(namespace.clone()),
                 other => env.get(other).cloned(),
             };
-            let plan = tweetoscope::k8s::plan(&args, pod_env).unwrap();
+            let plan = tweetoscope::commands::hostfile::plan(&args, pod_env).unwrap();
             assert_eq!((plan.ordinal, plan.replicas), (ordinal, replicas));
             for (j, line) in plan.lines.iter().enumerate() {
                 let expected = if j == ordinal {

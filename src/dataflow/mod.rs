@@ -10,7 +10,6 @@
 //! outputs do not depend on the number of workers or processes, nor on scheduling. The
 //! same property makes consistent checkpoints cheap: see [`crate::checkpoint`].
 
-pub mod kafka_source;
 pub mod outcome;
 pub mod predict;
 pub mod sink;
@@ -27,11 +26,11 @@ use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::StreamVec;
 use tweetoscope_model::hawkes::HawkesModel;
 
-use crate::cascade::{TrackerOutput, TrackerSettings};
+use crate::dataflow::window::tracker::{TrackerOutput, TrackerSettings};
 use crate::checkpoint::{Checkpointing, SharedSourceCuts};
 use crate::config::{DataflowConfig, ForestConfig, SeismicConfig};
-use crate::messages::{json, Estimate, FitSummary, OutputRecord, Partial, Topic, TweetEvent};
-use crate::summary::SummaryEvent;
+use crate::records::{json, Estimate, FitSummary, OutputRecord, Partial, Topic, TweetEvent};
+use crate::telemetry::SummaryEvent;
 use crate::Time;
 
 /// The container builder used by every operator here.
@@ -53,7 +52,7 @@ pub struct StageSettings {
     /// SEISMIC's learned correction.
     pub seismic: SeismicConfig,
     /// Models to start from (warm start from the models topic); empty for a cold start.
-    pub initial_models: Vec<crate::messages::Model>,
+    pub initial_models: Vec<crate::records::Model>,
 }
 
 impl StageSettings {
@@ -86,7 +85,7 @@ pub struct PipelineStreams<'s> {
     /// Small events the run summary and telemetry are computed from.
     pub summary: StreamVec<'s, Time, SummaryEvent>,
     /// Events the window/terminate stage rejected (unknown, terminated, duplicate).
-    pub dead_letters: StreamVec<'s, Time, kafka_source::DeadLetter>,
+    pub dead_letters: StreamVec<'s, Time, crate::records::DeadLetter>,
     /// Predictions and their outcomes, for the live page.
     pub live: StreamVec<'s, Time, LiveEvent>,
 }
@@ -95,9 +94,9 @@ pub struct PipelineStreams<'s> {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LiveEvent {
     /// A prediction.
-    Prediction(crate::messages::Prediction),
+    Prediction(crate::records::Prediction),
     /// Its outcome.
-    Outcome(outcome::Outcome),
+    Outcome(crate::records::Outcome),
 }
 
 /// Fits one partial cascade (the estimate stage's core), and computes the SEISMIC baseline
@@ -135,7 +134,7 @@ pub fn build<'s>(
     let ck = checkpoint.as_ref().map(|(c, _)| c.clone());
     let tracked = window::window_terminate(events, settings.tracker.clone(), settings.granularity, shutdown, checkpoint);
     let dead_letters = tracked.clone().flat_map(|o| match o {
-        TrackerOutput::Rejected(r) => Some(kafka_source::DeadLetter {
+        TrackerOutput::Rejected(r) => Some(crate::records::DeadLetter {
             reason: r.reason,
             detail: format!("cascade {} at time {}", r.cascade, r.time),
             partition: None,
@@ -165,11 +164,11 @@ pub fn build<'s>(
     });
     let estimates = partials.map(move |p| estimate(&model, p));
 
-    let (loop_handle, models) = scope.feedback::<Vec<crate::messages::Model>>(settings.forest.model_delay);
+    let (loop_handle, models) = scope.feedback::<Vec<crate::records::Model>>(settings.forest.model_delay);
     let predictions = predict::predict(estimates.clone(), models, settings.initial_models.clone(), ck.clone());
     let outcomes = outcome::outcome(predictions.clone(), finals.clone(), ck.clone());
     let samples = outcomes.clone().flat_map(|o| match o {
-        outcome::Outcome::Sample(s) => Some(s),
+        crate::records::Outcome::Sample(s) => Some(s),
         _ => None,
     });
     let trained = train::train(
@@ -188,7 +187,7 @@ pub fn build<'s>(
     ]);
     let summary = scope.concatenate(vec![
         input_counts,
-        tracked.flat_map(|o| SummaryEvent::from_tracker(&o)),
+        tracked.flat_map(|o| summary_of(&o)),
         predictions.clone().map(move |p| SummaryEvent::from_prediction(&p, threshold)),
         outcomes.clone().flat_map(|o| o.summary_event()),
         trained.clone().map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples, version: m.version }),
@@ -238,6 +237,17 @@ pub fn build<'s>(
     PipelineStreams { records, summary, dead_letters, live }
 }
 
+/// The summary event of a window/terminate output (rejections are counted from the
+/// dead-letter stream, which also carries the source's rejections).
+fn summary_of(o: &TrackerOutput) -> Option<SummaryEvent> {
+    Some(match o {
+        TrackerOutput::Partial(p) => SummaryEvent::Partial { t_obs: p.t_obs },
+        TrackerOutput::TooSmall { t_obs, .. } => SummaryEvent::TooSmall { t_obs: *t_obs },
+        TrackerOutput::Final(_) => SummaryEvent::Terminated,
+        TrackerOutput::Rejected(_) => return None,
+    })
+}
+
 /// One summary event per input batch with its size: the run's event count, computed in the
 /// dataflow so that it is the same whatever the source and the number of processes.
 fn count_input<'s>(events: StreamVec<'s, Time, TweetEvent>) -> StreamVec<'s, Time, SummaryEvent> {
@@ -255,13 +265,13 @@ fn count_input<'s>(events: StreamVec<'s, Time, TweetEvent>) -> StreamVec<'s, Tim
 
 /// The rejections of each message, counted by reason: one summary event per reason and
 /// message rather than one per rejected event, before they are gathered on worker 0.
-pub(crate) fn count_rejections<'s>(letters: StreamVec<'s, Time, kafka_source::DeadLetter>) -> StreamVec<'s, Time, SummaryEvent> {
+pub(crate) fn count_rejections<'s>(letters: StreamVec<'s, Time, crate::records::DeadLetter>) -> StreamVec<'s, Time, SummaryEvent> {
     use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::Operator;
     letters.unary::<Builder<SummaryEvent>, _, _, _>(Pipeline, "CountRejections", |_cap, _info| {
         |input, output| {
             input.for_each_stamp(|cap, data| {
-                let mut counts: Vec<(crate::messages::RejectReason, u64)> = Vec::new();
+                let mut counts: Vec<(crate::records::RejectReason, u64)> = Vec::new();
                 for d in data.flat_map(|d| d.iter()) {
                     match counts.iter_mut().find(|(r, _)| *r == d.reason) {
                         Some((_, n)) => *n += 1,

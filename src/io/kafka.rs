@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::Topic;
+use crate::records::Topic;
 
 /// A secret string: never printed by `Debug`, never logged.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,10 +389,10 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resul
 
 /// The latest model of each window in the `models` topic (warm start). Unreadable records
 /// are skipped with a warning: a bad model must not prevent the pipeline from starting.
-pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::messages::Model>, KafkaSetupError> {
-    let mut latest: std::collections::BTreeMap<u64, crate::messages::Model> = std::collections::BTreeMap::new();
+pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::records::Model>, KafkaSetupError> {
+    let mut latest: std::collections::BTreeMap<u64, crate::records::Model> = std::collections::BTreeMap::new();
     for (_, value) in read_topic(config, &config.topics.models, Duration::from_secs(60))? {
-        match crate::messages::json::parse_model(&String::from_utf8_lossy(&value)) {
+        match crate::records::json::parse_model(&String::from_utf8_lossy(&value)) {
             Ok(m) => {
                 if latest.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
                     latest.insert(m.t_obs, m);

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
+pub mod kafka;
+
 use super::Builder;
-use crate::messages::TweetEvent;
+use crate::records::TweetEvent;
 use crate::Time;
 
 /// How many events one activation emits at most, so that a source never starves the other

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{CascadeId, EventKind, RejectReason, TweetEvent};
+use crate::records::{CascadeId, EventKind, RejectReason, TweetEvent};
 use crate::Time;
 
 /// Largest event time accepted (seconds): about 31,700 years; beyond that a time is junk.

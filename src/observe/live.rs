@@ -9,8 +9,8 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
-use crate::dataflow::outcome::Outcome;
-use crate::messages::{CascadeId, Prediction};
+use crate::records::Outcome;
+use crate::records::{CascadeId, Prediction};
 use crate::Time;
 
 /// Rows kept at most (the largest predictions); the page shows the top 20.
@@ -98,7 +98,7 @@ pub fn prediction(time: Time, p: &Prediction) {
     if p.n_pred > s.alert_threshold {
         s.alerts.push_front(AlertRow { cascade: p.cascade.to_string(), window: p.t_obs, predicted: p.n_pred, time });
         s.alerts.truncate(MAX_ALERTS);
-        crate::alertmanager::popular_cascade(time, p);
+        crate::observe::alertmanager::popular_cascade(time, p);
     }
     s.rows.insert(
         (p.cascade, p.t_obs),
@@ -122,7 +122,7 @@ pub fn prediction(time: Time, p: &Prediction) {
 
 /// An outcome (true size known) at event time `time`.
 pub fn outcome(time: Time, o: &Outcome) {
-    let Outcome::Stat(crate::messages::StatRecord { cascade, t_obs, n_true, are, .. }) = o else { return };
+    let Outcome::Stat(crate::records::StatRecord { cascade, t_obs, n_true, are, .. }) = o else { return };
     let mut s = state().lock().expect("live state");
     s.event_time = s.event_time.max(time);
     if let Some(row) = s.rows.get_mut(&(*cascade, *t_obs)) {

@@ -6,7 +6,7 @@
 //! the same timeline; each source worker then replays its own share of the cascades.
 
 use crate::io::files::{Dataset, RecordedCascade};
-use crate::messages::{EventKind, TweetEvent};
+use crate::records::{EventKind, TweetEvent};
 use crate::{mix64, Time};
 
 /// Where a cascade starts on the global timeline.

@@ -17,12 +17,12 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 
 use crate::checkpoint::{CheckpointStore, Checkpointing, RestoredState, SharedSourceCuts};
-use crate::dataflow::kafka_source::{self, KafkaSourceSpec};
+use crate::dataflow::source::kafka::{self, KafkaSourceSpec};
 use crate::io::kafka_tx::{OutRecord, TransactionalOutput};
 use crate::dataflow::{self, sink, source, StageSettings};
 use crate::io::files::Dataset;
 use crate::io::jsonl::JsonlWriter;
-use crate::summary::{RunReport, SummaryAccumulator};
+use crate::observe::summary::{RunReport, SummaryAccumulator};
 use crate::Time;
 
 /// How the timely computation is laid out (timely's `-w -n -p -h`).
@@ -222,7 +222,7 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
         tracing::info!(models = settings.initial_models.len(), "warm start from the models topic");
     }
     crate::telemetry::windows_configured(&job.config.pipeline.windows);
-    crate::live::configure(job.config.pipeline.alert_threshold);
+    crate::observe::live::configure(job.config.pipeline.alert_threshold);
     let timely_config = job.cluster.timely_config()?;
     let started = Instant::now();
     let input = job.config.input.clone();
@@ -266,12 +266,12 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
         worker.dataflow::<Time, _, _>(|scope| {
             let (events, dead_letters) = match &source_spec {
                 SourceSpec::Replay { dataset, pace } => {
-                    let timeline = crate::replay::worker_timeline(dataset, input.random_start_range, input.seed, index, scope.peers());
+                    let timeline = crate::io::timeline::worker_timeline(dataset, input.random_start_range, input.seed, index, scope.peers());
                     let events = source::replay(scope, timeline, *pace, worker_handles.events.clone(), worker_handles.shutdown.clone());
                     (events, None)
                 }
                 SourceSpec::Kafka(spec) => {
-                    let items = kafka_source::kafka_source(
+                    let items = kafka::kafka_source(
                         scope,
                         spec.clone(),
                         worker_handles.events.clone(),
@@ -322,13 +322,14 @@ pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineE
                     let time = stamp.iter().next().copied().unwrap_or_default();
                     for e in data {
                         match e {
-                            dataflow::LiveEvent::Prediction(p) => crate::live::prediction(time, p),
-                            dataflow::LiveEvent::Outcome(o) => crate::live::outcome(time, o),
+                            dataflow::LiveEvent::Prediction(p) => crate::observe::live::prediction(time, p),
+                            dataflow::LiveEvent::Outcome(o) => crate::observe::live::outcome(time, o),
                         }
                     }
                 }
             });
-            sink::fold_summary(summary.probe_with(&probe), acc.clone());
+            let fold = acc.clone();
+            sink::fold_on_worker_0(summary.probe_with(&probe), move |e| fold.borrow_mut().add(e));
         });
         let mut last_frontier = None;
         let mut last_rate = Instant::now();

@@ -24,43 +24,16 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
-use super::Builder;
+use crate::dataflow::Builder;
 use crate::checkpoint::{Checkpointing, SharedSourceCuts, SourcePart};
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
-use crate::messages::{RejectReason, TweetEvent};
-use crate::wire::{decode, judge_time, truncate};
+use crate::records::{DeadLetter, RejectReason, TweetEvent};
+use crate::io::wire::{decode, judge_time, truncate};
 use crate::Time;
-
-/// A rejected input message, for the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Why it was rejected.
-    pub reason: RejectReason,
-    /// Details.
-    pub detail: String,
-    /// Where it came from (partition), if from Kafka.
-    pub partition: Option<i32>,
-    /// Its offset, if from Kafka.
-    pub offset: Option<i64>,
-    /// Its key, lossily decoded and truncated.
-    pub key: Option<String>,
-    /// Its payload, lossily decoded and truncated to 1 KiB.
-    pub payload: String,
-}
-
-impl DeadLetter {
-    /// The dead-letter topic's JSON value.
-    pub fn to_json(&self) -> String {
-        serde_json::json!({"type": "dead_letter", "reason": self.reason.as_str(), "detail": self.detail,
-                           "partition": self.partition, "offset": self.offset, "key": self.key,
-                           "payload": self.payload})
-        .to_string()
-    }
-}
 
 /// Where each assigned partition starts.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,10 +14,12 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
+pub mod tracker;
+
 use super::Builder;
-use crate::cascade::{CascadeTracker, TrackerOutput, TrackerSettings, TrackerSnapshot};
+use crate::dataflow::window::tracker::{CascadeTracker, TrackerOutput, TrackerSettings, TrackerSnapshot};
 use crate::checkpoint::{owns, Checkpointing, PartKind, SharedSourceCuts, SourcePart, StageCheckpoints};
-use crate::messages::TweetEvent;
+use crate::records::TweetEvent;
 use crate::{shard_of, Time};
 
 /// The window stage's part of a checkpoint at F.

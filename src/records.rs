@@ -105,6 +105,33 @@ pub struct TweetEvent {
     pub msg: String,
 }
 
+/// A rejected input message, for the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Details.
+    pub detail: String,
+    /// Where it came from (partition), if from Kafka.
+    pub partition: Option<i32>,
+    /// Its offset, if from Kafka.
+    pub offset: Option<i64>,
+    /// Its key, lossily decoded and truncated.
+    pub key: Option<String>,
+    /// Its payload, lossily decoded and truncated to 1 KiB.
+    pub payload: String,
+}
+
+impl DeadLetter {
+    /// The dead-letter topic's JSON value.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"type": "dead_letter", "reason": self.reason.as_str(), "detail": self.detail,
+                           "partition": self.partition, "offset": self.offset, "key": self.key,
+                           "payload": self.payload})
+        .to_string()
+    }
+}
+
 /// A partial cascade at an observation window, from the window stage to estimate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
@@ -241,6 +268,45 @@ pub struct StatRecord {
     pub omega: f64,
     /// Samples the window's model had been trained on when predicting (0: no model).
     pub model_samples: usize,
+}
+
+/// Why a prediction gave no training sample (a bounded label set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Exclusion {
+    /// The fit failed, so there are no features.
+    FitFailed,
+    /// G1 = 0: the target W is undefined.
+    ZeroG1,
+    /// n* ≥ 1: the Hawkes tail diverges.
+    Supercritical,
+    /// The true size is below the observed count (W < 0).
+    NegativeTarget,
+    /// A non-finite feature or target.
+    NonFinite,
+}
+
+impl Exclusion {
+    /// Stable name (a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::FitFailed => "fit_failed",
+            Exclusion::ZeroG1 => "zero_g1",
+            Exclusion::Supercritical => "supercritical",
+            Exclusion::NegativeTarget => "negative_target",
+            Exclusion::NonFinite => "non_finite",
+        }
+    }
+}
+
+/// What the join emits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The accuracy of one prediction.
+    Stat(StatRecord),
+    /// A training sample.
+    Sample(Sample),
+    /// A prediction that gives no sample, and why.
+    Excluded { t_obs: Time, reason: Exclusion },
 }
 
 /// A training sample (SPEC §4.2) for a window's forest.

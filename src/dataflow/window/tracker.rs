@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use tweetoscope_model::hawkes::Event;
 
-pub use crate::messages::RejectReason;
-use crate::messages::{CascadeId, EventKind, FinalSize, Partial, TweetEvent};
+pub use crate::records::RejectReason;
+use crate::records::{CascadeId, EventKind, FinalSize, Partial, TweetEvent};
 use crate::Time;
 
 /// A rejected event.

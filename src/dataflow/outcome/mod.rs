@@ -15,48 +15,9 @@ use tweetoscope_model::stats::are;
 
 use super::Builder;
 use crate::checkpoint::{owns, Checkpointing, PartKind, StageCheckpoints};
-use crate::messages::{json, CascadeId, FinalSize, OutputRecord, Prediction, Sample, StatRecord, Topic};
-use crate::summary::SummaryEvent;
+use crate::records::{json, CascadeId, Exclusion, FinalSize, Outcome, OutputRecord, Prediction, Sample, StatRecord, Topic};
+use crate::telemetry::SummaryEvent;
 use crate::{shard_of, Time};
-
-/// Why a prediction gave no training sample (a bounded label set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Exclusion {
-    /// The fit failed, so there are no features.
-    FitFailed,
-    /// G1 = 0: the target W is undefined.
-    ZeroG1,
-    /// n* ≥ 1: the Hawkes tail diverges.
-    Supercritical,
-    /// The true size is below the observed count (W < 0).
-    NegativeTarget,
-    /// A non-finite feature or target.
-    NonFinite,
-}
-
-impl Exclusion {
-    /// Stable name (a metric label).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Exclusion::FitFailed => "fit_failed",
-            Exclusion::ZeroG1 => "zero_g1",
-            Exclusion::Supercritical => "supercritical",
-            Exclusion::NegativeTarget => "negative_target",
-            Exclusion::NonFinite => "non_finite",
-        }
-    }
-}
-
-/// What the join emits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// The accuracy of one prediction.
-    Stat(StatRecord),
-    /// A training sample.
-    Sample(Sample),
-    /// A prediction that gives no sample, and why.
-    Excluded { t_obs: Time, reason: Exclusion },
-}
 
 impl Outcome {
     /// The summary event of this outcome.
@@ -236,7 +197,7 @@ pub fn outcome<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::FitSummary;
+    use crate::records::FitSummary;
 
     fn prediction(fit: Option<FitSummary>) -> Prediction {
         Prediction {

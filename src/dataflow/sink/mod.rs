@@ -13,12 +13,11 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
-use super::kafka_source::DeadLetter;
+use crate::records::DeadLetter;
 use crate::io::jsonl::JsonlWriter;
 use crate::io::kafka::{CountingProducer, TopicNames};
 use crate::io::kafka_tx::{OutRecord, OutputBatch};
-use crate::messages::OutputRecord;
-use crate::summary::{SummaryAccumulator, SummaryEvent};
+use crate::records::OutputRecord;
 use crate::Time;
 
 /// Gathers every record on worker 0 and writes each completed time's records sorted by
@@ -61,13 +60,15 @@ pub fn write_records(
     });
 }
 
-/// Folds every summary event on worker 0.
-pub fn fold_summary(events: StreamVec<'_, Time, SummaryEvent>, acc: Rc<RefCell<SummaryAccumulator>>) {
-    events.sink(Exchange::new(|_: &SummaryEvent| 0), "Summary", move |(input, _frontier)| {
+/// Hands every record of `stream` to `fold` on worker 0 (the run summary).
+pub fn fold_on_worker_0<D>(stream: StreamVec<'_, Time, D>, mut fold: impl FnMut(D) + 'static)
+where
+    D: timely::ExchangeData,
+{
+    stream.sink(Exchange::new(|_: &D| 0), "FoldOnWorker0", move |(input, _frontier)| {
         input.for_each_stamp(|_cap, data| {
-            let mut acc = acc.borrow_mut();
-            for e in data.flat_map(|d| d.drain(..)) {
-                acc.add(e);
+            for d in data.flat_map(|d| d.drain(..)) {
+                fold(d);
             }
         });
     });

@@ -19,7 +19,7 @@ use tweetoscope_model::seismic::{fit_correction, CorrectedSeismic, SeismicPredic
 use super::Builder;
 use crate::checkpoint::{owns, Checkpointing, PartKind, StageCheckpoints};
 use crate::config::{ForestConfig, SeismicConfig};
-use crate::messages::{Model, Sample};
+use crate::records::{Model, Sample};
 use crate::{mix64, Time};
 
 /// The training set and schedule of one window (the stage's synchronous core).

@@ -3,7 +3,7 @@
 //! `scripts/bench`, not part of the pipeline).
 //!
 //! The clock: the tool generates the input itself, paced, from a start instant it picks: the
-//! event at time `t` is due at `started + (t − first)/speed` ([`crate::generate::send_timeline`]).
+//! event at time `t` is due at `started + (t − first)/speed` ([`crate::commands::generate::send_timeline`]).
 //! A cascade that starts at event time `s` closes its window `T_obs` at `c = s + T_obs`, i.e. at
 //! the wall instant `started + (c − first)/speed`. A consumer (plain `assign`, no group, no
 //! transactions of its own; `isolation.level = read_committed`, so with a transactional sink
@@ -31,7 +31,7 @@ use rdkafka::message::Message;
 use serde::Serialize;
 
 use crate::config::DataflowConfig;
-use crate::generate::{send_timeline, GenerateOptions, GenerateReport};
+use crate::commands::generate::{send_timeline, GenerateOptions, GenerateReport};
 use crate::io::files::Dataset;
 use crate::io::kafka::{partitions_of, KafkaSetupError};
 use crate::Time;
@@ -140,7 +140,7 @@ fn consumer_for(config: &DataflowConfig, topics: &[&str]) -> Result<BaseConsumer
 /// the prediction topics; the pipeline must already be running on the same topics.
 pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOptions) -> Result<LatencyReport, KafkaSetupError> {
     let input = &config.input;
-    let mut events = crate::replay::worker_timeline(dataset, input.random_start_range, input.seed, 0, 1);
+    let mut events = crate::io::timeline::worker_timeline(dataset, input.random_start_range, input.seed, 0, 1);
     let first = events.first().map(|e| e.time).unwrap_or(0);
     if let Some(until) = options.until {
         events.retain(|e| e.time <= first + until);
@@ -149,7 +149,7 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
     let starts: HashMap<u64, Time> = dataset
         .cascades
         .iter()
-        .map(|c| (c.id, crate::replay::start_time(c, input.random_start_range, input.seed)))
+        .map(|c| (c.id, crate::io::timeline::start_time(c, input.random_start_range, input.seed)))
         .collect();
     let topics = config.kafka.topics.clone();
     let consumer = consumer_for(config, &[&topics.cascade_properties, &topics.alerts])?;

@@ -15,7 +15,7 @@ use super::Builder;
 use crate::checkpoint::{Checkpointing, PartKind, StageCheckpoints};
 use tweetoscope_model::seismic::SeismicPrediction;
 
-use crate::messages::{Estimate, Model, Prediction};
+use crate::records::{Estimate, Model, Prediction};
 use crate::Time;
 
 /// The predict stage's part of a checkpoint at F: the model in use per window once every

@@ -68,7 +68,7 @@ impl Drop for HttpServer {
 fn route(url: &str) -> (u16, &'static str, String) {
     match url.split('?').next().unwrap_or("") {
         "/metrics" => (200, "text/plain; version=0.0.4", crate::telemetry::metrics().render()),
-        "/api/state" => (200, "application/json", serde_json::to_string(&crate::live::snapshot()).unwrap_or_default()),
+        "/api/state" => (200, "application/json", serde_json::to_string(&crate::observe::live::snapshot()).unwrap_or_default()),
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
         "/healthz" => match crate::telemetry::liveness(STALL) {
             Ok(()) => (200, "text/plain", "ok\n".to_owned()),

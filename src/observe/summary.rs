@@ -9,59 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tweetoscope_model::stats::Summary;
 
-use crate::cascade::{RejectReason, TrackerOutput};
-use crate::dataflow::outcome::Exclusion;
-use crate::messages::Prediction;
+use crate::records::RejectReason;
+use crate::telemetry::SummaryEvent;
 use crate::Time;
-
-/// One countable fact from a stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SummaryEvent {
-    /// A batch of input events entered the pipeline.
-    Input { events: u64 },
-    /// A partial cascade was emitted for a window.
-    Partial { t_obs: Time },
-    /// A window of a cascade had too few events to be estimated.
-    TooSmall { t_obs: Time },
-    /// A cascade terminated.
-    Terminated,
-    /// `count` input events were rejected for `reason` (counted per message on each worker
-    /// before being gathered: a replay can reject a third of its million events).
-    Rejected { reason: RejectReason, count: u64 },
-    /// A prediction was made.
-    Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
-    /// A prediction's accuracy once the true size was known.
-    Accuracy { t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64>, are_seismic_corrected: Option<f64> },
-    /// A training sample was made.
-    SampleMade { t_obs: Time },
-    /// A prediction gave no sample.
-    SampleExcluded { t_obs: Time, reason: Exclusion },
-    /// A window's model was retrained.
-    ModelTrained { t_obs: Time, n_samples: usize, version: Time },
-}
-
-impl SummaryEvent {
-    /// The event of a window/terminate output (rejections are counted from the dead-letter
-    /// stream, which also carries the source's rejections).
-    pub fn from_tracker(o: &TrackerOutput) -> Option<Self> {
-        Some(match o {
-            TrackerOutput::Partial(p) => SummaryEvent::Partial { t_obs: p.t_obs },
-            TrackerOutput::TooSmall { t_obs, .. } => SummaryEvent::TooSmall { t_obs: *t_obs },
-            TrackerOutput::Final(_) => SummaryEvent::Terminated,
-            TrackerOutput::Rejected(_) => return None,
-        })
-    }
-
-    /// The event of a prediction.
-    pub fn from_prediction(p: &Prediction, alert_threshold: f64) -> Self {
-        SummaryEvent::Prediction {
-            t_obs: p.t_obs,
-            fit_ok: p.fit.is_some(),
-            alert: p.n_pred > alert_threshold,
-            at_bound: p.fit.is_some_and(|f| f.at_bound),
-        }
-    }
-}
 
 /// Accumulated figures of one window.
 #[derive(Debug, Clone, Default)]

@@ -7,13 +7,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod generate;
+pub mod hostfile;
+pub mod latency;
+pub mod simulate;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::DataflowConfig;
 use crate::pipeline::Cluster;
 
 /// The embedded dataflow configuration, compiled in so that `tweetoscope` runs from anywhere.
-pub const EMBEDDED_CONFIG: &str = include_str!("../dataflows/embedded.toml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../../dataflows/embedded.toml");
 
 /// Real-time tweet popularity prediction: marked Hawkes process + random forest, on timely
 /// dataflow. With no subcommand, replays the bundled real sample (80 SEISMIC cascades) in
@@ -168,7 +173,7 @@ pub enum Command {
     /// Kubernetes entrypoint: render this StatefulSet pod's timely hostfile (process index
     /// from its ordinal, peers by their stable DNS names), then exec the command after `--`
     /// (`live …`) with `-n N -p I -h FILE`. See k8s/README.md.
-    Hostfile(crate::k8s::HostfileArgs),
+    Hostfile(crate::commands::hostfile::HostfileArgs),
     /// Fit the Hawkes model to every cascade at one observation time and print one JSON line
     /// per cascade: {"cascade","n","p","beta","n_star","G1","N_pred","objective"}.
     Fit {
@@ -326,11 +331,11 @@ impl RunOptions {
 
     /// Starts the HTTP server as `--metrics-addr` says (None when off, or when the default
     /// address is already taken).
-    pub fn http(&self) -> Result<Option<crate::http::HttpServer>, std::io::Error> {
+    pub fn http(&self) -> Result<Option<crate::observe::http::HttpServer>, std::io::Error> {
         if self.metrics_addr == "off" {
             return Ok(None);
         }
-        match crate::http::HttpServer::start(&self.metrics_addr) {
+        match crate::observe::http::HttpServer::start(&self.metrics_addr) {
             Ok(server) => {
                 eprintln!("serving metrics and the live page on http://{}/", server.addr);
                 Ok(Some(server))

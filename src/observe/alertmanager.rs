@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::messages::Prediction;
+use crate::records::Prediction;
 use crate::Time;
 
 /// The `alertname` label of the per-cascade alerts.

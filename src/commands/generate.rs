@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::InputConfig;
 use crate::io::files::Dataset;
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
-use crate::messages::TweetEvent;
+use crate::records::TweetEvent;
 
 /// What a generator run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn generate(
     sent: Arc<AtomicU64>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<GenerateReport, KafkaSetupError> {
-    let events = crate::replay::worker_timeline(dataset, input.random_start_range, input.seed, 0, 1);
+    let events = crate::io::timeline::worker_timeline(dataset, input.random_start_range, input.seed, 0, 1);
     send_timeline(&events, kafka, options, Instant::now(), sent, shutdown)
 }
 
@@ -77,7 +77,7 @@ pub fn send_timeline(
                 None => max_behind = max_behind.max(started.elapsed() - due),
             }
         }
-        let (key, value) = crate::wire::encode(event, event.cascade % sources);
+        let (key, value) = crate::io::wire::encode(event, event.cascade % sources);
         producer.send(&kafka.topics.tweets, Some(&key), &value)?;
         sent.fetch_add(1, Ordering::Relaxed);
     }
