@@ -28,7 +28,7 @@ fn bench_pipeline(c: &mut Criterion) {
                     source: SourceSpec::Replay { dataset: dataset.clone(), pace: None },
                     out_dir: None,
                     kafka_sink: false,
-                    cluster: Cluster { threads, ..Cluster::default() },
+                    cluster: Cluster::threads(threads).expect("at least one worker"),
                     warm_start: false,
                 };
                 let report = run(job, RunHandles::default()).expect("pipeline run").expect("process 0 report");

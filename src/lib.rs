@@ -42,6 +42,13 @@ pub fn shard_of(cascade: records::CascadeId) -> u64 {
     mix64(cascade)
 }
 
+/// Whether worker `index` of `peers` owns a record routed by `hash`: timely's exchange sends
+/// a record to worker `hash % peers`. Sources, restored checkpoints and replays use it to
+/// keep the records a worker's stages will see.
+pub fn owns(hash: u64, index: usize, peers: usize) -> bool {
+    (hash % peers as u64) as usize == index
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,12 +346,11 @@ pub fn checkpoint_part_written(kind: &str, bytes: u64, took: std::time::Duration
     m.checkpoint_write_seconds.with_label_values(&[kind]).observe(took.as_secs_f64());
 }
 
-/// Checkpoint parts written by this process so far: (parts, bytes, seconds spent encoding
-/// and writing them).
-pub fn checkpoint_totals() -> (u64, u64, f64) {
+/// Checkpoint parts of `stages` written by this process so far: (parts, bytes, seconds
+/// spent encoding and writing them).
+pub fn checkpoint_totals(stages: &[&str]) -> (u64, u64, f64) {
     let m = metrics();
-    crate::checkpoint::PartKind::ALL.iter().fold((0, 0, 0.0), |(p, b, s), k| {
-        let kind = k.as_str();
+    stages.iter().fold((0, 0, 0.0), |(p, b, s), kind| {
         (
             p + m.checkpoint_parts.with_label_values(&[kind]).get(),
             b + m.checkpoint_bytes.with_label_values(&[kind]).get(),

@@ -6,11 +6,17 @@
 //! dataset's timeline). With a speed factor the replay is paced at that multiple of real
 //! time; `None` sends as fast as the broker takes it.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
+
+use super::options::{KafkaOptions, RunOptions};
+use super::progress::{stop_on_signals, Progress};
 use crate::config::InputConfig;
+use crate::io::files::read_dataset;
 use crate::io::files::Dataset;
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
 use crate::records::TweetEvent;
@@ -88,4 +94,40 @@ pub fn send_timeline(
         failed: producer.stats.failed.load(Ordering::Relaxed) + producer.in_flight().max(0) as u64,
         max_behind_ms: max_behind.as_millis() as u64,
     })
+}
+/// `generate`: the dataset onto the `tweets` topic; fails when a message was not delivered.
+pub fn command(
+    input: &Path,
+    index: Option<&Path>,
+    speed: &str,
+    sources: u64,
+    config: Option<PathBuf>,
+    kafka: &KafkaOptions,
+) -> anyhow::Result<()> {
+    let speed = match speed {
+        "max" => None,
+        s => {
+            let f: f64 = s.parse().with_context(|| format!("--speed {s:?}: a number or `max`"))?;
+            if !(f.is_finite() && f > 0.0) {
+                bail!("--speed must be a positive number or `max`");
+            }
+            Some(f)
+        }
+    };
+    let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
+    kafka.apply(&mut config);
+    config.validate()?;
+    let dataset = read_dataset(input, index)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    stop_on_signals(shutdown.clone())?;
+    let report = {
+        let _progress = Progress::start("generating", Some(dataset.events() as u64), sent.clone());
+        generate(&dataset, &config.input, &config.kafka, &GenerateOptions { speed, sources }, sent, shutdown)?
+    };
+    println!("{} messages sent, {} acknowledged by the broker, {} not delivered", report.sent, report.delivered, report.failed);
+    if report.failed > 0 || report.delivered < report.sent {
+        bail!("{} of {} messages were not delivered", report.sent - report.delivered, report.sent);
+    }
+    Ok(())
 }

@@ -254,6 +254,35 @@ impl LatencyReport {
     }
 }
 
+/// `latency`: generates the dataset paced and prints (and with `--json`, writes) the figures.
+#[allow(clippy::too_many_arguments)] // one argument per command-line option
+pub fn command(
+    input: &std::path::Path,
+    index: Option<&std::path::Path>,
+    speed: f64,
+    until: Option<u64>,
+    drain: f64,
+    config: Option<std::path::PathBuf>,
+    json: Option<std::path::PathBuf>,
+    kafka: &super::KafkaOptions,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
+    anyhow::ensure!(drain.is_finite() && drain >= 0.0, "--drain must be a number of seconds ≥ 0");
+    let mut config = super::RunOptions { config, ..super::RunOptions::default() }.load_config()?;
+    kafka.apply(&mut config);
+    config.validate()?;
+    let dataset = crate::io::files::read_dataset(input, index)?;
+    let options = LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
+    let report = measure(&dataset, &config, &options)?;
+    print!("{}", report.text());
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

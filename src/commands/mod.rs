@@ -1,21 +1,26 @@
-//! The command line: `tweetoscope [SUBCOMMAND]`, parsed with clap.
+//! The commands: `tweetoscope [SUBCOMMAND]`, parsed with clap, one file per command. This is
+//! the binary's edge (errors are `anyhow` here, typed below it); `main.rs` only parses and
+//! calls [`dispatch`].
 //!
 //! Timely's own flags (`-w/--threads`, `-n/--processes`, `-p/--process`, `-h/--hostfile`)
 //! are accepted by every command that runs the dataflow; `-h` is the hostfile as in timely,
 //! so help is `--help` only.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+pub mod fit;
 pub mod generate;
 pub mod hostfile;
+pub mod kafka;
 pub mod latency;
+pub mod options;
+pub mod progress;
+pub mod replay;
 pub mod simulate;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::config::DataflowConfig;
-use crate::pipeline::Cluster;
+pub use self::options::{KafkaOptions, RecoveryOptions, RunOptions, BUNDLED_SAMPLE, DEFAULT_HTTP_ADDR};
 
 /// The embedded dataflow configuration, compiled in so that `tweetoscope` runs from anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../../dataflows/embedded.toml");
@@ -192,168 +197,26 @@ pub enum Command {
     },
 }
 
-/// The bundled sample replayed by default (relative to the project root).
-pub const BUNDLED_SAMPLE: &str = "data/seismic-tideh100/raw/training";
-
-/// Where the HTTP server binds by default: loopback only.
-pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
-
-/// Options of every command that runs the dataflow.
-#[derive(Debug, Clone, Args, Default)]
-pub struct RunOptions {
-    /// Dataflow configuration TOML (default: dataflows/embedded.toml, compiled in).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Write the per-window summary as JSON to this file.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
-    /// After the run, write DIR/report.md and SVG plots (accuracy per window and model) from
-    /// the outputs of --out, or of DIR/outputs when --out is not given.
-    #[arg(long, value_name = "DIR")]
-    pub report: Option<PathBuf>,
-    /// With --report on simulated data: the `truth.csv` written by `tweetoscope simulate`,
-    /// for parameter recovery (estimated vs true p, β, n*).
-    #[arg(long, value_name = "FILE", requires = "report")]
-    pub truth: Option<PathBuf>,
-    /// Replay at this multiple of real time instead of as fast as possible.
-    #[arg(long)]
-    pub pace: Option<f64>,
-    /// Serve /metrics, the live page (/) and /api/state here; `off` disables. If the default
-    /// address is taken (another process on this host), the run goes on without it.
-    #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
-    pub metrics_addr: String,
-    /// Keep serving the page and metrics after a replay ends, until Ctrl-C.
-    #[arg(long)]
-    pub serve: bool,
-    /// Push every popular-cascade alert (prediction above the alert threshold) to this
-    /// Alertmanager, `http://HOST:PORT` (API v2): one `PopularCascade` alert per cascade and
-    /// window, from a background queue that never blocks the dataflow. Off when absent.
-    #[arg(long, value_name = "URL")]
-    pub alertmanager: Option<String>,
-    /// Worker threads per process (timely's -w).
-    #[arg(short = 'w', long = "threads", default_value_t = 1)]
-    pub threads: usize,
-    /// Number of processes (timely's -n).
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
-    pub processes: usize,
-    /// Index of this process, 0-based (timely's -p).
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
-    pub process: usize,
-    /// Hostfile: one `host:port` per line, in process order (timely's -h).
-    #[arg(short = 'h', long = "hostfile")]
-    pub hostfile: Option<PathBuf>,
-}
-
-/// Checkpoints and the end of a live run.
-#[derive(Debug, Clone, Args, Default)]
-pub struct RecoveryOptions {
-    /// Checkpoint folder (shared by every process of the cluster); enables recovery and
-    /// exactly-once output. Overrides the config's `[checkpoint] dir`.
-    #[arg(long)]
-    pub checkpoint_dir: Option<PathBuf>,
-    /// Event-time seconds between checkpoints (overrides `[checkpoint] interval`).
-    #[arg(long)]
-    pub checkpoint_interval: Option<u64>,
-    /// Treat the input as ended once no message has arrived for this many seconds: open
-    /// cascades then terminate with the size seen, as at the end of a backtest, and the run
-    /// exits (for finite feeds, tests and catch-up runs).
-    #[arg(long)]
-    pub until_idle: Option<f64>,
-}
-
-impl RecoveryOptions {
-    /// Applies these options to a config.
-    pub fn apply(&self, config: &mut DataflowConfig) {
-        if let Some(d) = &self.checkpoint_dir {
-            config.checkpoint.dir = Some(d.clone());
+/// Runs the command the user asked for.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => replay::embedded(&cli.run),
+        Some(Command::Run { input, index, run }) => replay::replay(&run, input, index),
+        Some(Command::Fit { input, index, t_obs, config }) => fit::command(&input, index.as_deref(), t_obs, config),
+        Some(Command::Generate { input, index, speed, sources, config, kafka }) => {
+            generate::command(&input, index.as_deref(), &speed, sources, config, &kafka)
         }
-        if let Some(i) = self.checkpoint_interval {
-            config.checkpoint.interval = i;
+        Some(Command::Live { kafka, run, recovery }) => kafka::run(&run, &kafka, Some(&recovery)),
+        Some(Command::Backtest { kafka, run }) => kafka::run(&run, &kafka, None),
+        Some(Command::Topics { partitions, kafka }) => kafka::topics(partitions, &kafka),
+        Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
+            let options = simulate::SimulateOptions { cascades, seed, match_sizes, n_star, horizon, max_events };
+            simulate::command(&out, &options, config)
         }
-    }
-}
-
-/// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).
-#[derive(Debug, Clone, Args, Default)]
-pub struct KafkaOptions {
-    /// Bootstrap servers (else the config's, else $TWEETOSCOPE_KAFKA_BROKERS).
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// Prefix every topic name (e.g. one namespace per test or per environment).
-    #[arg(long)]
-    pub topic_prefix: Option<String>,
-}
-
-impl KafkaOptions {
-    /// Applies these options and the environment to a config.
-    pub fn apply(&self, config: &mut DataflowConfig) {
-        config.kafka = config.kafka.clone().with_env();
-        if let Some(b) = &self.brokers {
-            config.kafka.brokers = b.clone();
+        Some(Command::Latency { input, index, speed, until, drain, config, json, kafka }) => {
+            latency::command(&input, index.as_deref(), speed, until, drain, config, json, &kafka)
         }
-        if let Some(p) = &self.topic_prefix {
-            config.kafka.topics = config.kafka.topics.with_prefix(p);
-        }
-    }
-}
-
-/// Errors of the command line layer.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// A file named on the command line could not be read.
-    #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-}
-
-impl RunOptions {
-    /// Where the outputs go: --out, else DIR/outputs when --report DIR is given.
-    pub fn out_dir(&self) -> Option<PathBuf> {
-        self.out.clone().or_else(|| self.report.as_ref().map(|d| d.join("outputs")))
-    }
-
-    /// The cluster layout, reading the hostfile if any.
-    pub fn cluster(&self) -> Result<Cluster, CliError> {
-        let addresses = match &self.hostfile {
-            None => Vec::new(),
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| CliError::Read { path: path.clone(), source })?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        };
-        Ok(Cluster { threads: self.threads, processes: self.processes, process: self.process, addresses })
-    }
-
-    /// Starts the HTTP server as `--metrics-addr` says (None when off, or when the default
-    /// address is already taken).
-    pub fn http(&self) -> Result<Option<crate::observe::http::HttpServer>, std::io::Error> {
-        if self.metrics_addr == "off" {
-            return Ok(None);
-        }
-        match crate::observe::http::HttpServer::start(&self.metrics_addr) {
-            Ok(server) => {
-                eprintln!("serving metrics and the live page on http://{}/", server.addr);
-                Ok(Some(server))
-            }
-            Err(e) if self.metrics_addr == DEFAULT_HTTP_ADDR => {
-                tracing::warn!(error = %e, "no HTTP server: the default address is taken");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The dataflow configuration: `--config`, else the embedded default.
-    pub fn load_config(&self) -> Result<DataflowConfig, crate::config::ConfigError> {
-        match &self.config {
-            Some(path) => DataflowConfig::load(path),
-            None => DataflowConfig::parse(EMBEDDED_CONFIG),
-        }
+        Some(Command::Hostfile(args)) => Ok(hostfile::entrypoint(&args)?),
     }
 }
 
@@ -375,9 +238,6 @@ pub fn resolve_bundled(path: &Path) -> PathBuf {
     roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     roots.into_iter().map(|r| r.join(path)).find(|p| p.exists()).unwrap_or_else(|| path.to_owned())
 }
-
-/// Shared ownership of a dataset, as the pipeline takes it.
-pub type SharedDataset = Arc<crate::io::files::Dataset>;
 
 #[cfg(test)]
 mod tests {

@@ -121,6 +121,15 @@ pub fn simulate_to(dir: &Path, options: &SimulateOptions, hawkes: &HawkesSetting
     Ok(truths)
 }
 
+/// `simulate`: writes the cascades and their truth, and says how many.
+pub fn command(out: &Path, options: &SimulateOptions, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = super::RunOptions { config, ..super::RunOptions::default() }.load_config()?;
+    let truths = simulate_to(out, options, &config.hawkes)?;
+    let events: usize = truths.iter().map(|t| t.size).sum();
+    println!("{} cascades, {events} events written to {}", truths.len(), out.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -290,13 +290,13 @@ impl KafkaConfig {
     /// A consumer for explicit `assign`ment (never a group subscription: partitions must
     /// not move behind timely's back), with a unique group id and no offset commits.
     pub fn consumer(&self) -> Result<BaseConsumer, KafkaSetupError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let group = format!(
-            "tweetoscope-{}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-        );
+        // Unique per consumer without a process-wide counter: std's RandomState gives every
+        // instance fresh keys (random per thread, then incremented), hence a fresh hash.
+        let unique = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        };
+        let group = format!("tweetoscope-{}-{unique:016x}", std::process::id());
         Ok(self
             .client_config()
             .set("group.id", group)

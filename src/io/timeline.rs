@@ -49,7 +49,7 @@ pub fn worker_timeline(dataset: &Dataset, random_start_range: Time, seed: u64, i
 
 /// Whether source worker `index` of `peers` replays `cascade`: the worker that owns it.
 fn replays(cascade: &RecordedCascade, index: usize, peers: usize) -> bool {
-    crate::checkpoint::owns(crate::shard_of(cascade.id), index, peers)
+    crate::owns(crate::shard_of(cascade.id), index, peers)
 }
 
 /// Number of events worker `index` of `peers` replays.

@@ -40,7 +40,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -92,9 +92,6 @@ pub enum AlertmanagerError {
     /// The answer is not HTTP.
     #[error("alertmanager: unreadable answer {0:?}")]
     Protocol(String),
-    /// `--alertmanager` given twice in one process.
-    #[error("an Alertmanager pusher is already installed in this process")]
-    AlreadyInstalled,
 }
 
 /// Where alerts are POSTed, parsed from the URL.
@@ -511,52 +508,25 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// The process's pusher, when `--alertmanager` is given.
-static GLOBAL: OnceLock<Pusher> = OnceLock::new();
-
-/// Flushes the process's pusher when dropped (at the end of a run), and logs what failed.
-#[must_use = "dropping it at once flushes at once"]
-pub struct Installed(());
-
-/// Installs the process's pusher: from now on [`popular_cascade`] pushes to `url`.
-pub fn install(url: &str) -> Result<Installed, AlertmanagerError> {
-    let pusher = Pusher::start(url, PusherOptions::default())?;
-    GLOBAL.set(pusher).map_err(|_| AlertmanagerError::AlreadyInstalled)?;
-    Ok(Installed(()))
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        if let Some(p) = GLOBAL.get() {
-            let flushed = p.flush(Duration::from_secs(10));
-            let s = p.stats();
-            if !flushed || s.failed > 0 || s.dropped > 0 {
-                tracing::warn!(
-                    alertmanager = %p.endpoint().authority, sent = s.sent, failed = s.failed, dropped = s.dropped,
-                    "not every popular-cascade alert reached Alertmanager"
-                );
-            } else {
-                tracing::info!(sent = s.sent, "popular-cascade alerts pushed to Alertmanager");
-            }
+impl Pusher {
+    /// Flushes what is queued (at most `timeout`) and logs whether every alert got through:
+    /// the end of a run.
+    pub fn finish(&self, timeout: Duration) {
+        let flushed = self.flush(timeout);
+        let s = self.stats();
+        if !flushed || s.failed > 0 || s.dropped > 0 {
+            tracing::warn!(
+                alertmanager = %self.endpoint().authority, sent = s.sent, failed = s.failed, dropped = s.dropped,
+                "not every popular-cascade alert reached Alertmanager"
+            );
+        } else {
+            tracing::info!(sent = s.sent, "popular-cascade alerts pushed to Alertmanager");
         }
     }
-}
 
-/// Whether a pusher is installed in this process.
-pub fn enabled() -> bool {
-    GLOBAL.get().is_some()
-}
-
-/// The installed pusher's counters, if any.
-pub fn stats() -> Option<StatsSnapshot> {
-    GLOBAL.get().map(Pusher::stats)
-}
-
-/// A prediction above the alert threshold, made at event time `time`: pushed when a pusher is
-/// installed (never blocks), ignored otherwise.
-pub fn popular_cascade(time: Time, p: &Prediction) {
-    if let Some(pusher) = GLOBAL.get() {
-        pusher.push(PopularCascade::from_prediction(time, p));
+    /// A prediction above the alert threshold, made at event time `time` (never blocks).
+    pub fn popular_cascade(&self, time: Time, p: &Prediction) {
+        self.push(PopularCascade::from_prediction(time, p));
     }
 }
 
@@ -738,12 +708,5 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
         assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn without_a_pusher_alerts_are_ignored() {
-        if !enabled() {
-            assert!(stats().is_none());
-        }
     }
 }

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::live::LiveView;
+
 /// How long the frontier may stand still with input pending before `/healthz` fails (the
 /// Kubernetes liveness probe then restarts the pod, and timely's fail-stop restarts the rest).
 const STALL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -20,14 +22,16 @@ const PAGE: &str = include_str!("page.html");
 pub struct HttpServer {
     /// The bound address (useful when the port was 0).
     pub addr: SocketAddr,
+    /// The listening server (unblocked when dropped, which ends the thread).
     server: Arc<tiny_http::Server>,
+    /// The thread answering requests.
     thread: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
     /// Binds `addr` (default 127.0.0.1:9464: loopback unless configured otherwise) and serves
-    /// in a background thread.
-    pub fn start(addr: &str) -> std::io::Result<Self> {
+    /// `live` and the metrics in a background thread.
+    pub fn start(addr: &str, live: LiveView) -> std::io::Result<Self> {
         let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(format!("binding {addr}: {e}")))?;
         let addr = server
             .server_addr()
@@ -37,7 +41,7 @@ impl HttpServer {
         let worker = server.clone();
         let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
             for request in worker.incoming_requests() {
-                let (status, content_type, body) = route(request.url());
+                let (status, content_type, body) = route(request.url(), &live);
                 let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
                 let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
                 if let Err(e) = request.respond(response) {
@@ -65,10 +69,10 @@ impl Drop for HttpServer {
     }
 }
 
-fn route(url: &str) -> (u16, &'static str, String) {
+fn route(url: &str, live: &LiveView) -> (u16, &'static str, String) {
     match url.split('?').next().unwrap_or("") {
         "/metrics" => (200, "text/plain; version=0.0.4", crate::telemetry::metrics().render()),
-        "/api/state" => (200, "application/json", serde_json::to_string(&crate::observe::live::snapshot()).unwrap_or_default()),
+        "/api/state" => (200, "application/json", serde_json::to_string(&live.snapshot()).unwrap_or_default()),
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
         "/healthz" => match crate::telemetry::liveness(STALL) {
             Ok(()) => (200, "text/plain", "ok\n".to_owned()),
@@ -84,7 +88,7 @@ mod tests {
 
     #[test]
     fn serves_metrics_state_and_page_on_loopback() {
-        let server = HttpServer::start("127.0.0.1:0").unwrap();
+        let server = HttpServer::start("127.0.0.1:0", LiveView::new(150.0)).unwrap();
         let get = |path: &str| {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(server.addr).unwrap();

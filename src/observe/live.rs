@@ -1,11 +1,12 @@
 //! The live page's state: the top cascades by predicted final size, the latest alerts, and
 //! the median ARE per window over event time. Bounded in memory whatever the stream length.
 //!
-//! Each process keeps the state of the cascades its workers own (the page of a cluster
-//! member shows that member's shard; the metrics give the global view).
+//! A [`LiveView`] is a handle: the command creates it, the pipeline feeds it and the HTTP
+//! server reads it. Each process keeps the state of the cascades its workers own (the page
+//! of a cluster member shows that member's shard; the metrics give the global view).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -77,84 +78,94 @@ struct State {
     series: BTreeMap<Time, VecDeque<(Time, f64)>>,
     predictions: u64,
     event_time: Time,
+}
+
+/// The live page's state, shared by the pipeline (which feeds it) and the HTTP server (which
+/// reads it). Cloning gives another handle on the same state.
+#[derive(Clone)]
+pub struct LiveView {
+    /// The state behind the page.
+    state: Arc<Mutex<State>>,
+    /// Predictions above this size are listed as alerts.
     alert_threshold: f64,
 }
 
-fn state() -> &'static Mutex<State> {
-    static STATE: OnceLock<Mutex<State>> = OnceLock::new();
-    STATE.get_or_init(Mutex::default)
-}
-
-/// Sets the alert threshold (the page lists predictions above it as alerts).
-pub fn configure(alert_threshold: f64) {
-    state().lock().expect("live state").alert_threshold = alert_threshold;
-}
-
-/// A prediction made at event time `time`.
-pub fn prediction(time: Time, p: &Prediction) {
-    let mut s = state().lock().expect("live state");
-    s.predictions += 1;
-    s.event_time = s.event_time.max(time);
-    if p.n_pred > s.alert_threshold {
-        s.alerts.push_front(AlertRow { cascade: p.cascade.to_string(), window: p.t_obs, predicted: p.n_pred, time });
-        s.alerts.truncate(MAX_ALERTS);
-        crate::observe::alertmanager::popular_cascade(time, p);
+impl LiveView {
+    /// An empty view listing predictions above `alert_threshold` as alerts.
+    pub fn new(alert_threshold: f64) -> Self {
+        Self { state: Arc::default(), alert_threshold }
     }
-    s.rows.insert(
-        (p.cascade, p.t_obs),
-        Row {
-            cascade: p.cascade.to_string(),
-            window: p.t_obs,
-            events: p.n,
-            predicted: p.n_pred,
-            hawkes: p.n_hawkes,
-            true_size: None,
-            are: None,
-        },
-    );
-    if s.rows.len() > MAX_ROWS {
-        // Evict the smallest prediction: the page shows the largest.
-        if let Some(key) = s.rows.iter().min_by(|a, b| a.1.predicted.total_cmp(&b.1.predicted)).map(|(k, _)| *k) {
-            s.rows.remove(&key);
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind: keep serving it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A prediction made at event time `time`.
+    pub fn prediction(&self, time: Time, p: &Prediction) {
+        let mut s = self.state();
+        s.predictions += 1;
+        s.event_time = s.event_time.max(time);
+        if p.n_pred > self.alert_threshold {
+            s.alerts.push_front(AlertRow { cascade: p.cascade.to_string(), window: p.t_obs, predicted: p.n_pred, time });
+            s.alerts.truncate(MAX_ALERTS);
+        }
+        s.rows.insert(
+            (p.cascade, p.t_obs),
+            Row {
+                cascade: p.cascade.to_string(),
+                window: p.t_obs,
+                events: p.n,
+                predicted: p.n_pred,
+                hawkes: p.n_hawkes,
+                true_size: None,
+                are: None,
+            },
+        );
+        if s.rows.len() > MAX_ROWS {
+            // Evict the smallest prediction: the page shows the largest.
+            if let Some(key) = s.rows.iter().min_by(|a, b| a.1.predicted.total_cmp(&b.1.predicted)).map(|(k, _)| *k) {
+                s.rows.remove(&key);
+            }
         }
     }
-}
 
-/// An outcome (true size known) at event time `time`.
-pub fn outcome(time: Time, o: &Outcome) {
-    let Outcome::Stat(crate::records::StatRecord { cascade, t_obs, n_true, are, .. }) = o else { return };
-    let mut s = state().lock().expect("live state");
-    s.event_time = s.event_time.max(time);
-    if let Some(row) = s.rows.get_mut(&(*cascade, *t_obs)) {
-        row.true_size = Some(*n_true);
-        row.are = Some(*are);
+    /// An outcome (true size known) at event time `time`.
+    pub fn outcome(&self, time: Time, o: &Outcome) {
+        let Outcome::Stat(crate::records::StatRecord { cascade, t_obs, n_true, are, .. }) = o else { return };
+        let mut s = self.state();
+        s.event_time = s.event_time.max(time);
+        if let Some(row) = s.rows.get_mut(&(*cascade, *t_obs)) {
+            row.true_size = Some(*n_true);
+            row.are = Some(*are);
+        }
+        let recent = s.recent_are.entry(*t_obs).or_default();
+        recent.push_back(*are);
+        if recent.len() > ARE_WINDOW {
+            recent.pop_front();
+        }
+        let mut sorted: Vec<f64> = recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = tweetoscope_model::stats::quantile_sorted(&sorted, 0.5);
+        let series = s.series.entry(*t_obs).or_default();
+        series.push_back((time, median));
+        if series.len() > MAX_POINTS {
+            series.pop_front();
+        }
     }
-    let recent = s.recent_are.entry(*t_obs).or_default();
-    recent.push_back(*are);
-    if recent.len() > ARE_WINDOW {
-        recent.pop_front();
-    }
-    let mut sorted: Vec<f64> = recent.iter().copied().collect();
-    sorted.sort_by(f64::total_cmp);
-    let median = tweetoscope_model::stats::quantile_sorted(&sorted, 0.5);
-    let series = s.series.entry(*t_obs).or_default();
-    series.push_back((time, median));
-    if series.len() > MAX_POINTS {
-        series.pop_front();
-    }
-}
 
-/// The current snapshot for the page.
-pub fn snapshot() -> Snapshot {
-    let s = state().lock().expect("live state");
-    let mut top: Vec<Row> = s.rows.values().cloned().collect();
-    top.sort_by(|a, b| b.predicted.total_cmp(&a.predicted).then(a.cascade.cmp(&b.cascade)));
-    top.truncate(20);
-    Snapshot {
-        top,
-        alerts: s.alerts.iter().cloned().collect(),
-        are_series: s.series.iter().map(|(w, v)| (*w, v.iter().copied().collect())).collect(),
-        predictions: s.predictions,
-        event_time: s.event_time,
+    /// The current snapshot for the page.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.state();
+        let mut top: Vec<Row> = s.rows.values().cloned().collect();
+        top.sort_by(|a, b| b.predicted.total_cmp(&a.predicted).then(a.cascade.cmp(&b.cascade)));
+        top.truncate(20);
+        Snapshot {
+            top,
+            alerts: s.alerts.iter().cloned().collect(),
+            are_series: s.series.iter().map(|(w, v)| (*w, v.iter().copied().collect())).collect(),
+            predictions: s.predictions,
+            event_time: s.event_time,
+        }
     }
 }

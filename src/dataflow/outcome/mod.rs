@@ -5,19 +5,22 @@
 //! map that deletes on match is used rather than a differential `join`: each cascade has
 //! exactly one final size and no revisions, so an arrangement would only add memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::generic::OutputBuilderSession;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
+use timely::progress::frontier::MutableAntichain;
 use tweetoscope_model::stats::are;
 
-use super::Builder;
-use crate::checkpoint::{owns, Checkpointing, PartKind, StageCheckpoints};
+use super::stash::{both_finite, both_first, complete_before, Hold, TimeStash};
+use super::{Builder, Checkpoint};
+use crate::checkpoint::{StageCheckpoints, StagePart};
 use crate::records::{json, CascadeId, Exclusion, FinalSize, Outcome, OutputRecord, Prediction, Sample, StatRecord, Topic};
 use crate::telemetry::SummaryEvent;
-use crate::{shard_of, Time};
+use crate::{owns, shard_of, Time};
 
 impl Outcome {
     /// The summary event of this outcome.
@@ -115,6 +118,79 @@ pub struct OutcomePart {
     pub waiting: Vec<Prediction>,
 }
 
+impl StagePart for OutcomePart {
+    const STAGE: &'static str = "outcome";
+}
+
+/// The outcome stage of one worker: the predictions waiting for their cascade's final size.
+struct OutcomeStage {
+    /// Predictions by (cascade, window), waiting for the final size.
+    waiting: HashMap<(CascadeId, Time), Prediction>,
+    /// Predictions by time, until their time is complete.
+    predicted: TimeStash<Prediction>,
+    /// Final sizes by time, with a capability to emit the outcomes then.
+    terminated: TimeStash<FinalSize>,
+    /// This stage's checkpoint parts, when checkpointing.
+    checkpoints: Option<StageCheckpoints<OutcomePart>>,
+    /// Outcomes of the final sizes being processed.
+    out: Vec<Outcome>,
+}
+
+impl OutcomeStage {
+    /// The part (the same at every boundary crossed in one step).
+    fn part(&self) -> OutcomePart {
+        let mut waiting: Vec<Prediction> = self.waiting.values().cloned().collect();
+        waiting.sort_by_key(|p| (p.cascade, p.t_obs));
+        OutcomePart { waiting }
+    }
+
+    /// Writes the parts of the boundaries up to `upto`.
+    fn checkpoint_upto(&mut self, upto: Time) {
+        if let Some(mut c) = self.checkpoints.take() {
+            c.upto(upto, |_| Some(self.part()));
+            self.checkpoints = Some(c);
+        }
+    }
+
+    /// Processes every complete time in order: its predictions start waiting, then its final
+    /// sizes (by cascade) take their predictions and emit the outcomes.
+    fn join_complete_times(
+        &mut self,
+        pred_frontier: &MutableAntichain<Time>,
+        final_frontier: &MutableAntichain<Time>,
+        output: &mut OutputBuilderSession<'_, Time, Builder<Outcome>>,
+    ) {
+        let upto = complete_before(pred_frontier, final_frontier);
+        let complete = |t: Time| upto.is_none_or(|u| t < u);
+        loop {
+            let next = [self.predicted.first_time(), self.terminated.first_time()];
+            let Some(time) = next.into_iter().flatten().min().filter(|t| complete(*t)) else { break };
+            if both_finite(pred_frontier, final_frontier) {
+                self.checkpoint_upto(time);
+            }
+            for p in self.predicted.take(time).map(|p| p.records).unwrap_or_default() {
+                self.waiting.insert((p.cascade, p.t_obs), p);
+            }
+            if let Some(pending) = self.terminated.take(time) {
+                let mut finals = pending.records;
+                finals.sort_by_key(|f| f.cascade);
+                for f in finals {
+                    for w in &f.windows {
+                        if let Some(p) = self.waiting.remove(&(f.cascade, *w)) {
+                            outcomes_of(&p, f.n_tot, &mut self.out);
+                        }
+                    }
+                }
+                let cap = pending.capability.expect("final sizes hold a capability");
+                output.session(&cap).give_iterator(self.out.drain(..));
+            }
+        }
+        if let Some(upto) = both_first(pred_frontier, final_frontier) {
+            self.checkpoint_upto(upto);
+        }
+    }
+}
+
 /// The join of predictions and final sizes, per cascade, in event-time order.
 ///
 /// A cascade's final size comes at its termination, never before any of its predictions
@@ -124,72 +200,27 @@ pub struct OutcomePart {
 pub fn outcome<'s>(
     predictions: StreamVec<'s, Time, Prediction>,
     finals: StreamVec<'s, Time, FinalSize>,
-    checkpoint: Option<Checkpointing>,
+    checkpoint: Option<Checkpoint>,
 ) -> StreamVec<'s, Time, Outcome> {
     let (index, peers) = (predictions.scope().index(), predictions.scope().peers());
     predictions.binary_frontier::<_, Builder<Outcome>, _, _, _, _>(finals, Pipeline, Pipeline, "Outcome", move |_cap, _info| {
-        // Predictions waiting for their cascade's final size.
-        let mut waiting: HashMap<(CascadeId, Time), Prediction> = HashMap::new();
-        let mut stage = checkpoint.map(|c| StageCheckpoints::new(c, PartKind::Outcome, index, peers));
-        if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
-            for p in restored.outcome.iter().flat_map(|o| o.waiting.iter()) {
-                if owns(shard_of(p.cascade), index, peers) {
-                    waiting.insert((p.cascade, p.t_obs), p.clone());
-                }
+        let mut waiting = HashMap::new();
+        for p in checkpoint.iter().flat_map(|c| c.restored.iter()).flat_map(|r| r.outcome.iter()).flat_map(|o| o.waiting.iter()) {
+            if owns(shard_of(p.cascade), index, peers) {
+                waiting.insert((p.cascade, p.t_obs), p.clone());
             }
         }
-        let mut predicted: BTreeMap<Time, Vec<Prediction>> = BTreeMap::new();
-        let mut terminated: BTreeMap<Time, (Capability<Time>, Vec<FinalSize>)> = BTreeMap::new();
-        let mut out = Vec::new();
-        // The part is the same at every boundary crossed in one step.
-        let part = |waiting: &HashMap<(CascadeId, Time), Prediction>| {
-            let mut waiting: Vec<Prediction> = waiting.values().cloned().collect();
-            waiting.sort_by_key(|p| (p.cascade, p.t_obs));
-            OutcomePart { waiting }
+        let mut stage = OutcomeStage {
+            waiting,
+            predicted: TimeStash::new(),
+            terminated: TimeStash::new(),
+            checkpoints: checkpoint.map(|c| StageCheckpoints::new(c.checkpointing, index, peers)),
+            out: Vec::new(),
         };
         move |(pred_in, pred_frontier), (final_in, final_frontier), output| {
-            pred_in.for_each_stamp(|cap, data| {
-                let batch = predicted.entry(*cap.least().expect("a message has a time")).or_default();
-                for d in data {
-                    batch.append(d);
-                }
-            });
-            final_in.for_each_stamp(|cap, data| {
-                let time = *cap.least().expect("a message has a time");
-                let entry = terminated.entry(time).or_insert_with(|| (cap.retain_least(0).expect("output 0 exists"), Vec::new()));
-                for d in data {
-                    entry.1.append(d);
-                }
-            });
-            let upto = match (pred_frontier.frontier().first(), final_frontier.frontier().first()) {
-                (Some(a), Some(b)) => Some(*a.min(b)),
-                (a, b) => a.or(b).copied(),
-            };
-            let complete = |t: Time| upto.is_none_or(|u| t < u);
-            loop {
-                let next = [predicted.first_key_value().map(|(t, _)| *t), terminated.first_key_value().map(|(t, _)| *t)];
-                let Some(time) = next.into_iter().flatten().min().filter(|t| complete(*t)) else { break };
-                if let Some(s) = stage.as_mut().filter(|_| !pred_frontier.frontier().is_empty() && !final_frontier.frontier().is_empty()) {
-                    s.upto(time, |_| Some(part(&waiting)));
-                }
-                for p in predicted.remove(&time).unwrap_or_default() {
-                    waiting.insert((p.cascade, p.t_obs), p);
-                }
-                if let Some((cap, mut finals)) = terminated.remove(&time) {
-                    finals.sort_by_key(|f| f.cascade);
-                    for f in finals {
-                        for w in &f.windows {
-                            if let Some(p) = waiting.remove(&(f.cascade, *w)) {
-                                outcomes_of(&p, f.n_tot, &mut out);
-                            }
-                        }
-                    }
-                    output.session(&cap).give_iterator(out.drain(..));
-                }
-            }
-            if let (Some(a), Some(b), Some(s)) = (pred_frontier.frontier().first(), final_frontier.frontier().first(), stage.as_mut()) {
-                s.upto(*a.min(b), |_| Some(part(&waiting)));
-            }
+            stage.predicted.absorb(pred_in, Hold::Nothing);
+            stage.terminated.absorb(final_in, Hold::Capability);
+            stage.join_complete_times(pred_frontier, final_frontier, output);
         }
     })
 }

@@ -4,17 +4,19 @@
 //! models whose (delayed) time is ≤ `t`: a model trained at event time `v` arrives through the
 //! feedback loop at `v + δ`, so predictions depend on event time only, never on scheduling.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::generic::OutputBuilderSession;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
-
-use super::Builder;
-use crate::checkpoint::{Checkpointing, PartKind, StageCheckpoints};
+use timely::progress::frontier::MutableAntichain;
 use tweetoscope_model::seismic::SeismicPrediction;
 
+use super::stash::{both_finite, both_first, passed, Hold, TimeStash};
+use super::{Builder, Checkpoint};
+use crate::checkpoint::{StageCheckpoints, StagePart};
 use crate::records::{Estimate, Model, Prediction};
 use crate::Time;
 
@@ -27,26 +29,8 @@ pub struct PredictPart {
     pub models: Vec<Model>,
 }
 
-/// The part at boundary F: every model timed before F applied (worker 0 writes them).
-fn part_at(f: Time, index: usize, pending: &mut BTreeMap<Time, Vec<Model>>, current: &mut HashMap<Time, Model>) -> PredictPart {
-    apply_models(pending, current, f - 1);
-    let mut models: Vec<Model> = if index == 0 { current.values().cloned().collect() } else { Vec::new() };
-    models.sort_by_key(|m| m.t_obs);
-    PredictPart { models }
-}
-
-/// Applies every pending model timed at or before `upto` (in (window, version) order).
-fn apply_models(pending: &mut BTreeMap<Time, Vec<Model>>, current: &mut HashMap<Time, Model>, upto: Time) {
-    while let Some(models) = pending.first_entry() {
-        if *models.key() > upto {
-            break;
-        }
-        let mut models = models.remove();
-        models.sort_by_key(|m| (m.t_obs, m.version));
-        for m in models {
-            current.insert(m.t_obs, m);
-        }
-    }
+impl StagePart for PredictPart {
+    const STAGE: &'static str = "predict";
 }
 
 /// The prediction for one estimate given the window's current model, if any.
@@ -93,74 +77,111 @@ pub fn seismic_corrected(features: Option<&SeismicPrediction>, model: Option<&Mo
     correction.final_size(features?).filter(|n| n.is_finite())
 }
 
+/// The predict stage of one worker: the model in use per window, the models not yet due,
+/// and the estimates waiting for the models' frontier.
+struct PredictStage {
+    /// The latest model of each window.
+    current: HashMap<Time, Model>,
+    /// Models by the (delayed) time from which they apply.
+    models: TimeStash<Model>,
+    /// Estimates by time, with a capability to emit their predictions then.
+    estimates: TimeStash<Estimate>,
+    /// This stage's checkpoint parts, when checkpointing.
+    checkpoints: Option<StageCheckpoints<PredictPart>>,
+    /// This worker (worker 0 writes the models into its part).
+    index: usize,
+}
+
+impl PredictStage {
+    /// Applies every pending model timed at or before `upto`, in (window, version) order.
+    fn apply_models(&mut self, upto: Time) {
+        while let Some((_, pending)) = self.models.pop_if(|t| t <= upto) {
+            let mut models = pending.records;
+            models.sort_by_key(|m| (m.t_obs, m.version));
+            for m in models {
+                self.current.insert(m.t_obs, m);
+            }
+        }
+    }
+
+    /// The part at boundary F: every model timed before F applied (worker 0 writes them).
+    fn part_at(&mut self, f: Time) -> PredictPart {
+        self.apply_models(f - 1);
+        let mut models: Vec<Model> = if self.index == 0 { self.current.values().cloned().collect() } else { Vec::new() };
+        models.sort_by_key(|m| m.t_obs);
+        PredictPart { models }
+    }
+
+    /// Writes the parts of the boundaries up to `upto`.
+    fn checkpoint_upto(&mut self, upto: Time) {
+        if let Some(mut c) = self.checkpoints.take() {
+            c.upto(upto, |f| Some(self.part_at(f)));
+            self.checkpoints = Some(c);
+        }
+    }
+
+    /// Predicts every estimate whose time both frontiers have passed, with the models due
+    /// by then, in (cascade, window) order.
+    fn predict_complete_times(
+        &mut self,
+        est_frontier: &MutableAntichain<Time>,
+        model_frontier: &MutableAntichain<Time>,
+        output: &mut OutputBuilderSession<'_, Time, Builder<Prediction>>,
+    ) {
+        let ready = |t: Time| passed(est_frontier, t) && passed(model_frontier, t);
+        while let Some(time) = self.estimates.first_time().filter(|t| ready(*t)) {
+            if both_finite(est_frontier, model_frontier) {
+                self.checkpoint_upto(time);
+            }
+            self.apply_models(time);
+            let pending = self.estimates.take(time).expect("just seen");
+            let mut batch = pending.records;
+            batch.sort_by_key(|e| (e.cascade, e.t_obs));
+            let mut session = output.session(pending.capability.as_ref().expect("estimates hold a capability"));
+            for estimate in batch {
+                let model = self.current.get(&estimate.t_obs);
+                session.give(predict_one(estimate, model));
+            }
+        }
+        if let Some(upto) = both_first(est_frontier, model_frontier) {
+            self.checkpoint_upto(upto);
+        }
+    }
+}
+
 /// Joins estimates with the models stream (broadcast to every worker).
 pub fn predict<'s>(
     estimates: StreamVec<'s, Time, Estimate>,
     models: StreamVec<'s, Time, Model>,
     initial: Vec<Model>,
-    checkpoint: Option<Checkpointing>,
+    checkpoint: Option<Checkpoint>,
 ) -> StreamVec<'s, Time, Prediction> {
     let (index, peers) = (estimates.scope().index(), estimates.scope().peers());
-    estimates.binary_frontier::<_, Builder<Prediction>, _, _, _, _>(
-        models,
-        Pipeline,
-        Pipeline,
-        "Predict",
-        move |_cap, _info| {
-            // Warm start: the latest model of each window read back from the models topic;
-            // a restored checkpoint's models take precedence.
-            let mut current: HashMap<Time, Model> = initial.into_iter().map(|m| (m.t_obs, m)).collect();
-            let mut stage = checkpoint.map(|c| StageCheckpoints::new(c, PartKind::Predict, index, peers));
-            if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
-                current.clear();
-                for m in restored.predict.iter().flat_map(|p| p.models.iter()) {
-                    if current.get(&m.t_obs).is_none_or(|old| old.version < m.version) {
-                        current.insert(m.t_obs, m.clone());
-                    }
+    estimates.binary_frontier::<_, Builder<Prediction>, _, _, _, _>(models, Pipeline, Pipeline, "Predict", move |_cap, _info| {
+        // Warm start: the latest model of each window read back from the models topic; a
+        // restored checkpoint's models take precedence.
+        let mut current: HashMap<Time, Model> = initial.into_iter().map(|m| (m.t_obs, m)).collect();
+        if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.as_ref()) {
+            current.clear();
+            for m in restored.predict.iter().flat_map(|p| p.models.iter()) {
+                if current.get(&m.t_obs).is_none_or(|old| old.version < m.version) {
+                    current.insert(m.t_obs, m.clone());
                 }
             }
-            let mut pending_models: BTreeMap<Time, Vec<Model>> = BTreeMap::new();
-            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Estimate>)> = BTreeMap::new();
-            move |(est_in, est_frontier), (model_in, model_frontier), output| {
-                model_in.for_each_stamp(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    let pending = pending_models.entry(time).or_default();
-                    for d in data {
-                        pending.append(d);
-                    }
-                });
-                est_in.for_each_stamp(|cap, data| {
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash
-                        .entry(time)
-                        .or_insert_with(|| (cap.retain_least(0).expect("output 0 exists"), Vec::new()));
-                    for d in data {
-                        entry.1.append(d);
-                    }
-                });
-                while let Some(time) = stash.first_key_value().map(|(t, _)| *t) {
-                    if model_frontier.less_equal(&time) || est_frontier.less_equal(&time) {
-                        break; // a model (or an estimate) for this time may still arrive
-                    }
-                    if let Some(s) = stage.as_mut().filter(|_| !est_frontier.frontier().is_empty() && !model_frontier.frontier().is_empty()) {
-                        s.upto(time, |f| Some(part_at(f, index, &mut pending_models, &mut current)));
-                    }
-                    apply_models(&mut pending_models, &mut current, time);
-                    let (cap, mut batch) = stash.remove(&time).expect("just seen");
-                    batch.sort_by_key(|e| (e.cascade, e.t_obs));
-                    let mut session = output.session(&cap);
-                    for estimate in batch {
-                        let model = current.get(&estimate.t_obs);
-                        session.give(predict_one(estimate, model));
-                    }
-                }
-                let upto = [est_frontier.frontier().first().copied(), model_frontier.frontier().first().copied()];
-                if let ([Some(a), Some(b)], Some(s)) = (upto, stage.as_mut()) {
-                    s.upto(a.min(b), |f| Some(part_at(f, index, &mut pending_models, &mut current)));
-                }
-            }
-        },
-    )
+        }
+        let mut stage = PredictStage {
+            current,
+            models: TimeStash::new(),
+            estimates: TimeStash::new(),
+            checkpoints: checkpoint.map(|c| StageCheckpoints::new(c.checkpointing, index, peers)),
+            index,
+        };
+        move |(est_in, est_frontier), (model_in, model_frontier), output| {
+            stage.models.absorb(model_in, Hold::Nothing);
+            stage.estimates.absorb(est_in, Hold::Capability);
+            stage.predict_complete_times(est_frontier, model_frontier, output);
+        }
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! every worker), or the exactly-once Kafka output (on worker 0) when checkpointing.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +12,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
+use super::stash::{passed, Hold, TimeStash};
 use crate::records::DeadLetter;
 use crate::io::jsonl::JsonlWriter;
 use crate::io::kafka::{CountingProducer, TopicNames};
@@ -28,23 +28,14 @@ pub fn write_records(
     mut writer: Option<JsonlWriter>,
     error: Rc<RefCell<Option<std::io::Error>>>,
 ) {
-    let mut stash: BTreeMap<Time, Vec<OutputRecord>> = BTreeMap::new();
+    let mut stash = TimeStash::new();
     records.sink(Exchange::new(|_: &OutputRecord| 0), "WriteJsonl", move |(input, frontier)| {
-        input.for_each_stamp(|cap, data| {
-            let batch = stash.entry(*cap.least().expect("a message has a time")).or_default();
-            for d in data {
-                batch.append(d);
-            }
-        });
-        while let Some(entry) = stash.first_entry() {
-            if frontier.less_equal(entry.key()) {
-                break;
-            }
-            let mut batch = entry.remove();
+        stash.absorb(input, Hold::Nothing);
+        while let Some((_, pending)) = stash.pop_if(|t| passed(frontier, t)) {
+            let mut batch = pending.records;
             batch.sort();
             if let Some(w) = writer.as_mut() {
-                let result = batch.iter().try_for_each(|r| w.write(r));
-                if let Err(e) = result {
+                if let Err(e) = batch.iter().try_for_each(|r| w.write(r)) {
                     error.borrow_mut().get_or_insert(e);
                     writer = None;
                 }
@@ -114,22 +105,15 @@ pub fn produce_exactly_once(
     resume_from: Time,
     shutdown: Arc<AtomicBool>,
 ) {
-    let mut stash: BTreeMap<Time, Vec<OutRecord>> = BTreeMap::new();
+    let mut stash = TimeStash::new();
     let mut sent_frontier = resume_from;
     let mut sender = sender;
     records.sink(Exchange::new(|_: &OutRecord| 0), "ProduceExactlyOnce", move |(input, frontier)| {
-        input.for_each_stamp(|cap, data| {
-            let time = *cap.least().expect("a message has a time");
-            if time < resume_from {
-                let n: usize = data.map(|d| d.len()).sum();
-                crate::telemetry::outputs_suppressed(n as u64);
-                return;
-            }
-            let batch = stash.entry(time).or_default();
-            for d in data {
-                batch.append(d);
-            }
-        });
+        stash.absorb(input, Hold::Nothing);
+        // Recomputed records before the committed frontier were produced before the restart.
+        while let Some((_, pending)) = stash.pop_if(|t| t < resume_from) {
+            crate::telemetry::outputs_suppressed(pending.records.len() as u64);
+        }
         let Some(tx) = sender.as_ref() else { return };
         let upto = match frontier.frontier().first() {
             Some(t) => *t,
@@ -144,11 +128,8 @@ pub fn produce_exactly_once(
             return;
         }
         let mut out = Vec::new();
-        while let Some(entry) = stash.first_entry() {
-            if *entry.key() >= upto {
-                break;
-            }
-            let mut batch = entry.remove();
+        while let Some((_, pending)) = stash.pop_if(|t| t < upto) {
+            let mut batch = pending.records;
             batch.sort();
             out.append(&mut batch);
         }

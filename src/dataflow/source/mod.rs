@@ -1,5 +1,7 @@
-//! The replay source: emits one worker's share of a recorded dataset in event-time order.
+//! The sources: the replay of a recorded dataset (here) and the Kafka source ([`kafka`]),
+//! and what a source hands to its worker's window stage at each checkpoint boundary.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +11,43 @@ use timely::dataflow::{Scope, StreamVec};
 
 pub mod kafka;
 
+use serde::{Deserialize, Serialize};
+
 use super::Builder;
 use crate::records::TweetEvent;
 use crate::Time;
+
+/// The source's state at a cut: per partition, the next offset to read and the newest
+/// event time seen (the per-partition lateness rule needs it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourcePart {
+    /// partition → (next offset, newest event time seen).
+    pub partitions: BTreeMap<i32, (i64, Option<Time>)>,
+}
+
+/// The source's states at the boundaries it crossed, handed to the window stage of the same
+/// worker (same thread), which writes them in its part: the source passes F (and records
+/// its offsets) before the window stage's frontier can.
+#[derive(Debug, Default)]
+pub struct SourceCuts {
+    /// Offsets at each boundary crossed and not yet written.
+    pub at: BTreeMap<Time, SourcePart>,
+    /// The source's state at every later boundary once it has stopped reading (a finished
+    /// backtest partition set, or a worker without partitions).
+    pub finished: Option<SourcePart>,
+}
+
+impl SourceCuts {
+    /// The source's state at boundary `f`, forgetting earlier ones; `None` when the source
+    /// did not stop at `f` (the checkpoint at `f` is then skipped by this worker).
+    pub fn take(&mut self, f: Time) -> Option<SourcePart> {
+        self.at = self.at.split_off(&f);
+        self.at.remove(&f).or_else(|| self.finished.clone())
+    }
+}
+
+/// Shared by the source and the window stage of one worker.
+pub type SharedSourceCuts = std::rc::Rc<std::cell::RefCell<SourceCuts>>;
 
 /// How many events one activation emits at most, so that a source never starves the other
 /// operators of its worker (timely schedules cooperatively).

@@ -1,209 +1,31 @@
-//! The `train` stage: one forest per observation window, retrained online from samples.
+//! The `train` stage: one model per observation window, retrained online from samples.
 //!
 //! Samples are exchanged by window, so a window's training set lives on one worker. They
 //! are processed in event-time order (sorted by cascade within a time), and a model trained
 //! while processing time `t` is emitted at `t` with version `t`; each run is seeded from
-//! (seed, window, number of samples), so models depend on the data only.
+//! (seed, window, number of samples), so models depend on the data only. The synchronous
+//! core is [`trainer`]; runs go to the worker's training [`thread`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::mpsc;
+pub mod thread;
+pub mod trainer;
+
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
-use timely::scheduling::SyncActivator;
-use tweetoscope_model::forest::{Features, Forest};
-use tweetoscope_model::seismic::{fit_correction, CorrectedSeismic, SeismicPrediction};
+use timely::progress::frontier::MutableAntichain;
 
-use super::Builder;
-use crate::checkpoint::{owns, Checkpointing, PartKind, StageCheckpoints};
+use self::thread::{ended_runs, TrainingThread, Wait, MAX_RUNS_IN_FLIGHT};
+use self::trainer::{TrainResult, WindowTrainer};
+use super::stash::{passed, Hold, TimeStash};
+use super::{Builder, Checkpoint};
+use crate::checkpoint::{StageCheckpoints, StagePart};
 use crate::config::{ForestConfig, SeismicConfig};
 use crate::records::{Model, Sample};
-use crate::{mix64, Time};
-
-/// The training set and schedule of one window (the stage's synchronous core).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct WindowTrainer {
-    /// The most recent samples, at most `max_samples`.
-    samples: VecDeque<(Features, f64)>,
-    /// Samples seen so far (not only kept): drives the retraining schedule.
-    seen: usize,
-    /// `seen` at the last training run.
-    trained_at: usize,
-    /// SEISMIC correction samples (features, true size) of the most recent samples that had
-    /// them, at most the forest's `max_samples` (the fit uses the last `seismic.max_samples`).
-    seismic: VecDeque<(SeismicPrediction, f64)>,
-    /// Samples with SEISMIC features seen so far, and that count at the last correction fit.
-    seismic_seen: usize,
-    seismic_fitted_at: usize,
-    /// The last fitted correction, carried by every model until the next fit.
-    correction: Option<CorrectedSeismic>,
-}
-
-impl WindowTrainer {
-    /// A trainer that continues from a model read back at start (warm start).
-    pub fn resume(model: &Model) -> Self {
-        Self {
-            samples: model.training.iter().map(|r| ([r[0], r[1], r[2]], r[3])).collect(),
-            seen: model.samples_seen,
-            trained_at: model.samples_seen,
-            // The models topic carries (α, γ), not their training set: after a warm start the
-            // correction is refitted from new samples only (the old one stays in use until then).
-            seismic: VecDeque::new(),
-            seismic_seen: 0,
-            seismic_fitted_at: 0,
-            correction: model.seismic,
-        }
-    }
-
-    /// Adds a sample, forgetting the oldest beyond `max_samples`.
-    pub fn push(&mut self, sample: &Sample, max_samples: usize) {
-        self.samples.push_back((sample.x, sample.w));
-        while self.samples.len() > max_samples {
-            self.samples.pop_front();
-        }
-        self.seen += 1;
-        if let Some(s) = sample.seismic {
-            self.seismic_seen += 1;
-            self.seismic.push_back(s);
-            while self.seismic.len() > max_samples {
-                self.seismic.pop_front();
-            }
-        }
-    }
-
-    /// [`Self::maybe_train`], plus the window's SEISMIC correction (α, γ): when
-    /// `seismic.correction` is on, refitted at a retraining once the samples with SEISMIC
-    /// features (cascades that ended before `now`) number at least `seismic.min_samples` and
-    /// have grown by `seismic.refit_growth` since the last fit, on the last
-    /// `seismic.max_samples` of them; otherwise the last correction is carried. A failed fit
-    /// keeps the previous correction (logged); the forest is unaffected.
-    ///
-    /// The same as [`Self::plan`], [`TrainJob::run`] and [`Self::finish`] in a row.
-    pub fn maybe_train_with_seismic(
-        &mut self,
-        config: &ForestConfig,
-        seismic: &SeismicConfig,
-        t_obs: Time,
-        now: Time,
-    ) -> Option<Model> {
-        let job = self.plan(config, seismic, t_obs, now)?;
-        self.finish(job.run())
-    }
-
-    /// Retrains the forest when `max(retrain_every, retrain_growth × samples at the last
-    /// run)` samples arrived since the last run (no SEISMIC correction); `None` otherwise or
-    /// when training fails (the previous model stays in use).
-    pub fn maybe_train(&mut self, config: &ForestConfig, t_obs: Time, now: Time) -> Option<Model> {
-        let off = SeismicConfig { correction: false, ..SeismicConfig::default() };
-        self.maybe_train_with_seismic(config, &off, t_obs, now)
-    }
-
-    /// Decides whether a training run is due at `now` and, if so, takes what it needs (the
-    /// training set, the seed, the SEISMIC samples when a refit is due) and advances the
-    /// schedule. The run itself ([`TrainJob::run`]) is pure, so it can go to another thread;
-    /// its result must come back to [`Self::finish`] in planning order.
-    pub fn plan(&mut self, config: &ForestConfig, seismic: &SeismicConfig, t_obs: Time, now: Time) -> Option<TrainJob> {
-        let due = config.retrain_every.max((config.retrain_growth * self.trained_at as f64).ceil() as usize);
-        if self.seen - self.trained_at < due {
-            return None;
-        }
-        self.trained_at = self.seen;
-        let (x, y): (Vec<Features>, Vec<f64>) = self.samples.iter().copied().unzip();
-        let seed = mix64(config.seed ^ mix64(t_obs ^ mix64(self.seen as u64)));
-        let mut seismic_samples = None;
-        if seismic.correction {
-            let due = seismic.min_samples.max((seismic.refit_growth * self.seismic_fitted_at as f64).ceil() as usize);
-            if self.seismic.len() >= seismic.min_samples && self.seismic_seen - self.seismic_fitted_at >= due {
-                self.seismic_fitted_at = self.seismic_seen;
-                let skip = self.seismic.len().saturating_sub(seismic.max_samples);
-                seismic_samples = Some(self.seismic.iter().skip(skip).copied().collect());
-            }
-        }
-        Some(TrainJob {
-            t_obs,
-            now,
-            samples_seen: self.seen,
-            params: config.params(),
-            seed,
-            x,
-            y,
-            seismic_samples,
-            carry_correction: seismic.correction,
-        })
-    }
-
-    /// Takes a finished run back: updates the window's SEISMIC correction and returns the
-    /// model (`None` when the forest could not be trained: the previous model stays in use).
-    pub fn finish(&mut self, result: TrainResult) -> Option<Model> {
-        let TrainResult { job, forest, correction } = result;
-        match correction {
-            Some(Ok(c)) if c.alpha.is_finite() && c.gamma.is_finite() => self.correction = Some(c),
-            Some(Ok(c)) => tracing::warn!(t_obs = job.t_obs, ?c, "non-finite SEISMIC correction ignored; keeping the previous one"),
-            Some(Err(e)) => tracing::warn!(t_obs = job.t_obs, error = %e, "SEISMIC correction fit failed; keeping the previous one"),
-            None => {}
-        }
-        let forest = match forest {
-            Ok(forest) => forest,
-            Err(e) => {
-                tracing::warn!(t_obs = job.t_obs, error = %e, "forest training failed; keeping the previous model");
-                return None;
-            }
-        };
-        let training = job.x.iter().zip(&job.y).map(|(x, y)| [x[0], x[1], x[2], *y]).collect();
-        Some(Model {
-            t_obs: job.t_obs,
-            version: job.now,
-            n_samples: job.x.len(),
-            samples_seen: job.samples_seen,
-            forest,
-            training,
-            seismic: if job.carry_correction { self.correction } else { None },
-        })
-    }
-}
-
-/// One training run of a window, planned at event time `now`: everything it needs, owned,
-/// so that it can run on another thread.
-#[derive(Debug)]
-pub struct TrainJob {
-    /// The window.
-    t_obs: Time,
-    /// The event time it was planned at (the model's version).
-    now: Time,
-    /// Samples of the window seen so far (carried by the model for warm starts).
-    samples_seen: usize,
-    /// Forest hyper-parameters.
-    params: tweetoscope_model::forest::ForestParams,
-    /// Seed of the run, derived from (seed, window, samples seen).
-    seed: u64,
-    /// The training set.
-    x: Vec<Features>,
-    y: Vec<f64>,
-    /// SEISMIC (features, true size) samples when a correction refit is due.
-    seismic_samples: Option<Vec<(SeismicPrediction, f64)>>,
-    /// Whether models carry the window's correction (`seismic.correction`).
-    carry_correction: bool,
-}
-
-/// What a [`TrainJob`] produced.
-#[derive(Debug)]
-pub struct TrainResult {
-    job: TrainJob,
-    forest: Result<Forest, tweetoscope_model::forest::ForestError>,
-    correction: Option<Result<CorrectedSeismic, tweetoscope_model::seismic::SeismicError>>,
-}
-
-impl TrainJob {
-    /// Trains the forest and, when due, fits the SEISMIC correction: a pure function of the
-    /// job, so the result does not depend on the thread or the moment it runs.
-    pub fn run(self) -> TrainResult {
-        let forest = Forest::train(&self.x, &self.y, &self.params, self.seed);
-        let correction = self.seismic_samples.as_deref().map(fit_correction);
-        TrainResult { job: self, forest, correction }
-    }
-}
+use crate::{mix64, owns, Time};
 
 /// The train stage's part of a checkpoint at F.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -215,68 +37,148 @@ pub struct TrainPart {
     pub in_loop: Vec<(Time, Model)>,
 }
 
-/// Most training runs one worker has in flight at once; beyond it, the worker waits for
-/// the oldest (bounds memory when samples arrive faster than forests train).
-const MAX_RUNS_IN_FLIGHT: usize = 4;
-
-/// The worker's training thread. Training (forest + SEISMIC correction) is the heaviest
-/// step of the pipeline, tens of milliseconds a run: inline it stalls the worker's window
-/// and estimate stages and, live, every prediction queued behind it. Runs are pure
-/// ([`TrainJob::run`]) and come back in submission order, and each model is still emitted at
-/// its planned time, so outputs do not change; only the wall-clock overlap does.
-struct TrainingThread {
-    /// Jobs to run, in order (dropping it ends the thread).
-    jobs: mpsc::Sender<TrainJob>,
-    /// Their results, in the same order.
-    results: mpsc::Receiver<TrainResult>,
+impl StagePart for TrainPart {
+    const STAGE: &'static str = "train";
 }
 
-impl TrainingThread {
-    /// Starts the thread; it wakes the operator after each run. `None` if no thread can be
-    /// started (the operator then trains inline).
-    fn start(activator: SyncActivator) -> Option<Self> {
-        let (jobs, job_rx) = mpsc::channel::<TrainJob>();
-        let (result_tx, results) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("tweetoscope-train".into()).spawn(move || {
-            for job in job_rx {
-                if result_tx.send(job.run()).is_err() || activator.activate().is_err() {
-                    break; // the operator is gone
+/// The train stage of one worker.
+struct TrainStage {
+    /// The windows' training sets and schedules (only the owner of a window gets samples).
+    trainers: HashMap<Time, WindowTrainer>,
+    /// Samples by time, with a capability to emit the models trained then.
+    samples: TimeStash<Sample>,
+    /// Models emitted recently, by time: the ones still in the feedback loop at a cut.
+    recent: VecDeque<(Time, Model)>,
+    /// This stage's checkpoint parts, when checkpointing.
+    checkpoints: Option<StageCheckpoints<TrainPart>>,
+    /// Restored models in flight, re-emitted once with the initial capability.
+    replay: Option<(Capability<Time>, Vec<(Time, Model)>)>,
+    /// The training thread (`None`: training inline).
+    thread: Option<TrainingThread>,
+    /// The capabilities of the runs on the thread, in submission order (= result order).
+    in_flight: VecDeque<Capability<Time>>,
+    /// Retraining schedule and hyper-parameters.
+    config: ForestConfig,
+    /// SEISMIC correction settings.
+    seismic: SeismicConfig,
+}
+
+type Output<'a> = OutputBuilderSession<'a, Time, Builder<Model>>;
+
+impl TrainStage {
+    /// Emits a finished run's model at its planned time.
+    fn finish(&mut self, cap: Capability<Time>, result: TrainResult, output: &mut Output<'_>) {
+        let time = *cap.time();
+        let Some(model) = self.trainers.get_mut(&result.t_obs()).and_then(|t| t.finish(result)) else { return };
+        if self.checkpoints.is_some() {
+            // The next boundary is after `time`: older models have left the loop.
+            let delay = self.config.model_delay;
+            while self.recent.front().is_some_and(|(t, _)| *t + delay <= time) {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((time, model.clone()));
+        }
+        output.session(&cap).give(model);
+    }
+
+    /// Emits the models of the runs that have ended (waiting as `wait` says).
+    fn finish_runs(&mut self, wait: Wait, output: &mut Output<'_>) {
+        for (cap, result) in ended_runs(self.thread.as_ref(), &mut self.in_flight, wait) {
+            self.finish(cap, result, output);
+        }
+    }
+
+    /// The part at boundary F: the trainers, and the models emitted in [F − δ, F).
+    fn part_at(&mut self, f: Time) -> Option<TrainPart> {
+        let delay = self.config.model_delay;
+        while self.recent.front().is_some_and(|(t, _)| *t + delay < f) {
+            self.recent.pop_front();
+        }
+        let mut trainers: Vec<(Time, WindowTrainer)> = self.trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
+        trainers.sort_by_key(|(w, _)| *w);
+        let in_loop = self.recent.iter().filter(|(t, _)| *t < f).cloned().collect();
+        Some(TrainPart { trainers, in_loop })
+    }
+
+    /// Writes the parts of the boundaries up to `upto`; a part holds the models emitted
+    /// before F, so every run in flight is finished first.
+    fn checkpoint_upto(&mut self, upto: Time, output: &mut Output<'_>) {
+        if let Some(mut c) = self.checkpoints.take() {
+            self.finish_runs(Wait::All, output);
+            c.upto(upto, |f| self.part_at(f));
+            self.checkpoints = Some(c);
+        }
+    }
+
+    /// Plans the training run of window `t_obs` due at `cap`'s time, if any, and runs it on
+    /// the thread (or inline, after the runs before it, when there is no thread).
+    fn train_window(&mut self, t_obs: Time, cap: &Capability<Time>, output: &mut Output<'_>) {
+        let now = *cap.time();
+        let Some(job) = self.trainers.get_mut(&t_obs).and_then(|t| t.plan(&self.config, &self.seismic, t_obs, now)) else {
+            return;
+        };
+        if self.in_flight.len() >= MAX_RUNS_IN_FLIGHT {
+            self.finish_runs(Wait::Oldest, output);
+        }
+        let job = match &self.thread {
+            Some(thread) => match thread.submit(job) {
+                Ok(()) => {
+                    self.in_flight.push_back(cap.clone());
+                    return;
                 }
+                Err(job) => job, // the thread died: train inline from now on
+            },
+            None => job,
+        };
+        self.finish_runs(Wait::All, output);
+        self.finish(cap.clone(), job.run(), output);
+    }
+
+    /// Adds every complete time's samples (by window, then cascade) and trains the windows
+    /// that are due.
+    fn train_complete_times(&mut self, frontier: &MutableAntichain<Time>, output: &mut Output<'_>) {
+        while let Some(time) = self.samples.first_time().filter(|t| passed(frontier, *t)) {
+            if !frontier.frontier().is_empty() {
+                self.checkpoint_upto(time, output);
             }
-        });
-        match spawned {
-            Ok(_) => Some(Self { jobs, results }),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not start a training thread; training inline");
-                None
+            let pending = self.samples.take(time).expect("just seen");
+            if !self.config.enabled {
+                continue;
             }
+            let cap = pending.capability.expect("samples hold a capability");
+            let mut batch = pending.records;
+            batch.sort_by_key(|s| (s.t_obs, s.cascade));
+            let mut windows: Vec<Time> = batch.iter().map(|s| s.t_obs).collect();
+            windows.dedup();
+            for s in &batch {
+                self.trainers.entry(s.t_obs).or_default().push(s, self.config.max_samples);
+            }
+            for t_obs in windows {
+                self.train_window(t_obs, &cap, output);
+            }
+        }
+        if let Some(upto) = frontier.frontier().first().copied() {
+            self.checkpoint_upto(upto, output);
         }
     }
 }
 
-/// Trains the per-window forests from the samples stream.
+/// Trains the per-window models from the samples stream.
 pub fn train<'s>(
     samples: StreamVec<'s, Time, Sample>,
     config: ForestConfig,
     seismic: SeismicConfig,
     initial: Vec<Model>,
-    checkpoint: Option<Checkpointing>,
+    checkpoint: Option<Checkpoint>,
 ) -> StreamVec<'s, Time, Model> {
     let pact = Exchange::new(|s: &Sample| mix64(s.t_obs));
     let (index, peers) = (samples.scope().index(), samples.scope().peers());
     let scope = samples.scope();
     samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |cap, info| {
         // Every worker resumes every window: only the one that owns a window gets its samples.
-        let mut trainers: HashMap<Time, WindowTrainer> =
-            initial.iter().map(|m| (m.t_obs, WindowTrainer::resume(m))).collect();
-        let mut stash: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
-        let delay = config.model_delay;
-        // Models emitted recently, by time: the ones still in the feedback loop at a cut.
-        let mut recent: VecDeque<(Time, Model)> = VecDeque::new();
-        let mut stage = checkpoint.map(|c| StageCheckpoints::new(c, PartKind::Train, index, peers));
-        // Restored models in flight, re-emitted once with the initial capability.
-        let mut replay: Option<(Capability<Time>, Vec<(Time, Model)>)> = None;
-        if let Some(restored) = stage.as_ref().and_then(StageCheckpoints::restored) {
+        let mut trainers: HashMap<Time, WindowTrainer> = initial.iter().map(|m| (m.t_obs, WindowTrainer::resume(m))).collect();
+        let (mut recent, mut replay) = (VecDeque::new(), None);
+        if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.as_ref()) {
             let mine = |t_obs: Time| owns(mix64(t_obs), index, peers);
             trainers = restored.train.iter().flat_map(|p| p.trainers.iter()).filter(|(w, _)| mine(*w)).cloned().collect();
             let in_loop: Vec<(Time, Model)> =
@@ -284,209 +186,26 @@ pub fn train<'s>(
             recent.extend(in_loop.iter().cloned());
             replay = Some((cap, in_loop));
         }
-        let thread = TrainingThread::start(scope.worker().sync_activator_for(info.address.to_vec()));
-        // The capabilities of the runs on the thread, in submission order (= result order).
-        let mut in_flight: VecDeque<Capability<Time>> = VecDeque::new();
-        // The part at boundary F: the trainers, and the models emitted in [F − δ, F).
-        let part_at = move |f: Time, trainers: &HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
-            while recent.front().is_some_and(|(t, _)| *t + delay < f) {
-                recent.pop_front();
-            }
-            let mut trainers: Vec<(Time, WindowTrainer)> = trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
-            trainers.sort_by_key(|(w, _)| *w);
-            let in_loop = recent.iter().filter(|(t, _)| *t < f).cloned().collect();
-            Some(TrainPart { trainers, in_loop })
+        let mut stage = TrainStage {
+            trainers,
+            samples: TimeStash::new(),
+            recent,
+            checkpoints: checkpoint.map(|c| StageCheckpoints::new(c.checkpointing, index, peers)),
+            replay,
+            thread: TrainingThread::start(scope.worker().sync_activator_for(info.address.to_vec())),
+            in_flight: VecDeque::new(),
+            config,
+            seismic,
         };
         move |(input, frontier), output| {
-            if let Some((cap, models)) = replay.take() {
+            if let Some((cap, models)) = stage.replay.take() {
                 for (time, model) in models {
                     output.session(&cap.delayed(&time)).give(model);
                 }
             }
-            let checkpointing = stage.is_some();
-            // Emits a finished run's model at its planned time.
-            let mut finish = |cap: Capability<Time>, result: TrainResult, trainers: &mut HashMap<Time, WindowTrainer>, recent: &mut VecDeque<(Time, Model)>| {
-                let time = *cap.time();
-                let Some(model) = trainers.get_mut(&result.job.t_obs).and_then(|t| t.finish(result)) else { return };
-                if checkpointing {
-                    // The next boundary is after `time`: older models have left the loop.
-                    while recent.front().is_some_and(|(t, _)| *t + delay <= time) {
-                        recent.pop_front();
-                    }
-                    recent.push_back((time, model.clone()));
-                }
-                output.session(&cap).give(model);
-            };
-            for (cap, result) in ended_runs(thread.as_ref(), &mut in_flight, Wait::None) {
-                finish(cap, result, &mut trainers, &mut recent);
-            }
-            input.for_each_stamp(|cap, data| {
-                let time = *cap.least().expect("a message has a time");
-                let entry =
-                    stash.entry(time).or_insert_with(|| (cap.retain_least(0).expect("output 0 exists"), Vec::new()));
-                for d in data {
-                    entry.1.append(d);
-                }
-            });
-            while let Some(time) = stash.first_key_value().map(|(t, _)| *t) {
-                if frontier.less_equal(&time) {
-                    break;
-                }
-                if let Some(s) = stage.as_mut().filter(|_| !frontier.frontier().is_empty()) {
-                    // A part holds the models emitted before F: every run before F must be in.
-                    for (cap, result) in ended_runs(thread.as_ref(), &mut in_flight, Wait::All) {
-                        finish(cap, result, &mut trainers, &mut recent);
-                    }
-                    s.upto(time, |f| part_at(f, &trainers, &mut recent));
-                }
-                let (cap, mut batch) = stash.remove(&time).expect("just seen");
-                if !config.enabled {
-                    continue;
-                }
-                batch.sort_by_key(|s| (s.t_obs, s.cascade));
-                let mut windows: Vec<Time> = batch.iter().map(|s| s.t_obs).collect();
-                windows.dedup();
-                for s in &batch {
-                    trainers.entry(s.t_obs).or_default().push(s, config.max_samples);
-                }
-                for t_obs in windows {
-                    let Some(job) = trainers.get_mut(&t_obs).and_then(|t| t.plan(&config, &seismic, t_obs, time)) else { continue };
-                    if in_flight.len() >= MAX_RUNS_IN_FLIGHT {
-                        for (c, r) in ended_runs(thread.as_ref(), &mut in_flight, Wait::Oldest) {
-                            finish(c, r, &mut trainers, &mut recent);
-                        }
-                    }
-                    let job = match thread.as_ref() {
-                        Some(th) => match th.jobs.send(job) {
-                            Ok(()) => {
-                                in_flight.push_back(cap.clone());
-                                continue;
-                            }
-                            Err(mpsc::SendError(job)) => job,
-                        },
-                        None => job,
-                    };
-                    // No training thread (or it died): train inline, after the runs before it.
-                    for (c, r) in ended_runs(thread.as_ref(), &mut in_flight, Wait::All) {
-                        finish(c, r, &mut trainers, &mut recent);
-                    }
-                    finish(cap.clone(), job.run(), &mut trainers, &mut recent);
-                }
-            }
-            if let (Some(upto), Some(s)) = (frontier.frontier().first(), stage.as_mut()) {
-                for (cap, result) in ended_runs(thread.as_ref(), &mut in_flight, Wait::All) {
-                    finish(cap, result, &mut trainers, &mut recent);
-                }
-                s.upto(*upto, |f| part_at(f, &trainers, &mut recent));
-            }
+            stage.finish_runs(Wait::None, output);
+            stage.samples.absorb(input, Hold::Capability);
+            stage.train_complete_times(frontier, output);
         }
     })
-}
-
-/// How long [`ended_runs`] waits for the training thread.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// Only the runs that have already ended.
-    None,
-    /// At least the oldest run (to make room for a new one).
-    Oldest,
-    /// Every run in flight (before a checkpoint part, or before training inline).
-    All,
-}
-
-/// The runs that have ended, oldest first, with their capabilities. If the thread died (a
-/// run panicked), the runs still in flight are dropped with an error rather than holding
-/// event time forever.
-fn ended_runs(thread: Option<&TrainingThread>, in_flight: &mut VecDeque<Capability<Time>>, wait: Wait) -> Vec<(Capability<Time>, TrainResult)> {
-    let mut ended = Vec::new();
-    let Some(th) = thread else { return ended };
-    while !in_flight.is_empty() {
-        let must = wait == Wait::All || (wait == Wait::Oldest && ended.is_empty());
-        let result = if must {
-            th.results.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
-        } else {
-            th.results.try_recv()
-        };
-        match result {
-            Ok(r) => ended.push((in_flight.pop_front().expect("one capability per run"), r)),
-            Err(mpsc::TryRecvError::Empty) => break,
-            Err(mpsc::TryRecvError::Disconnected) => {
-                tracing::error!(runs = in_flight.len(), "the training thread stopped; its runs in flight are lost");
-                in_flight.clear();
-            }
-        }
-    }
-    ended
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(w: f64) -> Sample {
-        Sample { cascade: 1, t_obs: 600, x: [0.001, 0.5, 10.0], w, seismic: None }
-    }
-
-    #[test]
-    fn retrains_every_k_samples_on_the_most_recent_ones() {
-        let config =
-            ForestConfig { retrain_every: 3, retrain_growth: 0.0, max_samples: 4, n_trees: 5, ..ForestConfig::default() };
-        let mut t = WindowTrainer::default();
-        let mut versions = Vec::new();
-        for i in 0..7 {
-            t.push(&sample(i as f64), config.max_samples);
-            if let Some(m) = t.maybe_train(&config, 600, 100 + i) {
-                versions.push((m.version, m.n_samples));
-            }
-        }
-        assert_eq!(versions, vec![(102, 3), (105, 4)]);
-    }
-
-    #[test]
-    fn retraining_becomes_geometric_on_long_streams() {
-        let config = ForestConfig { retrain_every: 10, retrain_growth: 0.5, n_trees: 2, ..ForestConfig::default() };
-        let mut t = WindowTrainer::default();
-        let mut at = Vec::new();
-        for i in 0..100u64 {
-            t.push(&sample(i as f64), config.max_samples);
-            if t.maybe_train(&config, 600, i).is_some() {
-                at.push(i + 1);
-            }
-        }
-        assert_eq!(at, vec![10, 20, 30, 45, 68], "10, +10, +10, then +50 %");
-    }
-
-    #[test]
-    fn the_seismic_correction_is_fitted_from_ended_cascades_only_when_enough() {
-        // Samples generated by a known correction (α, γ) = (0.5, 30): the fit recovers it.
-        let truth = CorrectedSeismic { alpha: 0.5, gamma: 30.0 };
-        let config = ForestConfig { retrain_every: 10, retrain_growth: 0.0, n_trees: 2, ..ForestConfig::default() };
-        let seismic = SeismicConfig { correction: true, min_samples: 20, max_samples: 500, refit_growth: 0.5 };
-        let mut t = WindowTrainer::default();
-        let mut models = Vec::new();
-        for i in 0..40u64 {
-            let x = i as f64;
-            let f = SeismicPrediction { r_t: 10.0 + x, f_t: 5.0 + 2.0 * x, p_hat: 0.001 + 0.0005 * (x % 7.0), n_hat: None, final_size: None };
-            let n_true = truth.final_size(&f).unwrap();
-            t.push(&Sample { seismic: Some((f, n_true)), ..sample(1.0) }, config.max_samples);
-            if let Some(m) = t.maybe_train_with_seismic(&config, &seismic, 600, i) {
-                models.push(m);
-            }
-        }
-        let corrections: Vec<Option<CorrectedSeismic>> = models.iter().map(|m| m.seismic).collect();
-        assert_eq!(corrections.len(), 4, "retrained at 10, 20, 30, 40 samples");
-        assert_eq!(corrections[0], None, "10 < min_samples");
-        assert!(corrections[1].is_some(), "fitted at 20 samples");
-        assert_eq!(corrections[2], corrections[1], "30 < 20 × 1.5: carried, not refitted");
-        let c = corrections[3].expect("refitted at 40 samples");
-        assert!((c.alpha - 0.5).abs() < 1e-3 && (c.gamma - 30.0).abs() < 0.1, "{c:?}");
-        // Off: never fitted.
-        let mut off = WindowTrainer::default();
-        for _ in 0..30 {
-            let f = SeismicPrediction { r_t: 3.0, f_t: 2.0, p_hat: 0.001, n_hat: None, final_size: None };
-            off.push(&Sample { seismic: Some((f, 9.0)), ..sample(1.0) }, config.max_samples);
-        }
-        let m = off.maybe_train_with_seismic(&config, &SeismicConfig { correction: false, ..seismic }, 600, 1).unwrap();
-        assert_eq!(m.seismic, None);
-    }
 }
