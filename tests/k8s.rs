@@ -896,7 +896,7 @@ fn the_tweetoscope_probes_are_endpoints_the_binary_serves() {
         assert!(probe["port"] == "metrics" || probe["port"] == metrics["containerPort"], "{probe}");
     }
     let (ready, live) = (ready["path"].as_str().unwrap(), live["path"].as_str().unwrap());
-    assert_eq!(live, "/healthz", "liveness is the stuck-frontier check (src/http.rs)");
+    assert_eq!(live, "/healthz", "liveness is the stuck-frontier check the HTTP server answers at /healthz");
     // The binary, serving as in the pod but on a loopback port: a replay at real-time pace
     // (so it is still running) with the HTTP server up.
     let dir = tempfile::tempdir().unwrap();
