@@ -17,6 +17,7 @@
 //!   --seed S                      timelines and simulation (default 1)
 //!   --variants LIST               learned variants (default: all)
 //!   --timing                      training time and model size at 100/1,000/5,000 samples
+//!   --dump DIR                    also write every data set's samples (in end order) to DIR
 //! ```
 //!
 //! Course semantics (mirroring `src/cascade.rs`): a cascade terminates once idle for more
@@ -32,7 +33,7 @@ use std::time::Instant;
 use tweetoscope_model::hawkes::{Event, HawkesModel, HawkesSettings, MarkLaw};
 use tweetoscope_model::predictive::boost::Loss;
 use tweetoscope_model::predictive::{
-    conformal_interval, features, size_from_log_ratio, Fallback, FeatureVector, HawkesSummary, LearnerKind,
+    conformal_interval, features, Fallback, FeatureVector, HawkesSummary, LearnerKind,
     LearnerSettings, Metric, OffsetKind, PredictiveModel, TrainerSettings, WindowTrainer,
 };
 use tweetoscope_model::seismic::{self, SeismicParams};
@@ -98,7 +99,10 @@ fn read_course_layout(data: &str, index: &str) -> Res<Vec<Vec<(f64, f64)>>> {
 }
 
 /// SEISMIC raw layout: one file per cascade, `<n> <post time in days>` then `<t> <followers>`.
-fn read_seismic_raw(dir: &str) -> Res<Vec<(f64, Vec<(f64, f64)>)>> {
+/// A raw SEISMIC cascade: its post time (s) and its (time, followers) events.
+type RawCascade = (f64, Vec<(f64, f64)>);
+
+fn read_seismic_raw(dir: &str) -> Res<Vec<RawCascade>> {
     let mut files: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -419,7 +423,6 @@ fn prequential(parts: &[Partial], vars: &[Variant], window: u64, fallback: Fallb
         ] {
             scores.add(name, are(fb.predict(&p.x, n), truth), p.n_true);
         }
-        let _ = size_from_log_ratio;
     }
     let mut notes = vec![format!("second half of the predictions (more training data): {}", scores.late_half())];
     for (k, v) in vars.iter().enumerate() {
@@ -555,6 +558,25 @@ fn main() -> Res<()> {
             let parts = partials(&cascades, t_obs, min_size, train_min_size)?;
             let shrunk = parts.iter().filter(|p| p.n_true < p.n_obs).count();
             let trained_only = parts.iter().filter(|p| !p.scored).count();
+            if let Some(dir) = opt("--dump") {
+                // Samples in the order their cascades end: window, end, n_obs, n_true, features.
+                let mut ended: Vec<&Partial> = parts.iter().collect();
+                ended.sort_by(|a, b| a.end.total_cmp(&b.end));
+                let mut text = String::from("end,n_obs,n_true");
+                for name in tweetoscope_model::predictive::FEATURE_NAMES {
+                    text.push(',');
+                    text.push_str(name);
+                }
+                text.push('\n');
+                for p in ended {
+                    text.push_str(&format!("{},{},{}", p.end, p.n_obs, p.n_true));
+                    for v in p.x {
+                        text.push_str(&format!(",{v}"));
+                    }
+                    text.push('\n');
+                }
+                std::fs::write(format!("{dir}/{set}-{t_obs}.csv"), text)?;
+            }
             let (scores, notes) = prequential(&parts, &vars, t_obs as u64, fallback)?;
             print_scores(
                 &format!(

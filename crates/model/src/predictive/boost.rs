@@ -169,7 +169,9 @@ impl Tree {
                 return node.value;
             }
             let v = x.get(node.feature as usize).copied().unwrap_or(f64::NAN);
-            i = node.left as usize + usize::from(!(v <= node.value));
+            // NaN goes right, like a value above the threshold.
+            let left = matches!(v.partial_cmp(&node.value), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal));
+            i = node.left as usize + usize::from(!left);
         }
         0.0
     }
@@ -198,7 +200,7 @@ fn median_in_place(v: &mut [f64]) -> f64 {
     let k = v.len();
     let (_, hi, _) = v.select_nth_unstable_by(k / 2, f64::total_cmp);
     let hi = *hi;
-    if k % 2 == 1 {
+    if !k.is_multiple_of(2) {
         hi
     } else {
         let lo = v[..k / 2].iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -268,7 +270,7 @@ impl BoostedTrees {
         seed: u64,
     ) -> Result<(Self, Vec<Vec<f64>>), PredictiveError> {
         check(x, n_features, y)?;
-        if x_val.len() % n_features != 0 || x_val.iter().any(|v| !v.is_finite()) {
+        if !x_val.len().is_multiple_of(n_features) || x_val.iter().any(|v| !v.is_finite()) {
             return Err(PredictiveError::InvalidParams("validation rows are ragged or not finite".into()));
         }
         let n = y.len();

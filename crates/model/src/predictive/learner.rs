@@ -119,8 +119,8 @@ impl Offset {
             OffsetKind::Zero => Offset::Zero,
             OffsetKind::Fallback => Offset::Fallback(fallback),
             OffsetKind::ConstantSize => {
-                let mut log_sizes: Vec<f64> = x.iter().zip(y).map(|(r, t)| r[LOG_N] + t).collect();
-                let log_size = super::features::median(&mut log_sizes);
+                let log_sizes: Vec<f64> = x.iter().zip(y).map(|(r, t)| r[LOG_N] + t).collect();
+                let log_size = super::features::median(&log_sizes);
                 Offset::ConstantSize { log_size: if log_size.is_finite() { log_size } else { 0.0 } }
             }
         }
@@ -139,6 +139,10 @@ impl Offset {
 /// The numbers of trees a boosting candidate is scored at (plus `max_trees`): a coarse
 /// grid, so that a small validation set chooses among few candidates.
 const STAGES: [usize; 10] = [0, 5, 10, 20, 40, 70, 100, 150, 200, 300];
+
+/// Below this many samples the validation uses `folds` rolling-origin blocks; from it on,
+/// one block (measured: 3 s → 1.1 s per training run at 5,000 samples).
+pub const MULTI_FOLD_BELOW: usize = 1000;
 
 /// Index of `log_n` in the feature vector.
 const LOG_N: usize = 0;
@@ -197,11 +201,11 @@ impl Metric {
                 }
             }
             Metric::MedianAre => {
-                let mut v: Vec<f64> = errs.map(|(p, t)| ((p - t).exp() - 1.0).abs()).collect();
+                let v: Vec<f64> = errs.map(|(p, t)| ((p - t).exp() - 1.0).abs()).collect();
                 if v.is_empty() {
                     return f64::INFINITY;
                 }
-                super::features::median(&mut v)
+                super::features::median(&v)
             }
         }
     }
@@ -225,7 +229,8 @@ pub struct LearnerSettings {
     forest_trees: usize,
     /// Fraction of the newest samples held out for validation.
     validation_fraction: f64,
-    /// Number of consecutive validation blocks (rolling origin).
+    /// Number of consecutive validation blocks (rolling origin), below
+    /// [`MULTI_FOLD_BELOW`] samples.
     folds: usize,
     /// One-standard-error rule: the simplest candidate within this many standard errors
     /// of the best validation score is chosen (0: the best).
@@ -535,7 +540,9 @@ impl PredictiveModel {
         // sample before it (rolling origin), and a candidate's score is its metric over all
         // blocks together.
         let n_val_total = ((settings.validation_fraction * n as f64).round() as usize).clamp(1, n - 1);
-        let folds = settings.folds.min(n_val_total).max(1);
+        // Several folds only where validation noise matters: with ≥ MULTI_FOLD_BELOW samples
+        // one block is precise enough, and the training cost is divided by `folds`.
+        let folds = if n < MULTI_FOLD_BELOW { settings.folds.min(n_val_total).max(1) } else { 1 };
         let first_val = n - n_val_total;
         let cuts: Vec<usize> = (0..=folds).map(|j| first_val + (n_val_total * j) / folds).collect();
         let y_val_all = &y[first_val..];

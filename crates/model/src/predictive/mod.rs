@@ -31,7 +31,10 @@ pub use features::{
     MISSING_LOG_BETA, N_FEATURES, RECENT_SECONDS,
 };
 pub use interval::{conformal_interval, Interval};
-pub use learner::{Fallback, LearnerKind, LearnerSettings, Metric, Offset, OffsetKind, PredictiveModel, Regressor, Selection};
+pub use learner::{
+    Fallback, LearnerKind, LearnerSettings, Metric, Offset, OffsetKind, PredictiveModel, Regressor, Selection,
+    MULTI_FOLD_BELOW,
+};
 pub use trainer::{TrainJob, TrainerSettings, WindowTrainer};
 
 /// Largest predicted log-ratio ŷ = ln(N/n) that [`size_from_log_ratio`] honours: a growth
