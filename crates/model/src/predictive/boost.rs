@@ -1,11 +1,12 @@
 //! Gradient-boosted regression trees, small and deterministic (Friedman 2001, "Greedy
 //! function approximation: a gradient boosting machine").
 //!
-//! Why here rather than a crate: see `PREDICTIVE.md` ("Learner"). In short, the maintained
-//! pure-Rust boosting crate (perpetual 2.3) builds a rayon thread pool in every fit, sizes its
-//! work from the machine's free memory (sysinfo), and panics on a failed pool build; the
-//! others are unmaintained. This module is ~400 lines with no dependency and does exactly
-//! what the predictive layer needs:
+//! Why here rather than a crate: see `PREDICTIVE.md` (§5). In short, the maintained
+//! pure-Rust boosting crate, perpetual, needs nightly Rust in its release 2.3.0, and its
+//! 3.0 release candidate builds a rayon thread pool in every fit, sizes its work from the
+//! machine's free memory (sysinfo) and panics if the pool cannot be built; forust-ml has no
+//! absolute or quantile loss, gbdt is unmaintained. This module has no dependency and does
+//! exactly what the predictive layer needs:
 //!
 //! - losses [`Loss::Squared`] (trees fit the residuals, leaves are means) and
 //!   [`Loss::Absolute`] (LAD-TreeBoost: trees fit the signs of the residuals, leaves are
