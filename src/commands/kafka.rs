@@ -26,7 +26,9 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         s => s.map(Duration::from_secs_f64),
     };
     let view = LiveView::new(config.pipeline.alert_threshold);
-    let handles = RunHandles { live: Some(view.clone()), alertmanager: alertmanager(options)?, ..RunHandles::default() };
+    let http = options.http(&view)?;
+    // The page's state is kept only when a server shows it.
+    let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(options)?, ..RunHandles::default() };
     stop_on_signals(handles.shutdown.clone())?;
     let job = Job {
         source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning, idle_exit }),
@@ -38,7 +40,6 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         // of the topic only.
         warm_start: !bounded,
     };
-    let _http = options.http(&view)?;
     let result = {
         let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());
         run_job(job, handles.clone())

@@ -32,7 +32,9 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
     let live = LiveView::new(config.pipeline.alert_threshold);
-    let handles = RunHandles { live: Some(live.clone()), alertmanager: alertmanager(options)?, ..RunHandles::default() };
+    let http = options.http(&live)?;
+    // The page's state is kept only when a server shows it.
+    let handles = RunHandles { live: http.as_ref().map(|_| live), alertmanager: alertmanager(options)?, ..RunHandles::default() };
     // Ctrl-C stops a paced replay early, and ends `--serve`.
     let stop = handles.shutdown.clone();
     if options.pace.is_some() || options.serve {
@@ -49,7 +51,6 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
         cluster,
         warm_start: false,
     };
-    let http = options.http(&live)?;
     let result = {
         let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());
         run(job, handles.clone())

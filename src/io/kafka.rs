@@ -387,21 +387,18 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resul
     Ok(out)
 }
 
-/// The latest model of each window in the `models` topic (warm start). Unreadable records
-/// are skipped with a warning: a bad model must not prevent the pipeline from starting.
+/// The latest models of each window in the `models` topic (the warm start of a live
+/// pipeline). Unreadable records are skipped with a warning: a bad record must not prevent
+/// the pipeline from starting.
 pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::records::Model>, KafkaSetupError> {
-    let mut latest: std::collections::BTreeMap<u64, crate::records::Model> = std::collections::BTreeMap::new();
+    let mut updates = Vec::new();
     for (_, value) in read_topic(config, &config.topics.models, Duration::from_secs(60))? {
-        match crate::records::json::parse_model(&String::from_utf8_lossy(&value)) {
-            Ok(m) => {
-                if latest.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
-                    latest.insert(m.t_obs, m);
-                }
-            }
+        match crate::io::schema::ModelRecord::parse(&String::from_utf8_lossy(&value)) {
+            Ok(m) => updates.push(m),
             Err(e) => tracing::warn!(error = %e, "skipping an unreadable model record"),
         }
     }
-    Ok(latest.into_values().collect())
+    Ok(crate::records::Model::latest_per_window(updates))
 }
 
 /// The partitions of a topic, sorted.

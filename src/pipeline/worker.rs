@@ -21,7 +21,6 @@ use crate::records::{DeadLetter, OutputRecord, TweetEvent};
 use crate::Time;
 
 /// What worker 0 keeps while the dataflow runs.
-#[derive(Default)]
 struct Worker0 {
     /// The run summary, folded from every worker's summary events.
     summary: Rc<RefCell<SummaryAccumulator>>,
@@ -32,7 +31,10 @@ struct Worker0 {
 /// Builds this worker's dataflow and steps it until it completes.
 pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
     let index = worker.index();
-    let mine = Worker0::default();
+    let mine = Worker0 {
+        summary: Rc::new(RefCell::new(SummaryAccumulator::new(shared.settings.predictor.interval_level))),
+        write_error: Rc::default(),
+    };
     let probe = ProbeHandle::<Time>::new();
     worker.dataflow::<Time, _, _>(|scope| {
         // The source's offsets at each boundary, for this worker's window stage to write.
@@ -122,7 +124,7 @@ fn connect_outputs<'s>(
             dead_letters.map(move |d| OutRecord {
                 topic: dead_topic.clone(),
                 key: Some(d.reason.as_str().to_owned()),
-                value: d.to_json(),
+                value: crate::io::schema::to_json(&crate::io::schema::DeadLetterRecord::of(&d)),
             }),
         ]);
         let sender = if scope.index() == 0 { shared.sinks.transactions.lock().ok().and_then(|mut s| s.take()) } else { None };
@@ -139,10 +141,10 @@ fn connect_outputs<'s>(
 
 /// Feeds the live page and Alertmanager with this worker's predictions and outcomes.
 fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
+    // Built on every process whether or not it serves a page or pushes alerts: every
+    // process must build the same dataflow (a process whose default HTTP address was taken
+    // has no page, and an operator missing there would hang the cluster).
     let (view, pusher) = (shared.handles.live.clone(), shared.handles.alertmanager.clone());
-    if view.is_none() && pusher.is_none() {
-        return;
-    }
     let threshold = shared.settings.alert_threshold;
     live.inspect_core(move |event| {
         let Ok((stamp, data)) = event else { return };
@@ -153,7 +155,7 @@ fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
                     if let Some(v) = &view {
                         v.prediction(time, p);
                     }
-                    if let Some(pusher) = pusher.as_ref().filter(|_| p.n_pred > threshold) {
+                    if let Some(pusher) = pusher.as_ref().filter(|_| p.is_alert(threshold)) {
                         pusher.popular_cascade(time, p);
                     }
                 }
