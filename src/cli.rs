@@ -161,6 +161,10 @@ pub enum Command {
         /// Partitions per topic.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// Dataflow configuration TOML (its [kafka] table names the broker, credentials and
+        /// topics; default: the embedded one).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Kafka options.
         #[command(flatten)]
         kafka: KafkaOptions,
@@ -271,27 +275,85 @@ impl RecoveryOptions {
     }
 }
 
-/// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).
+/// Kafka options shared by the Kafka commands (`topics`, `generate`, `backtest`, `live`,
+/// `latency`). Settings are layered: the config's `[kafka]` table, then the environment
+/// (`TWEETOSCOPE_KAFKA_*`, see `io::kafka::ENV_VARS`), then these flags, then one validation.
+/// The password itself is never a flag (a command line is visible to every user of the
+/// machine): `sasl_password_file`, `--sasl-password-file` or `TWEETOSCOPE_KAFKA_SASL_PASSWORD`.
 #[derive(Debug, Clone, Args, Default)]
 pub struct KafkaOptions {
-    /// Bootstrap servers (else the config's, else $TWEETOSCOPE_KAFKA_BROKERS).
+    /// Bootstrap servers, `host:port[,…]` (else $TWEETOSCOPE_KAFKA_BROKERS, else the config's).
     #[arg(long)]
     pub brokers: Option<String>,
     /// Prefix every topic name (e.g. one namespace per test or per environment).
     #[arg(long)]
     pub topic_prefix: Option<String>,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl (TLS + SASL, what managed clusters use).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, value_name = "MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, value_name = "USER")]
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret).
+    #[arg(long, value_name = "FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the brokers' TLS certificates.
+    #[arg(long, value_name = "FILE")]
+    pub ssl_ca_location: Option<String>,
 }
 
+/// How long a Kafka command waits for a broker that does not answer at all before it fails
+/// (a broker that refuses the client fails it at once: `KafkaConfig::check_connection`).
+pub const KAFKA_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl KafkaOptions {
-    /// Applies these options and the environment to a config.
+    /// Applies the environment, then these flags, to a config (no validation).
     pub fn apply(&self, config: &mut DataflowConfig) {
-        config.kafka = config.kafka.clone().with_env();
+        let k = &mut config.kafka;
+        k.apply_env();
         if let Some(b) = &self.brokers {
-            config.kafka.brokers = b.clone();
+            k.brokers = b.clone();
+        }
+        if let Some(p) = &self.security_protocol {
+            k.security_protocol = p.clone();
+        }
+        if let Some(m) = &self.sasl_mechanism {
+            k.sasl_mechanism = Some(m.clone());
+        }
+        if let Some(u) = &self.sasl_username {
+            k.sasl_username = Some(u.clone());
+        }
+        if let Some(f) = &self.sasl_password_file {
+            k.sasl_password = None;
+            k.sasl_password_file = Some(f.clone());
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            k.ssl_ca_location = Some(ca.clone());
         }
         if let Some(p) = &self.topic_prefix {
-            config.kafka.topics = config.kafka.topics.with_prefix(p);
+            k.topics = k.topics.with_prefix(p);
         }
+    }
+
+    /// A Kafka command's settings: the config file (default: the embedded one), then the
+    /// environment, then these flags, then `more` (the command's own flags), then ONE
+    /// validation, which also reads the password file.
+    pub fn load(
+        &self,
+        config: Option<&Path>,
+        more: impl FnOnce(&mut DataflowConfig),
+    ) -> Result<DataflowConfig, crate::config::ConfigError> {
+        let mut c = match config {
+            Some(path) => DataflowConfig::load_layer(path)?,
+            None => DataflowConfig::parse_layer(EMBEDDED_CONFIG)?,
+        };
+        self.apply(&mut c);
+        more(&mut c);
+        c.finish_kafka()?;
+        Ok(c)
     }
 }
 
@@ -390,6 +452,20 @@ mod tests {
         let Some(Command::Run { run, .. }) = cli.command else { panic!("run expected") };
         assert_eq!((run.threads, run.processes, run.process), (2, 2, 1));
         assert_eq!(run.hostfile, Some(PathBuf::from("hosts")));
+    }
+
+    #[test]
+    fn flags_override_the_environment_and_the_file_and_validation_comes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, password) = (dir.path().join("c.toml"), dir.path().join("pw"));
+        std::fs::write(&password, "from-flag\n").unwrap();
+        // sasl_ssl with no password in the file: valid only once a later layer gives one.
+        std::fs::write(&config, "[kafka]\nbrokers = \"file:1\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password = \"from-file-layer\"\n").unwrap();
+        let cli = Cli::try_parse_from(["tweetoscope", "topics", "--config", config.to_str().unwrap(), "--brokers", "flag:1", "--sasl-password-file", password.to_str().unwrap()]).unwrap();
+        let Some(Command::Topics { config, kafka, .. }) = cli.command else { panic!("topics expected") };
+        let c = kafka.load(config.as_deref(), |_| {}).unwrap();
+        assert_eq!(c.kafka.brokers, "flag:1");
+        assert_eq!(c.kafka.sasl_password.as_ref().map(|p| p.0.as_str()), Some("from-flag"));
     }
 
     #[test]

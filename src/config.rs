@@ -213,19 +213,47 @@ impl ForestConfig {
 impl DataflowConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::load_layer(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config = Self::parse_layer(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file WITHOUT the cross-field checks: the first layer of a Kafka command's
+    /// settings (the environment and the flags come next, then [`DataflowConfig::finish_kafka`]).
+    pub fn load_layer(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::parse_layer(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
 
-    /// Parses and validates TOML text.
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
-        config.validate()?;
-        Ok(config)
+    /// Parses TOML text without the cross-field checks. A syntax or schema error names the
+    /// line and column but never quotes the text: the line could hold a password.
+    pub fn parse_layer(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let position = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError::Parse { path: PathBuf::new(), message: format!("{}{}", position.unwrap_or_default(), e.message().trim()) }
+        })
+    }
+
+    /// The one check of a Kafka command's settings, after every layer (file, environment,
+    /// flags): reads the password file, then validates everything, credentials included.
+    pub fn finish_kafka(&mut self) -> Result<(), ConfigError> {
+        self.kafka.finish().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.validate()
     }
 
     /// Cross-field checks.
@@ -330,6 +358,28 @@ mod tests {
         let err = DataflowConfig::parse("[pipeline]\ngranularity = 7\n[checkpoint]\ninterval = 600\n").unwrap_err();
         assert!(err.to_string().contains("granularity"), "{err}");
         assert!(DataflowConfig::parse("[pipeline]\ngranularity = 60\n[checkpoint]\ninterval = 600\n").is_ok());
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_but_never_quote_it() {
+        let err = DataflowConfig::parse("[kafka]\nsasl_pasword = \"hunter2\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("sasl_pasword"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = DataflowConfig::parse("[kafka]\nsasl_password = hunter2\n").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_kafka_command_validates_once_after_the_environment() {
+        // The file alone lacks the password: a non-Kafka command still accepts it, and a
+        // Kafka command accepts it once the environment gives the password.
+        let text = "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\n";
+        assert!(DataflowConfig::parse(text).is_ok());
+        let mut c = DataflowConfig::parse_layer(text).unwrap();
+        assert!(c.clone().finish_kafka().is_err(), "no password anywhere");
+        c.kafka.apply_env_from(|k| (k == "TWEETOSCOPE_KAFKA_SASL_PASSWORD").then(|| "pw".to_owned()));
+        c.finish_kafka().unwrap();
+        assert_eq!(c.kafka.sasl_password.as_ref().map(|p| p.0.as_str()), Some("pw"));
     }
 
     #[test]

@@ -52,9 +52,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{} cascades, {events} events written to {}", truths.len(), out.display());
             Ok(())
         }
-        Some(Command::Topics { partitions, kafka }) => {
-            let mut config = RunOptions::default().load_config()?;
-            kafka.apply(&mut config);
+        Some(Command::Topics { partitions, config, kafka }) => {
+            let config = kafka_settings(&kafka, config.as_deref(), |_| {})?;
             let names = config.kafka.topics.all();
             tweetoscope::io::kafka::ensure_topics(&config.kafka, &names, partitions)?;
             println!("topics ready: {}", names.join(" "));
@@ -64,9 +63,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Latency { input, index, speed, until, drain, config, json, kafka }) => {
             anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
             anyhow::ensure!(drain.is_finite() && drain >= 0.0, "--drain must be a number of seconds ≥ 0");
-            let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
-            kafka.apply(&mut config);
-            config.validate()?;
+            let config = kafka_settings(&kafka, config.as_deref(), |_| {})?;
             let dataset = read_dataset(&input, index.as_deref())?;
             let options = tweetoscope::latency::LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
             let report = tweetoscope::latency::measure(&dataset, &config, &options)?;
@@ -79,6 +76,19 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Some(Command::Hostfile(args)) => Ok(tweetoscope::k8s::entrypoint(&args)?),
     }
+}
+
+/// A Kafka command's settings (file, environment, flags, one validation), then one connection
+/// to the brokers, so that refused credentials or certificates end the command at once with
+/// the fix.
+fn kafka_settings(
+    kafka: &KafkaOptions,
+    config: Option<&Path>,
+    more: impl FnOnce(&mut tweetoscope::config::DataflowConfig),
+) -> Result<tweetoscope::config::DataflowConfig> {
+    let config = kafka.load(config, more)?;
+    config.kafka.check_connection(tweetoscope::cli::KAFKA_CONNECT_TIMEOUT)?;
+    Ok(config)
 }
 
 /// A progress bar on stderr fed from a counter (hidden when stderr is not a terminal).
@@ -203,12 +213,11 @@ fn alertmanager(options: &RunOptions) -> Result<Option<tweetoscope::alertmanager
 /// `live` (with its recovery options) or `backtest` (without).
 fn kafka_run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOptions>) -> Result<()> {
     let bounded = live.is_none();
-    let mut config = options.load_config()?;
-    kafka.apply(&mut config);
-    if let Some(r) = live {
-        r.apply(&mut config);
-    }
-    config.validate()?;
+    let config = kafka_settings(kafka, options.config.as_deref(), |config| {
+        if let Some(r) = live {
+            r.apply(config);
+        }
+    })?;
     let idle_exit = match live.and_then(|r| r.until_idle) {
         Some(s) if !(s.is_finite() && s > 0.0) => bail!("--until-idle must be a positive number of seconds"),
         s => s.map(Duration::from_secs_f64),
@@ -253,9 +262,7 @@ fn generate_command(
             Some(f)
         }
     };
-    let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
-    kafka.apply(&mut config);
-    config.validate()?;
+    let config = kafka_settings(kafka, config.as_deref(), |_| {})?;
     let dataset = read_dataset(input, index)?;
     let sent = Arc::new(AtomicU64::new(0));
     let shutdown = Arc::new(AtomicBool::new(false));
