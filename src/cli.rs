@@ -297,7 +297,8 @@ pub struct KafkaOptions {
     /// SASL user name.
     #[arg(long, value_name = "USER")]
     pub sasl_username: Option<String>,
-    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret).
+    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret). The password itself
+    /// is never a flag: this, the config's sasl_password_file, or $TWEETOSCOPE_KAFKA_SASL_PASSWORD.
     #[arg(long, value_name = "FILE")]
     pub sasl_password_file: Option<PathBuf>,
     /// CA certificate (PEM) of the brokers' TLS certificates.
