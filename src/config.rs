@@ -236,16 +236,25 @@ impl DataflowConfig {
     }
 
     /// Parses TOML text without the cross-field checks. A syntax or schema error names the
-    /// line and column but never quotes the text: the line could hold a password.
+    /// line and column but never quotes the text: the line could hold a password. On a line
+    /// that names a password or key, the values the message quotes (`…`) are hidden too.
     pub fn parse_layer(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let position = e.span().map(|span| {
-                let before = &text[..span.start.min(text.len())];
+            let mut message = e.message().trim().to_owned();
+            let mut position = String::new();
+            if let Some(span) = e.span() {
+                let start = span.start.min(text.len());
+                let before = &text[..start];
                 let line = before.matches('\n').count() + 1;
                 let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                format!("line {line}, column {column}: ")
-            });
-            ConfigError::Parse { path: PathBuf::new(), message: format!("{}{}", position.unwrap_or_default(), e.message().trim()) }
+                position = format!("line {line}, column {column}: ");
+                let whole_line = text[start..].split('\n').next().unwrap_or_default();
+                let whole_line = format!("{}{whole_line}", before.rsplit('\n').next().unwrap_or_default()).to_ascii_lowercase();
+                if ["password", "secret", "key"].iter().any(|w| whole_line.contains(w)) {
+                    message = hide_quoted(&message);
+                }
+            }
+            ConfigError::Parse { path: PathBuf::new(), message: format!("{position}{message}") }
         })
     }
 
@@ -317,6 +326,11 @@ impl DataflowConfig {
     }
 }
 
+/// `a `b` c` → `a `…` c`: hides what an error message quotes.
+fn hide_quoted(message: &str) -> String {
+    message.split('`').enumerate().map(|(i, part)| if i % 2 == 1 { "…" } else { part }).collect::<Vec<_>>().join("`")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +381,8 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let err = DataflowConfig::parse("[kafka]\nsasl_password = hunter2\n").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
+        let err = DataflowConfig::parse("[kafka]\nsasl_password = 31415926\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && !err.contains("31415926"), "{err}");
     }
 
     #[test]

@@ -724,7 +724,8 @@ pub fn partitions_of(consumer: &BaseConsumer, topic: &str, timeout: Duration) ->
 }
 
 /// Collects what librdkafka reports while [`KafkaConfig::check_connection`] connects (its
-/// errors and warnings), instead of logging them: the check turns them into one line.
+/// errors, and its log lines down to the info level, where a peer's disconnects are), instead
+/// of logging them: the check turns them into one line.
 #[derive(Default)]
 struct ProbeContext {
     seen: Mutex<Vec<String>>,
