@@ -18,8 +18,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use tweetoscope::cascade::{CascadeTracker, TrackerOutput, TrackerSettings};
-use tweetoscope::messages::{EventKind, TweetEvent};
+use tweetoscope::dataflow::window::tracker::{CascadeTracker, TrackerOutput, TrackerSettings};
+use tweetoscope::records::{EventKind, TweetEvent};
 
 struct Counting;
 

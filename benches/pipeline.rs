@@ -8,7 +8,7 @@ use criterion::{criterion_group, BenchmarkId, Criterion};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tweetoscope::cli::EMBEDDED_CONFIG;
+use tweetoscope::commands::EMBEDDED_CONFIG;
 use tweetoscope::config::DataflowConfig;
 use tweetoscope::io::files::read_dataset;
 use tweetoscope::pipeline::{run, Cluster, Job, RunHandles, SourceSpec};
@@ -28,7 +28,7 @@ fn bench_pipeline(c: &mut Criterion) {
                     source: SourceSpec::Replay { dataset: dataset.clone(), pace: None },
                     out_dir: None,
                     kafka_sink: false,
-                    cluster: Cluster { threads, ..Cluster::default() },
+                    cluster: Cluster::threads(threads).expect("at least one worker"),
                     warm_start: false,
                 };
                 let report = run(job, RunHandles::default()).expect("pipeline run").expect("process 0 report");

@@ -21,9 +21,18 @@ pub enum ConfigError {
     /// The file is not valid TOML for this schema (unknown key, wrong type, …).
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    /// The values are individually well-typed but make no sense together.
+    /// A value out of its range, or values that make no sense together.
+    #[error("invalid configuration: {key} {rule}")]
+    Invalid {
+        /// The key (`section.field`) at fault.
+        key: &'static str,
+        /// The rule it breaks.
+        rule: String,
+    },
+    /// The `[kafka]` settings, after every layer (file, environment, flags), cannot make a
+    /// client: missing credentials, unreadable password or certificate files.
     #[error("invalid configuration: {0}")]
-    Invalid(String),
+    Kafka(crate::io::kafka::KafkaSetupError),
 }
 
 /// A whole dataflow configuration (`dataflows/*.toml`).
@@ -261,67 +270,80 @@ impl DataflowConfig {
     /// The one check of a Kafka command's settings, after every layer (file, environment,
     /// flags): reads the password file, then validates everything, credentials included.
     pub fn finish_kafka(&mut self) -> Result<(), ConfigError> {
-        self.kafka.finish().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.kafka.finish().map_err(ConfigError::Kafka)?;
         self.validate()
     }
 
     /// Cross-field checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, rule: &str| Err(ConfigError::Invalid { key, rule: rule.to_owned() });
         let p = &self.pipeline;
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
         if p.windows.is_empty() {
-            return invalid("pipeline.windows must name at least one observation window".into());
+            return invalid("pipeline.windows", "must name at least one observation window");
         }
-        let mut sorted = p.windows.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted != p.windows {
-            return invalid("pipeline.windows must be strictly increasing".into());
+        if !p.windows.windows(2).all(|w| w[0] < w[1]) {
+            return invalid("pipeline.windows", "must be strictly increasing");
         }
         if p.windows[0] == 0 {
-            return invalid("pipeline.windows must be positive".into());
+            return invalid("pipeline.windows", "must be positive");
         }
         // Windows close before termination can happen (termination needs t_end idle seconds
         // after the last event, which is at or after the start), so every partial cascade is
         // emitted before its cascade's final size: the join of predictions and sizes relies on it.
-        if *p.windows.last().unwrap() > p.t_end {
-            return invalid(format!("every window must be ≤ pipeline.t_end ({} s)", p.t_end));
+        if *p.windows.last().expect("not empty") > p.t_end {
+            return invalid("pipeline.windows", &format!("must each be ≤ pipeline.t_end ({} s)", p.t_end));
         }
         if p.min_cascade_size < 2 {
-            return invalid("pipeline.min_cascade_size must be at least 2 (a fit needs two events)".into());
+            return invalid("pipeline.min_cascade_size", "must be at least 2 (a fit needs two events)");
         }
         if !(p.alert_threshold.is_finite() && p.alert_threshold >= 0.0) {
-            return invalid("pipeline.alert_threshold must be a finite number ≥ 0".into());
+            return invalid("pipeline.alert_threshold", "must be a finite number ≥ 0");
         }
-        self.checkpoint.validate().map_err(ConfigError::Invalid)?;
+        self.checkpoint.validate().map_err(|(key, rule)| ConfigError::Invalid { key, rule: rule.to_owned() })?;
         // Checkpoint boundaries must be granule boundaries: a stage's state "before F" is then
         // the same whether counted in event time or in granules.
         if p.granularity == 0 || !self.checkpoint.interval.is_multiple_of(p.granularity) {
-            return invalid(format!(
-                "pipeline.granularity must be ≥ 1 s and divide checkpoint.interval ({} s)",
-                self.checkpoint.interval
-            ));
+            let rule = format!("must be ≥ 1 s and divide checkpoint.interval ({} s)", self.checkpoint.interval);
+            return invalid("pipeline.granularity", &rule);
         }
-        let f = &self.forest;
-        if f.retrain_every == 0 || f.max_samples == 0 || f.n_trees == 0 {
-            return invalid("forest.retrain_every, forest.max_samples and forest.n_trees must be ≥ 1".into());
-        }
-        if !(f.retrain_growth.is_finite() && f.retrain_growth >= 0.0) {
-            return invalid("forest.retrain_growth must be a finite number ≥ 0".into());
-        }
-        f.params().validate().map_err(|e| ConfigError::Invalid(format!("forest: {e}")))?;
-        if self.seismic.min_samples == 0 || self.seismic.max_samples < self.seismic.min_samples {
-            return invalid("seismic.min_samples must be ≥ 1 and ≤ seismic.max_samples".into());
-        }
-        if !(self.seismic.refit_growth.is_finite() && self.seismic.refit_growth >= 0.0) {
-            return invalid("seismic.refit_growth must be a finite number ≥ 0".into());
-        }
-        if f.model_delay == 0 {
-            return invalid("forest.model_delay must be ≥ 1 (a zero-delay feedback loop never progresses)".into());
-        }
+        self.forest.validate()?;
+        self.seismic.validate()?;
         tweetoscope_model::hawkes::HawkesModel::new(self.hawkes.clone())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        self.kafka.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            .map_err(|e| ConfigError::Invalid { key: "hawkes", rule: e.to_string() })?;
+        self.kafka.validate().map_err(|e| ConfigError::Invalid { key: "kafka", rule: e.to_string() })?;
+        Ok(())
+    }
+}
+
+impl ForestConfig {
+    /// Checks the schedule and the hyper-parameters.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, rule: &str| Err(ConfigError::Invalid { key, rule: rule.to_owned() });
+        if self.retrain_every == 0 || self.max_samples == 0 || self.n_trees == 0 {
+            return invalid("forest", "retrain_every, max_samples and n_trees must be ≥ 1");
+        }
+        if !(self.retrain_growth.is_finite() && self.retrain_growth >= 0.0) {
+            return invalid("forest.retrain_growth", "must be a finite number ≥ 0");
+        }
+        if self.model_delay == 0 {
+            return invalid("forest.model_delay", "must be ≥ 1 (a zero-delay feedback loop never progresses)");
+        }
+        self.params().validate().map_err(|e| ConfigError::Invalid { key: "forest", rule: e.to_string() })
+    }
+}
+
+impl SeismicConfig {
+    /// Checks the correction's schedule.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_samples == 0 || self.max_samples < self.min_samples {
+            return Err(ConfigError::Invalid {
+                key: "seismic.min_samples",
+                rule: "must be ≥ 1 and ≤ seismic.max_samples".into(),
+            });
+        }
+        if !(self.refit_growth.is_finite() && self.refit_growth >= 0.0) {
+            return Err(ConfigError::Invalid { key: "seismic.refit_growth", rule: "must be a finite number ≥ 0".into() });
+        }
         Ok(())
     }
 }

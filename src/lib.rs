@@ -1,34 +1,26 @@
 //! Tweetoscope: real-time tweet popularity prediction on timely dataflow.
 //!
-//! Layers, top to bottom (data flows one way, the pure parts at the bottom):
-//! - [`cli`]: command-line parsing; the binary is a thin shell around it.
-//! - [`pipeline`]: runs a job (a source, the dataflow, sinks) on timely workers.
-//! - [`dataflow`]: the stages as thin timely operators.
-//! - [`io`]: file readers and JSON-lines writers.
-//! - [`cascade`], [`replay`], [`summary`]: synchronous cores (no timely, no I/O).
-//! - `tweetoscope_model` (crate `crates/model`): Hawkes, forest, statistics — pure numerics.
-//! - [`config`], [`messages`]: configuration and record types shared by all.
+//! Layers, top to bottom (a module only uses the ones below it; `tests/architecture.rs`
+//! checks there is no cycle and ARCHITECTURE.md draws the graph):
+//! - [`commands`]: one file per subcommand; the binary only parses and dispatches.
+//! - [`pipeline`]: runs a job (sources, the dataflow, sinks, recovery) on timely workers.
+//! - [`dataflow`]: one folder per stage, each an I/O-free core and a thin timely operator.
+//! - [`checkpoint`]: the generic checkpoint layer (stages implement its trait).
+//! - [`observe`]: the run summary, the live views, the HTTP server, Alertmanager, reports.
+//! - [`io`]: file readers, the wire codec, JSON-lines writers, Kafka clients, the output schema.
+//! - [`telemetry`]: the named events stages emit and every Prometheus metric.
+//! - [`config`], [`records`]: configuration and the records that flow between stages.
+//! - `tweetoscope_model` (crate `crates/model`): Hawkes, forest, SEISMIC — pure numerics.
 
-pub mod alertmanager;
-pub mod cascade;
 pub mod checkpoint;
-pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod dataflow;
-pub mod generate;
-pub mod http;
 pub mod io;
-pub mod k8s;
-pub mod latency;
-pub mod live;
-pub mod messages;
+pub mod observe;
 pub mod pipeline;
-pub mod replay;
-pub mod report;
-pub mod simulation;
-pub mod summary;
+pub mod records;
 pub mod telemetry;
-pub mod wire;
 
 /// Event time: seconds on the global timeline of the input (the timely timestamp).
 pub type Time = u64;
@@ -46,8 +38,15 @@ pub fn mix64(x: u64) -> u64 {
 
 /// The exchange key of a cascade: all of its events meet on one worker. Raw ids are
 /// sequence-like in their low bits, so they are mixed first (timely routes by low bits).
-pub fn shard_of(cascade: messages::CascadeId) -> u64 {
+pub fn shard_of(cascade: records::CascadeId) -> u64 {
     mix64(cascade)
+}
+
+/// Whether worker `index` of `peers` owns a record routed by `hash`: timely's exchange sends
+/// a record to worker `hash % peers`. Sources, restored checkpoints and replays use it to
+/// keep the records a worker's stages will see.
+pub fn owns(hash: u64, index: usize, peers: usize) -> bool {
+    (hash % peers as u64) as usize == index
 }
 
 #[cfg(test)]

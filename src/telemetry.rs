@@ -12,9 +12,48 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::messages::RejectReason;
-use crate::summary::SummaryEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::records::{Exclusion, Prediction, RejectReason};
 use crate::Time;
+
+/// One countable fact from a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SummaryEvent {
+    /// A batch of input events entered the pipeline.
+    Input { events: u64 },
+    /// A partial cascade was emitted for a window.
+    Partial { t_obs: Time },
+    /// A window of a cascade had too few events to be estimated.
+    TooSmall { t_obs: Time },
+    /// A cascade terminated.
+    Terminated,
+    /// `count` input events were rejected for `reason` (counted per message on each worker
+    /// before being gathered: a replay can reject a third of its million events).
+    Rejected { reason: RejectReason, count: u64 },
+    /// A prediction was made.
+    Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
+    /// A prediction's accuracy once the true size was known.
+    Accuracy { t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64>, are_seismic_corrected: Option<f64> },
+    /// A training sample was made.
+    SampleMade { t_obs: Time },
+    /// A prediction gave no sample.
+    SampleExcluded { t_obs: Time, reason: Exclusion },
+    /// A window's model was retrained.
+    ModelTrained { t_obs: Time, n_samples: usize, version: Time },
+}
+
+impl SummaryEvent {
+    /// The event of a prediction.
+    pub fn from_prediction(p: &Prediction, alert_threshold: f64) -> Self {
+        SummaryEvent::Prediction {
+            t_obs: p.t_obs,
+            fit_ok: p.fit.is_some(),
+            alert: p.n_pred > alert_threshold,
+            at_bound: p.fit.is_some_and(|f| f.at_bound),
+        }
+    }
+}
 
 /// The process's metrics.
 pub struct Metrics {
@@ -307,12 +346,11 @@ pub fn checkpoint_part_written(kind: &str, bytes: u64, took: std::time::Duration
     m.checkpoint_write_seconds.with_label_values(&[kind]).observe(took.as_secs_f64());
 }
 
-/// Checkpoint parts written by this process so far: (parts, bytes, seconds spent encoding
-/// and writing them).
-pub fn checkpoint_totals() -> (u64, u64, f64) {
+/// Checkpoint parts of `stages` written by this process so far: (parts, bytes, seconds
+/// spent encoding and writing them).
+pub fn checkpoint_totals(stages: &[&str]) -> (u64, u64, f64) {
     let m = metrics();
-    crate::checkpoint::PartKind::ALL.iter().fold((0, 0, 0.0), |(p, b, s), k| {
-        let kind = k.as_str();
+    stages.iter().fold((0, 0, 0.0), |(p, b, s), kind| {
         (
             p + m.checkpoint_parts.with_label_values(&[kind]).get(),
             b + m.checkpoint_bytes.with_label_values(&[kind]).get(),

@@ -171,7 +171,7 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
     let dataset = tweetoscope::io::files::read_dataset(&base, None).unwrap();
     let input = tweetoscope::config::DataflowConfig::default().input;
     let starts: Vec<Time> =
-        dataset.cascades.iter().map(|c| tweetoscope::replay::start_time(c, input.random_start_range, input.seed)).collect();
+        dataset.cascades.iter().map(|c| tweetoscope::io::timeline::start_time(c, input.random_start_range, input.seed)).collect();
     let mut corpus = parse_corpus(&starts);
     corpus.sort_by_key(|h| h.at); // stable: file order within one time
     assert!(corpus.len() >= 50, "the corpus has {} messages", corpus.len());
@@ -182,13 +182,13 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
     run_ok(tweetoscope(&clean, &["generate", "--speed", "max", "--input"]).arg(&base));
     let (mixed, kafka) = namespace("hostile_mixed");
     let producer = RawProducer::new(&kafka);
-    let timeline = tweetoscope::replay::worker_timeline(&dataset, input.random_start_range, input.seed, 0, 1);
+    let timeline = tweetoscope::io::timeline::worker_timeline(&dataset, input.random_start_range, input.seed, 0, 1);
     let mut pending = corpus.iter().peekable();
     for event in &timeline {
         while let Some(h) = pending.next_if(|h| h.at < event.time) {
             producer.send(&kafka.topics.tweets, h.key.as_deref(), h.payload.as_deref(), None);
         }
-        let (key, value) = tweetoscope::wire::encode(event, 0);
+        let (key, value) = tweetoscope::io::wire::encode(event, 0);
         producer.send(&kafka.topics.tweets, Some(key.as_bytes()), Some(value.as_bytes()), None);
     }
     for h in pending {

@@ -4,11 +4,17 @@
 //!   its headless Service, -n and the entrypoint agree;
 //! - three local processes, each with the hostfile the entrypoint renders for its pod (the
 //!   pods' DNS names mapped to 127.0.0.1 ports), form one timely cluster whose outputs equal
-//!   a single-process run's.
+//!   a single-process run's;
+//! - what the manifests let in (issue 22): the NetworkPolicies, evaluated for every pair of
+//!   endpoints, allow exactly the dataflow's graph; prod exposes nothing outside the cluster
+//!   and Grafana's admin comes from a Secret; the timely cluster and Kafka have a
+//!   PodDisruptionBudget and required anti-affinity; every pod is non-root with a read-only
+//!   root filesystem, explicit writable volumes and ephemeral-storage limits; readiness and
+//!   liveness probes differ, and the tweetoscope ones are endpoints the binary serves.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::*;
 use serde_json::Value;
-use tweetoscope::cli::{Cli, Command as Sub};
+use tweetoscope::commands::{Cli, Command as Sub};
 use tweetoscope::config::DataflowConfig;
 
 /// Renders every overlay once per test binary (`scripts/k8s-check render`, which installs
@@ -145,9 +151,6 @@ fn cluster_specific_monitoring_files_agree_with_the_ops_ones() {
         for path in yaml_scalars(&providers, "path") {
             assert!(mounts.iter().any(|m| m["mountPath"] == path.as_str()), "{overlay}: grafana does not mount {path}");
         }
-        // NodePorts as in the course.
-        assert_eq!(named(all, "Service", "prometheus")["spec"]["ports"][0]["nodePort"], 30187, "{overlay}");
-        assert_eq!(named(all, "Service", "alertmanager")["spec"]["ports"][0]["nodePort"], 30189, "{overlay}");
     }
 }
 
@@ -237,7 +240,7 @@ fn manifests_command_lines_parse_and_the_statefulset_service_and_n_agree() {
                 "POD_NAMESPACE" => Some(namespace.clone()),
                 other => env.get(other).cloned(),
             };
-            let plan = tweetoscope::k8s::plan(&args, pod_env).unwrap();
+            let plan = tweetoscope::commands::hostfile::plan(&args, pod_env).unwrap();
             assert_eq!((plan.ordinal, plan.replicas), (ordinal, replicas));
             for (j, line) in plan.lines.iter().enumerate() {
                 let expected = if j == ordinal {
@@ -350,4 +353,571 @@ fn three_pods_hostfiles_form_one_cluster_on_loopback() {
     let single = dir.path().join("single");
     run_ok(binary().args(["run", "--input"]).arg(bundled_sample()).args(["--metrics-addr", "off", "--out"]).arg(&single));
     assert_same_outputs(&single, &dir.path().join("out-0"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the manifests let in, and how they survive node maintenance (issue 22).
+
+/// The pod templates of an overlay, by `Kind/name` of their controller.
+fn pod_templates(all: &[Value]) -> Vec<(String, &Value)> {
+    all.iter()
+        .filter(|o| ["Deployment", "StatefulSet", "Job", "DaemonSet"].contains(&o["kind"].as_str().unwrap_or("")))
+        .map(|o| (format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()), &o["spec"]["template"]))
+        .collect()
+}
+
+/// Init containers, then containers.
+fn containers_of(template: &Value) -> Vec<&Value> {
+    let spec = &template["spec"];
+    spec["initContainers"].as_array().into_iter().flatten().chain(spec["containers"].as_array().unwrap()).collect()
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect()
+}
+
+/// A label selector (matchLabels and matchExpressions; `{}` selects everything).
+fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+    let by_label = selector["matchLabels"].as_object().into_iter().flatten().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let by_expression = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap();
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().map(|v| v.as_str().unwrap()).collect();
+        match e["operator"].as_str().unwrap() {
+            "In" => labels.get(key).is_some_and(|v| values.contains(&v.as_str())),
+            "NotIn" => labels.get(key).is_none_or(|v| !values.contains(&v.as_str())),
+            "Exists" => labels.contains_key(key),
+            "DoesNotExist" => !labels.contains_key(key),
+            op => panic!("selector operator {op}"),
+        }
+    });
+    by_label && by_expression
+}
+
+/// Where an endpoint of the graph is: a pod, or an address outside the cluster's pods.
+#[derive(Debug, Clone)]
+enum Place {
+    Pod { namespace: String, namespace_labels: BTreeMap<String, String>, labels: BTreeMap<String, String> },
+    Address(std::net::Ipv4Addr),
+}
+
+/// A node of the graph and the ports it listens on, as (protocol, port).
+#[derive(Debug, Clone)]
+struct Endpoint {
+    name: String,
+    place: Place,
+    ports: Vec<(&'static str, u16)>,
+}
+
+fn in_cidr(ip: std::net::Ipv4Addr, cidr: &Value) -> bool {
+    let (net, bits) = cidr.as_str().unwrap().split_once('/').unwrap();
+    let (net, bits): (std::net::Ipv4Addr, u32) = (net.parse().unwrap(), bits.parse().unwrap());
+    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// One `from`/`to` entry of a rule, for an endpoint. An ipBlock is taken to match addresses
+/// outside the pod network only: what it does to pod addresses depends on the CNI, and the
+/// policies here never rely on it.
+fn peer_matches(peer: &Value, policy_namespace: &str, endpoint: &Endpoint) -> bool {
+    match &endpoint.place {
+        Place::Pod { namespace, namespace_labels, labels } => {
+            if peer.get("ipBlock").is_some() {
+                return false;
+            }
+            let namespace_ok = match peer.get("namespaceSelector") {
+                Some(selector) => selects(selector, namespace_labels),
+                None => namespace == policy_namespace,
+            };
+            namespace_ok && peer.get("podSelector").is_none_or(|selector| selects(selector, labels))
+        }
+        Place::Address(ip) => peer.get("ipBlock").is_some_and(|block| {
+            in_cidr(*ip, &block["cidr"]) && !block["except"].as_array().into_iter().flatten().any(|c| in_cidr(*ip, c))
+        }),
+    }
+}
+
+fn port_matches(ports: &Value, protocol: &str, port: u16) -> bool {
+    let Some(list) = ports.as_array().filter(|l| !l.is_empty()) else { return true };
+    list.iter().any(|p| {
+        p["protocol"].as_str().unwrap_or("TCP") == protocol
+            && match &p["port"] {
+                Value::Null => true,
+                Value::Number(n) => {
+                    let low = n.as_u64().unwrap() as u16;
+                    (low..=p["endPort"].as_u64().map_or(low, |e| e as u16)).contains(&port)
+                }
+                named => panic!("named port {named} in a NetworkPolicy: this test models numbers only"),
+            }
+    })
+}
+
+fn policy_types(policy: &Value) -> Vec<String> {
+    match policy["spec"]["policyTypes"].as_array() {
+        Some(types) => types.iter().map(|t| t.as_str().unwrap().to_owned()).collect(),
+        // The API's default: Ingress always, Egress when there are egress rules.
+        None if policy["spec"].get("egress").is_some() => vec!["Ingress".into(), "Egress".into()],
+        None => vec!["Ingress".into()],
+    }
+}
+
+/// Whether `pod`'s policies let `peer` through in `direction` ("Ingress": from the peer;
+/// "Egress": to it) on that port. A pod that no policy selects for that direction is not
+/// isolated in it (nor is anything outside the policies' namespace).
+fn admits(policies: &[&Value], pod: &Endpoint, direction: &str, peer: &Endpoint, protocol: &str, port: u16) -> bool {
+    let Place::Pod { namespace, labels, .. } = &pod.place else { return true };
+    let applying: Vec<&Value> = policies
+        .iter()
+        .copied()
+        .filter(|p| p["metadata"]["namespace"] == namespace.as_str() && selects(&p["spec"]["podSelector"], labels))
+        .filter(|p| policy_types(p).iter().any(|t| t == direction))
+        .collect();
+    if applying.is_empty() {
+        return true;
+    }
+    let (rules, peers) = if direction == "Ingress" { ("ingress", "from") } else { ("egress", "to") };
+    applying.iter().any(|p| {
+        p["spec"][rules].as_array().into_iter().flatten().any(|rule| {
+            let peer_ok = rule[peers].as_array().filter(|l| !l.is_empty()).is_none_or(|list| {
+                list.iter().any(|entry| peer_matches(entry, p["metadata"]["namespace"].as_str().unwrap(), peer))
+            });
+            peer_ok && port_matches(&rule["ports"], protocol, port)
+        })
+    })
+}
+
+/// Every connection the policies allow between these endpoints, as `from -> to:port/PROTO`,
+/// leaving out pairs where neither end is a pod of `namespace` (not governed by them).
+fn network_graph(policies: &[&Value], endpoints: &[Endpoint], namespace: &str) -> BTreeSet<String> {
+    let ours = |e: &Endpoint| matches!(&e.place, Place::Pod { namespace: n, .. } if n == namespace);
+    let mut edges = BTreeSet::new();
+    for from in endpoints {
+        for to in endpoints.iter().filter(|to| ours(from) || ours(to)) {
+            for &(protocol, port) in &to.ports {
+                if admits(policies, from, "Egress", to, protocol, port) && admits(policies, to, "Ingress", from, protocol, port) {
+                    edges.insert(format!("{} -> {}:{port}/{protocol}", from.name, to.name));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The overlay's workloads (labels and container ports of their pod templates), plus what
+/// else a connection could come from or go to: a stranger pod in the namespace (a debug pod,
+/// a new workload), the cluster DNS, a pod of another namespace, the API server, the cloud
+/// metadata service, a host on the private network and an address on the internet.
+fn network_endpoints(all: &[Value]) -> (String, Vec<Endpoint>) {
+    let ns = objects(all, "Namespace").next().unwrap();
+    let namespace = ns["metadata"]["name"].as_str().unwrap().to_owned();
+    let mut namespace_labels = string_map(&ns["metadata"]["labels"]);
+    namespace_labels.insert("kubernetes.io/metadata.name".into(), namespace.clone()); // set by the API server
+    let pod = |namespace: &str, namespace_labels: &BTreeMap<String, String>, labels: BTreeMap<String, String>| Place::Pod {
+        namespace: namespace.to_owned(),
+        namespace_labels: namespace_labels.clone(),
+        labels,
+    };
+    let mut endpoints = Vec::new();
+    for (what, template) in pod_templates(all) {
+        let ports = template["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .map(|p| {
+                let protocol = match p["protocol"].as_str().unwrap_or("TCP") {
+                    "TCP" => "TCP",
+                    "UDP" => "UDP",
+                    other => panic!("{what}: protocol {other}"),
+                };
+                (protocol, p["containerPort"].as_u64().unwrap() as u16)
+            })
+            .collect();
+        let name = what.split_once('/').unwrap().1.to_owned();
+        endpoints.push(Endpoint { name, place: pod(&namespace, &namespace_labels, string_map(&template["metadata"]["labels"])), ports });
+    }
+    let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+    endpoints.push(Endpoint {
+        name: "stranger".into(),
+        place: pod(&namespace, &namespace_labels, labels(&[("app.kubernetes.io/name", "debug")])),
+        ports: vec![("TCP", 8080)],
+    });
+    endpoints.push(Endpoint {
+        name: "kube-dns".into(),
+        place: pod("kube-system", &labels(&[("kubernetes.io/metadata.name", "kube-system")]), labels(&[("k8s-app", "kube-dns")])),
+        ports: vec![("UDP", 53), ("TCP", 53)],
+    });
+    endpoints.push(Endpoint {
+        name: "elsewhere".into(),
+        place: pod("elsewhere", &labels(&[("kubernetes.io/metadata.name", "elsewhere")]), labels(&[("app", "elsewhere")])),
+        ports: vec![("TCP", 443), ("TCP", 8080)],
+    });
+    let address = |name: &str, ip: [u8; 4], ports: &[u16]| Endpoint {
+        name: name.into(),
+        place: Place::Address(ip.into()),
+        ports: ports.iter().map(|&p| ("TCP", p)).collect(),
+    };
+    endpoints.push(address("api-server", [10, 0, 0, 2], &[443, 6443]));
+    endpoints.push(address("metadata", [169, 254, 169, 254], &[80]));
+    endpoints.push(address("private-host", [10, 1, 2, 3], &[443]));
+    endpoints.push(address("internet", [203, 0, 113, 10], &[80, 443, 587]));
+    (namespace, endpoints)
+}
+
+fn network_policies(all: &[Value]) -> Vec<&Value> {
+    objects(all, "NetworkPolicy").collect()
+}
+
+/// The endpoints of `network_endpoints` outside the overlay's namespace.
+const OUTSIDE: [&str; 6] = ["api-server", "elsewhere", "internet", "kube-dns", "metadata", "private-host"];
+
+#[test]
+fn network_policies_allow_exactly_the_dataflows_graph() {
+    // k8s/base/network-policies.yaml, edge for edge.
+    let mut expected: BTreeSet<String> = [
+        // timely's processes dial each other; the pipeline reads and writes Kafka, pushes alerts.
+        "tweetoscope -> tweetoscope:2101/TCP",
+        "tweetoscope -> kafka:9092/TCP",
+        "tweetoscope -> alertmanager:9093/TCP",
+        // The Jobs create the topics and replay the sample.
+        "kafka-topics -> kafka:9092/TCP",
+        "generator -> kafka:9092/TCP",
+        // Broker to broker and to the controller (several nodes).
+        "kafka -> kafka:9092/TCP",
+        "kafka -> kafka:9093/TCP",
+        // Monitoring.
+        "prometheus -> tweetoscope:9464/TCP",
+        "prometheus -> alertmanager:9093/TCP",
+        "grafana -> prometheus:9090/TCP",
+        // Prometheus's API-server rule is by port (the server's address is the cluster's): it
+        // also opens 443 elsewhere, which the graph shows rather than hides.
+        "prometheus -> api-server:443/TCP",
+        "prometheus -> api-server:6443/TCP",
+        "prometheus -> elsewhere:443/TCP",
+        "prometheus -> internet:443/TCP",
+        "prometheus -> private-host:443/TCP",
+        // Alertmanager's receivers: public addresses only (not the private network, not the
+        // metadata service).
+        "alertmanager -> internet:443/TCP",
+        "alertmanager -> internet:587/TCP",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    // DNS for every pod of the namespace, the stranger included (and nothing else for it).
+    for pod in ["tweetoscope", "kafka", "kafka-topics", "generator", "prometheus", "alertmanager", "grafana", "stranger"] {
+        expected.insert(format!("{pod} -> kube-dns:53/UDP"));
+        expected.insert(format!("{pod} -> kube-dns:53/TCP"));
+    }
+    for (overlay, all) in rendered() {
+        let (namespace, endpoints) = network_endpoints(all);
+        let names: BTreeSet<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert!(OUTSIDE.iter().all(|o| names.contains(o)), "{overlay}: {names:?}");
+        for workload in ["tweetoscope", "kafka", "kafka-topics", "generator", "prometheus", "alertmanager", "grafana"] {
+            assert!(names.contains(workload), "{overlay}: no workload {workload}");
+        }
+        let mut want = expected.clone();
+        if overlay == "dev" {
+            // Dev's NodePorts: anything outside the namespace (any address, any other
+            // namespace's pod) reaches the three UIs, on those ports only; nothing inside the
+            // namespace gains anything.
+            for from in OUTSIDE {
+                for to in ["prometheus:9090", "grafana:3000", "alertmanager:9093"] {
+                    want.insert(format!("{from} -> {to}/TCP"));
+                }
+            }
+        }
+        let policies = network_policies(all);
+        let got = network_graph(&policies, &endpoints, &namespace);
+        let extra: Vec<_> = got.difference(&want).collect();
+        let missing: Vec<_> = want.difference(&got).collect();
+        assert!(extra.is_empty() && missing.is_empty(), "{overlay}: allowed but not in the graph: {extra:#?}\nin the graph but refused: {missing:#?}");
+        if overlay != "dev" {
+            let inbound: Vec<_> = got.iter().filter(|e| OUTSIDE.iter().any(|o| e.starts_with(&format!("{o} ->")))).collect();
+            assert!(inbound.is_empty(), "{overlay}: reachable from outside the namespace: {inbound:?}");
+        }
+        // The evaluation sees isolation: without the default deny, the stranger pod (which no
+        // other policy admits anything to) is open to the world.
+        let without: Vec<&Value> = policies.iter().copied().filter(|p| p["metadata"]["name"] != "default-deny").collect();
+        assert!(without.len() < policies.len(), "{overlay}: no default-deny policy");
+        let opened = network_graph(&without, &endpoints, &namespace);
+        for edge in ["internet -> stranger:8080/TCP", "elsewhere -> stranger:8080/TCP"] {
+            assert!(opened.contains(edge) && !got.contains(edge), "{overlay}: {edge} should depend on default-deny");
+        }
+        // Default deny covers every pod, in both directions.
+        let deny = named(all, "NetworkPolicy", "default-deny");
+        assert_eq!(deny["spec"]["podSelector"], serde_json::json!({}), "{overlay}");
+        assert_eq!(policy_types(deny), ["Ingress", "Egress"], "{overlay}");
+        assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none(), "{overlay}: default-deny allows something");
+    }
+}
+
+#[test]
+fn prod_exposes_nothing_outside_the_cluster_and_grafana_has_no_default_login() {
+    let prod = &rendered()["prod"];
+    // No Service of type NodePort or LoadBalancer, no external address, no Ingress: the UIs
+    // (none of which authenticates by itself except Grafana) are reached by port-forward.
+    for svc in objects(prod, "Service") {
+        let name = svc["metadata"]["name"].as_str().unwrap();
+        let kind = svc["spec"]["type"].as_str().unwrap_or("ClusterIP");
+        assert_eq!(kind, "ClusterIP", "prod Service {name} is a {kind}");
+        assert!(svc["spec"].get("externalIPs").is_none(), "prod Service {name} has externalIPs");
+        assert!(svc["spec"]["ports"].as_array().unwrap().iter().all(|p| p.get("nodePort").is_none()), "prod Service {name}");
+    }
+    for kind in ["Ingress", "Gateway", "HTTPRoute"] {
+        assert_eq!(objects(prod, kind).count(), 0, "prod has an {kind}: it needs authentication in front (k8s/README.md)");
+    }
+    // Grafana: no anonymous access, the admin login from the operator's Secret, which is not
+    // in the repository (no Secret at all is rendered).
+    let grafana = named(prod, "Deployment", "grafana");
+    let spec = &grafana["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let env = env_of(container);
+    assert_eq!(env.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str), Some("false"));
+    assert!(!env.contains_key("GF_SECURITY_ADMIN_PASSWORD") && !env.contains_key("GF_SECURITY_ADMIN_USER"), "a literal Grafana login");
+    let admin_volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["secret"]["secretName"] == "grafana-admin").expect("the grafana-admin Secret volume");
+    let mount = container["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == admin_volume["name"]).unwrap();
+    assert_eq!(mount["readOnly"], true);
+    for (var, key) in [("GF_SECURITY_ADMIN_USER__FILE", "admin-user"), ("GF_SECURITY_ADMIN_PASSWORD__FILE", "admin-password")] {
+        assert_eq!(env.get(var), Some(&format!("{}/{key}", mount["mountPath"].as_str().unwrap())), "{var}");
+    }
+    assert_eq!(objects(prod, "Secret").count(), 0, "prod renders a Secret: credentials do not belong in the repository");
+
+    // Dev differs on purpose (k8s/README.md): the course's NodePorts, an anonymous viewer,
+    // and a generated admin/admin Secret.
+    let dev = &rendered()["dev"];
+    for (name, port) in [("prometheus", 30187), ("grafana", 30188), ("alertmanager", 30189)] {
+        let svc = named(dev, "Service", name);
+        assert_eq!((svc["spec"]["type"].as_str(), svc["spec"]["ports"][0]["nodePort"].as_u64()), (Some("NodePort"), Some(port)), "dev {name}");
+    }
+    let env = env_of(&named(dev, "Deployment", "grafana")["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!((env["GF_AUTH_ANONYMOUS_ENABLED"].as_str(), env["GF_AUTH_ANONYMOUS_ORG_ROLE"].as_str()), ("true", "Viewer"));
+    let secret_name = named(dev, "Deployment", "grafana")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["secret"]["secretName"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(secret_name.starts_with("grafana-admin-"), "dev: the generated Secret: {secret_name}");
+    let secret = named(dev, "Secret", &secret_name);
+    assert!(secret["data"]["admin-user"].is_string() && secret["data"]["admin-password"].is_string());
+}
+
+#[test]
+fn the_timely_cluster_and_kafka_have_a_disruption_budget_and_one_pod_per_node() {
+    for (overlay, all) in rendered() {
+        for set_name in ["tweetoscope", "kafka"] {
+            let set = named(all, "StatefulSet", set_name);
+            let template = &set["spec"]["template"];
+            let labels = string_map(&template["metadata"]["labels"]);
+            // Exactly one budget covers these pods, and it refuses every voluntary eviction
+            // (fail-stop timely cluster; one Kafka broker): `kubectl drain` waits for the
+            // operator's procedure (k8s/README.md, "Draining a node").
+            let budgets: Vec<&Value> = objects(all, "PodDisruptionBudget").filter(|b| selects(&b["spec"]["selector"], &labels)).collect();
+            assert_eq!(budgets.len(), 1, "{overlay}: {set_name} is covered by {} PodDisruptionBudgets", budgets.len());
+            let budget = &budgets[0]["spec"];
+            let replicas = set["spec"]["replicas"].as_u64().unwrap();
+            let refuses_all = budget["maxUnavailable"] == 0 || budget["minAvailable"].as_u64() == Some(replicas);
+            assert!(refuses_all, "{overlay}: {set_name}'s budget allows an eviction: {budget}");
+            // A pod that is not Ready may go: blocking on it protects nothing.
+            assert_eq!(budget["unhealthyPodEvictionPolicy"], "AlwaysAllow", "{overlay}: {set_name}");
+            // The budget covers no other workload's pods.
+            for (what, other) in pod_templates(all) {
+                if what != format!("StatefulSet/{set_name}") {
+                    assert!(!selects(&budget["selector"], &string_map(&other["metadata"]["labels"])), "{overlay}: {set_name}'s budget also covers {what}");
+                }
+            }
+            // Required (not preferred) anti-affinity: never two of these pods on one node.
+            let anti = &template["spec"]["affinity"]["podAntiAffinity"];
+            let required = anti["requiredDuringSchedulingIgnoredDuringExecution"].as_array().unwrap_or_else(|| panic!("{overlay}: {set_name} has no required anti-affinity"));
+            assert!(
+                required.iter().any(|term| term["topologyKey"] == "kubernetes.io/hostname" && selects(&term["labelSelector"], &labels)),
+                "{overlay}: {set_name}'s anti-affinity does not keep its own pods on distinct nodes: {required:?}"
+            );
+            // And it does not repel the other workload's pods by accident (kafka and
+            // tweetoscope may share a node).
+            for term in required {
+                let other = if set_name == "kafka" { "tweetoscope" } else { "kafka" };
+                let other_labels = string_map(&named(all, "StatefulSet", other)["spec"]["template"]["metadata"]["labels"]);
+                assert!(!selects(&term["labelSelector"], &other_labels), "{overlay}: {set_name} repels {other}");
+            }
+        }
+    }
+}
+
+/// A Kubernetes quantity in bytes (the suffixes the manifests use).
+fn quantity_bytes(q: &Value) -> u64 {
+    let q = q.as_str().map(str::to_owned).unwrap_or_else(|| q.to_string());
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (number, unit) = q.split_at(split);
+    let factor: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        other => panic!("quantity unit {other} in {q}"),
+    };
+    number.parse::<u64>().unwrap() * factor
+}
+
+#[test]
+fn every_pod_is_non_root_read_only_and_bounded_on_disk() {
+    for (overlay, all) in rendered() {
+        // The namespace itself refuses any pod that is not `restricted` (Pod Security Admission).
+        let ns = objects(all, "Namespace").next().unwrap();
+        assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted", "{overlay}");
+        let claims: BTreeSet<String> = objects(all, "StatefulSet")
+            .flat_map(|s| s["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten().map(|c| c["metadata"]["name"].as_str().unwrap().to_owned()))
+            .collect();
+        let mut uid_of_image: BTreeMap<String, i64> = BTreeMap::new();
+        for (what, template) in pod_templates(all) {
+            let spec = &template["spec"];
+            let at = format!("{overlay} {what}");
+            // Non-root with a fixed uid/gid above the host's range, RuntimeDefault seccomp,
+            // no host namespaces.
+            let sc = &spec["securityContext"];
+            assert_eq!(sc["runAsNonRoot"], true, "{at}");
+            for id in ["runAsUser", "runAsGroup"] {
+                assert!(sc[id].as_i64().is_some_and(|v| v >= 10_000), "{at}: {id} {}", sc[id]);
+            }
+            assert!(sc["fsGroup"].is_null() || sc["fsGroup"].as_i64().unwrap() >= 10_000, "{at}: fsGroup");
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{at}");
+            for host in ["hostNetwork", "hostPID", "hostIPC"] {
+                assert!(spec[host] != true, "{at}: {host}");
+            }
+            // Only Prometheus talks to the Kubernetes API; no other pod gets a token.
+            let token = spec["automountServiceAccountToken"].as_bool();
+            if what == "Deployment/prometheus" {
+                assert_eq!((token, spec["serviceAccountName"].as_str()), (Some(true), Some("prometheus")), "{at}");
+            } else {
+                assert_eq!(token, Some(false), "{at}: a service account token it does not need");
+            }
+            let volumes: BTreeMap<String, &Value> =
+                spec["volumes"].as_array().into_iter().flatten().map(|v| (v["name"].as_str().unwrap().to_owned(), v)).collect();
+            let mut empty_dirs = 0;
+            for v in volumes.values() {
+                assert!(v.get("hostPath").is_none(), "{at}: hostPath volume {}", v["name"]);
+                if let Some(e) = v.get("emptyDir") {
+                    // Every scratch volume is bounded: the kubelet evicts the pod past it.
+                    empty_dirs += quantity_bytes(e.get("sizeLimit").unwrap_or_else(|| panic!("{at}: emptyDir {} has no sizeLimit", v["name"])));
+                }
+            }
+            let mut ephemeral_limits = 0;
+            for c in containers_of(template) {
+                let at = format!("{at}/{}", c["name"].as_str().unwrap());
+                let csc = &c["securityContext"];
+                assert_eq!(csc["allowPrivilegeEscalation"], false, "{at}");
+                assert_eq!(csc["readOnlyRootFilesystem"], true, "{at}");
+                assert_eq!(csc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{at}");
+                assert!(csc["capabilities"].get("add").is_none() && csc["privileged"] != true, "{at}");
+                // One uid per image, a different one for each image: a container cannot read
+                // another image's files on a shared volume or node.
+                let uid = csc["runAsUser"].as_i64().unwrap_or_else(|| sc["runAsUser"].as_i64().unwrap());
+                let image = c["image"].as_str().unwrap().to_owned();
+                assert_eq!(*uid_of_image.entry(image.clone()).or_insert(uid), uid, "{at}: {image} runs under two uids");
+                // Requests and limits: CPU requested (no CPU limit: scripts/k8s-check says
+                // why), memory and ephemeral storage bounded.
+                let r = &c["resources"];
+                for (key, value) in [("cpu request", &r["requests"]["cpu"]), ("memory limit", &r["limits"]["memory"])] {
+                    assert!(!value.is_null(), "{at}: no {key}");
+                }
+                let (request, limit) = (&r["requests"]["ephemeral-storage"], &r["limits"]["ephemeral-storage"]);
+                assert!(!request.is_null() && !limit.is_null(), "{at}: ephemeral-storage request and limit");
+                assert!(quantity_bytes(request) <= quantity_bytes(limit), "{at}: ephemeral-storage request above the limit");
+                ephemeral_limits += quantity_bytes(limit);
+                // A read-only root: whatever is writable is an explicit volume, a bounded
+                // emptyDir or a claim; ConfigMaps and Secrets are mounted read-only.
+                for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                    let name = m["name"].as_str().unwrap();
+                    let writable = m["readOnly"] != true;
+                    match volumes.get(name) {
+                        Some(v) if v.get("configMap").is_some() || v.get("secret").is_some() => {
+                            assert!(!writable, "{at}: {name} (ConfigMap/Secret) is mounted writable")
+                        }
+                        Some(v) => assert!(
+                            v.get("emptyDir").is_some() || v.get("persistentVolumeClaim").is_some(),
+                            "{at}: {name} is neither an emptyDir nor a claim: {v}"
+                        ),
+                        None => assert!(claims.contains(name), "{at}: {name} is no volume of the pod"),
+                    }
+                }
+            }
+            // The pod's scratch volumes fit in what its containers may use together.
+            assert!(empty_dirs <= ephemeral_limits, "{at}: emptyDir sizeLimits {empty_dirs} B above the ephemeral-storage limits {ephemeral_limits} B");
+        }
+        let uids: BTreeSet<i64> = uid_of_image.values().copied().collect();
+        assert_eq!(uids.len(), uid_of_image.len(), "{overlay}: two images share a uid: {uid_of_image:?}");
+    }
+}
+
+#[test]
+fn readiness_and_liveness_differ_for_every_long_running_container() {
+    for (overlay, all) in rendered() {
+        for (what, template) in pod_templates(all).into_iter().filter(|(w, _)| !w.starts_with("Job/")) {
+            for c in template["spec"]["containers"].as_array().unwrap() {
+                let at = format!("{overlay} {what}/{}", c["name"].as_str().unwrap());
+                let (ready, live) = (&c["readinessProbe"], &c["livenessProbe"]);
+                assert!(ready.is_object() && live.is_object(), "{at}: readiness and liveness probes");
+                // The check itself (handler and target) must differ: the same probe for both
+                // restarts a pod that is merely busy or not ready yet.
+                let check = |p: &Value| ["httpGet", "tcpSocket", "exec", "grpc"].iter().find_map(|k| p.get(*k).map(|h| (k.to_string(), h.clone()))).unwrap();
+                assert_ne!(check(ready), check(live), "{at}: the same check for readiness and liveness");
+            }
+        }
+    }
+}
+
+/// The status code of `GET path` on a loopback port.
+fn http_status(port: u16, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    code.ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))
+}
+
+#[test]
+fn the_tweetoscope_probes_are_endpoints_the_binary_serves() {
+    let set = named(&rendered()["prod"], "StatefulSet", "tweetoscope");
+    let main = &set["spec"]["template"]["spec"]["containers"][0];
+    // The probes' port is the one `live --metrics-addr` binds.
+    let args = args_of(main);
+    let addr = &args[args.iter().position(|a| a == "--metrics-addr").unwrap() + 1];
+    let metrics = main["ports"].as_array().unwrap().iter().find(|p| p["name"] == "metrics").unwrap();
+    assert_eq!(addr, &format!("0.0.0.0:{}", metrics["containerPort"]));
+    let (ready, live) = (&main["readinessProbe"]["httpGet"], &main["livenessProbe"]["httpGet"]);
+    for probe in [ready, live] {
+        assert!(probe["port"] == "metrics" || probe["port"] == metrics["containerPort"], "{probe}");
+    }
+    let (ready, live) = (ready["path"].as_str().unwrap(), live["path"].as_str().unwrap());
+    assert_eq!(live, "/healthz", "liveness is the stuck-frontier check the HTTP server answers at /healthz");
+    // The binary, serving as in the pod but on a loopback port: a replay at real-time pace
+    // (so it is still running) with the HTTP server up.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = binary()
+        .args(["run", "--input"])
+        .arg(bundled_sample())
+        .args(["--pace", "1", "--serve", "--metrics-addr", &format!("127.0.0.1:{port}"), "--out"])
+        .arg(dir.path().join("out"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let _children = Children(vec![child]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_status(port, "/").is_err() {
+        assert!(Instant::now() < deadline, "no HTTP server on 127.0.0.1:{port} after 60 s: {}", std::fs::read_to_string(dir.path().join("stderr")).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_status(port, ready).unwrap(), 200, "readiness {ready}");
+    assert_eq!(http_status(port, live).unwrap(), 200, "liveness {live} (nothing pending: healthy)");
+    // The server tells paths apart, so a probe on a path it does not serve would fail.
+    assert_eq!(http_status(port, "/no-such-probe").unwrap(), 404);
 }

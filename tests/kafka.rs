@@ -63,15 +63,15 @@ fn live_pipeline_produces_the_output_topics_of_an_embedded_run() {
     // the dataset, as the next day of a real stream would.
     let producer = kafka.producer().unwrap();
     for id in 1_000_000_000u64..1_000_000_004 {
-        let event = tweetoscope::messages::TweetEvent {
+        let event = tweetoscope::records::TweetEvent {
             cascade: id,
             time: 10_000_000,
             seq: 0,
             magnitude: 1.0,
-            kind: tweetoscope::messages::EventKind::Tweet,
+            kind: tweetoscope::records::EventKind::Tweet,
             msg: String::new(),
         };
-        let (key, value) = tweetoscope::wire::encode(&event, 0);
+        let (key, value) = tweetoscope::io::wire::encode(&event, 0);
         producer.send(&kafka.topics.tweets, Some(&key), &value).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();

@@ -137,7 +137,7 @@ fn wait_for_checkpoint_and_commits(kafka: &KafkaConfig, ck: &Path, cluster: &mut
             }
         }
         assert!(Instant::now() < deadline, "no complete checkpoint with committed outputs after it within 60 s (last seen: checkpoint {:?}, committed frontier {})", seen.0, seen.1);
-        let store = CheckpointStore::open(ck, 3).unwrap();
+        let store = CheckpointStore::open(ck, 3, tweetoscope::dataflow::STAGES).unwrap();
         let complete: Vec<u64> = store.times().unwrap().into_iter().filter(|t| store.load(*t).is_ok()).collect();
         if complete.len() >= min_complete {
             let b = committed_frontier(kafka);
@@ -201,7 +201,7 @@ fn crash_and_recover(test: &str, first: (usize, usize), restart: (usize, usize),
     let committed = committed_frontier(&kafka);
     assert!(committed < u64::MAX, "the first run finished before the kill: the test did not exercise recovery");
     if corrupt_newest {
-        let store = CheckpointStore::open(&ck, 3).unwrap();
+        let store = CheckpointStore::open(&ck, 3, tweetoscope::dataflow::STAGES).unwrap();
         let newest = store.latest(committed).unwrap().expect("a complete checkpoint").time;
         let part = std::fs::read_dir(ck.join(format!("ckpt-{newest:020}"))).unwrap().next().unwrap().unwrap().path();
         let mut bytes = std::fs::read(&part).unwrap();

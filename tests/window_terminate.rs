@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use timely::dataflow::operators::Inspect;
-use tweetoscope::cascade::{RejectReason, TrackerOutput, TrackerSettings};
+use tweetoscope::dataflow::window::tracker::{RejectReason, TrackerOutput, TrackerSettings};
 use tweetoscope::dataflow::{source, window_terminate};
-use tweetoscope::messages::{EventKind, TweetEvent};
+use tweetoscope::records::{EventKind, TweetEvent};
 use tweetoscope::Time;
 
 /// A comparable rendering of one output: (time, kind, cascade, details).

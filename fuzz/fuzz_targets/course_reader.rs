@@ -7,7 +7,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use tweetoscope::io::files::parse_course;
-use tweetoscope::wire::{MAX_MAGNITUDE, MAX_TIME};
+use tweetoscope::io::wire::{MAX_MAGNITUDE, MAX_TIME};
 
 fuzz_target!(|data: &[u8]| {
     let (csv, index) = match data.iter().position(|b| *b == 0) {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use tweetoscope::io::files::parse_seismic;
-use tweetoscope::wire::{MAX_MAGNITUDE, MAX_TIME};
+use tweetoscope::io::wire::{MAX_MAGNITUDE, MAX_TIME};
 
 fuzz_target!(|data: &[u8]| {
     match parse_seismic(Path::new("RT1.txt"), data, 1) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tweetoscope::wire::{decode, judge_time, MAX_MAGNITUDE, MAX_TIME};
+use tweetoscope::io::wire::{decode, judge_time, MAX_MAGNITUDE, MAX_TIME};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {

@@ -26,13 +26,11 @@
 
 pub mod store;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-
-
 pub use store::{CheckpointStore, LoadedCheckpoint, StoreError};
 
 use crate::Time;
@@ -58,45 +56,26 @@ impl Default for CheckpointConfig {
 }
 
 impl CheckpointConfig {
-    /// Cross-field rules.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Range rules: the key at fault and the rule it breaks.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if self.interval == 0 {
-            return Err("checkpoint.interval must be at least 1 s".into());
+            return Err(("checkpoint.interval", "must be at least 1 s"));
         }
         if self.retention == 0 {
-            return Err("checkpoint.retention must be at least 1".into());
+            return Err(("checkpoint.retention", "must be at least 1"));
         }
         Ok(())
     }
 }
 
-/// The operators that write a part of each checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PartKind {
-    /// Open cascades, timers, tombstones, events in flight, and the source's offsets (the
-    /// window stage writes them: every worker has one, even a worker without partitions).
-    Window,
-    /// The model in use per window.
-    Predict,
-    /// Predictions waiting for their cascade's final size.
-    Outcome,
-    /// Training sets and schedules; models still in the feedback loop.
-    Train,
-}
-
-impl PartKind {
-    /// Every kind: a checkpoint is complete when each has a part from every worker.
-    pub const ALL: [PartKind; 4] = [PartKind::Window, PartKind::Predict, PartKind::Outcome, PartKind::Train];
-
-    /// The name used in file names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PartKind::Window => "window",
-            PartKind::Predict => "predict",
-            PartKind::Outcome => "outcome",
-            PartKind::Train => "train",
-        }
-    }
+/// A stage's part of a checkpoint: what one worker of the stage holds at a boundary F.
+///
+/// Each stage defines its part type and implements this trait; the layer stores parts by
+/// stage name and never needs to know a stage (stages depend on it, not the other way).
+pub trait StagePart: Serialize + DeserializeOwned {
+    /// The stage's name: in the part files' names and headers, and in the completeness
+    /// check (a checkpoint is complete when every stage has a part from every worker).
+    const STAGE: &'static str;
 }
 
 /// Errors while encoding or decoding parts.
@@ -106,8 +85,13 @@ pub enum CheckpointError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A part could not be (de)serialised.
-    #[error("checkpoint part {kind:?}: {message}")]
-    Codec { kind: PartKind, message: String },
+    #[error("checkpoint part of stage {stage}: {message}")]
+    Codec {
+        /// The stage whose part it is.
+        stage: &'static str,
+        /// What the codec said.
+        message: String,
+    },
 }
 
 /// The boundaries F = k·interval an operator has to snapshot at as its frontier advances.
@@ -161,48 +145,66 @@ impl Boundaries {
     }
 }
 
-/// What the operators of one worker need to checkpoint and restore.
+/// What the operators of one worker need to checkpoint.
 #[derive(Debug, Clone)]
 pub struct Checkpointing {
     /// Where parts are written.
-    pub store: Arc<CheckpointStore>,
+    store: Arc<CheckpointStore>,
     /// Event-time seconds between checkpoints.
-    pub interval: Time,
-    /// The checkpoint this run resumes from, if any (shared by all workers of a process).
-    pub restored: Option<Arc<RestoredState>>,
+    interval: Time,
+    /// F of the checkpoint this run resumes from, if any: the boundaries' origin.
+    restored_at: Option<Time>,
     /// The output frontier committed downstream (kept by the sink; pruning never deletes
     /// the newest checkpoint at or below it).
-    pub committed: Arc<std::sync::atomic::AtomicU64>,
+    committed: Arc<AtomicU64>,
 }
 
 impl Checkpointing {
+    /// Checkpoints every `interval` event-time seconds into `store`, counting from
+    /// `restored_at` (the checkpoint this run resumes from, if any); `committed` is the
+    /// output frontier the sink has committed.
+    pub fn new(store: Arc<CheckpointStore>, interval: Time, restored_at: Option<Time>, committed: Arc<AtomicU64>) -> Self {
+        Self { store, interval: interval.max(1), restored_at, committed }
+    }
+
+    /// The store the parts go to.
+    pub fn store(&self) -> &CheckpointStore {
+        &self.store
+    }
+
+    /// The output frontier committed downstream.
+    pub fn committed(&self) -> Time {
+        self.committed.load(Ordering::Relaxed)
+    }
+
     /// The boundary tracker of an operator (origin: the restored F, if any).
     pub fn boundaries(&self) -> Boundaries {
-        Boundaries::new(self.interval, self.restored.as_ref().map(|r| r.time))
+        Boundaries::new(self.interval, self.restored_at)
     }
 
     /// Encodes and writes this worker's part of checkpoint `time`. Failures are logged and
     /// counted, never fatal: the checkpoint is then incomplete and a restart uses an older
     /// one.
-    pub fn write<T: Serialize>(&self, time: Time, kind: PartKind, index: usize, peers: usize, part: &T) {
+    pub fn write<P: StagePart>(&self, time: Time, index: usize, peers: usize, part: &P) {
         let started = std::time::Instant::now();
+        let stage = P::STAGE;
         let result = bincode::serialize(part)
-            .map_err(|e| CheckpointError::Codec { kind, message: e.to_string() })
-            .and_then(|body| Ok(self.store.write_part(time, kind, index, peers, &body)?));
+            .map_err(|e| CheckpointError::Codec { stage, message: e.to_string() })
+            .and_then(|body| Ok(self.store.write_part(time, stage, index, peers, &body)?));
         match result {
             Ok(bytes) => {
-                crate::telemetry::checkpoint_part_written(kind.as_str(), bytes, started.elapsed());
-                tracing::debug!(time, kind = kind.as_str(), index, bytes, "checkpoint part written");
-                if index == 0 && kind == PartKind::Window {
-                    let committed = self.committed.load(std::sync::atomic::Ordering::Relaxed);
-                    if let Err(e) = self.store.prune(committed) {
+                crate::telemetry::checkpoint_part_written(stage, bytes, started.elapsed());
+                tracing::debug!(time, stage, index, bytes, "checkpoint part written");
+                // Worker 0 prunes once per checkpoint, after the part that every run writes.
+                if index == 0 && stage == self.store.stages()[0] {
+                    if let Err(e) = self.store.prune(self.committed()) {
                         tracing::warn!(error = %e, "pruning old checkpoints failed");
                     }
                 }
             }
             Err(e) => {
                 crate::telemetry::checkpoint_failed();
-                tracing::error!(error = %e, time, kind = kind.as_str(), "writing a checkpoint part failed");
+                tracing::error!(error = %e, time, stage, "writing a checkpoint part failed");
             }
         }
     }
@@ -212,122 +214,46 @@ impl Checkpointing {
 /// goes. Operators call [`StageCheckpoints::upto`] before processing a time and once their
 /// frontier has moved.
 #[derive(Debug)]
-pub struct StageCheckpoints {
-    /// Where parts go, and the restored state.
+pub struct StageCheckpoints<P> {
+    /// Where parts go.
     ck: Checkpointing,
     /// Boundaries not written yet.
     boundaries: Boundaries,
-    /// This operator.
-    kind: PartKind,
     /// This worker and the number of workers (in the part's name).
     index: usize,
     peers: usize,
+    /// The part type this operator writes.
+    part: std::marker::PhantomData<fn() -> P>,
 }
 
-impl StageCheckpoints {
-    /// The checkpointing of operator `kind` on worker `index` of `peers`.
-    pub fn new(ck: Checkpointing, kind: PartKind, index: usize, peers: usize) -> Self {
-        Self { boundaries: ck.boundaries(), ck, kind, index, peers }
-    }
-
-    /// The checkpoint this run resumes from, if any.
-    pub fn restored(&self) -> Option<Arc<RestoredState>> {
-        self.ck.restored.clone()
+impl<P: StagePart> StageCheckpoints<P> {
+    /// The checkpointing of one operator on worker `index` of `peers`.
+    pub fn new(ck: Checkpointing, index: usize, peers: usize) -> Self {
+        Self { boundaries: ck.boundaries(), ck, index, peers, part: std::marker::PhantomData }
     }
 
     /// Writes `part(F)` for every boundary F ≤ `upto` not written yet (all times before
     /// `upto` are done); a `None` part skips F on this worker (the checkpoint stays incomplete).
-    pub fn upto<T: Serialize>(&mut self, upto: Time, mut part: impl FnMut(Time) -> Option<T>) {
+    pub fn upto(&mut self, upto: Time, mut part: impl FnMut(Time) -> Option<P>) {
         for f in self.boundaries.crossed(upto) {
             if let Some(p) = part(f) {
-                self.ck.write(f, self.kind, self.index, self.peers, &p);
+                self.ck.write(f, self.index, self.peers, &p);
             }
         }
     }
 }
 
-/// The source's state at a cut: per partition, the next offset to read and the newest
-/// event time seen (the per-partition lateness rule needs it).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourcePart {
-    /// partition → (next offset, newest event time seen).
-    pub partitions: BTreeMap<i32, (i64, Option<Time>)>,
-}
-
-/// The source's states at the boundaries it crossed, handed to the window stage of the same
-/// worker (same thread), which writes them in its part: the source passes F (and records
-/// its offsets) before the window stage's frontier can.
-#[derive(Debug, Default)]
-pub struct SourceCuts {
-    /// Offsets at each boundary crossed and not yet written.
-    pub at: BTreeMap<Time, SourcePart>,
-    /// The source's state at every later boundary once it has stopped reading (a finished
-    /// backtest partition set, or a worker without partitions).
-    pub finished: Option<SourcePart>,
-}
-
-impl SourceCuts {
-    /// The source's state at boundary `f`, forgetting earlier ones; `None` when the source
-    /// did not stop at `f` (the checkpoint at `f` is then skipped by this worker).
-    pub fn take(&mut self, f: Time) -> Option<SourcePart> {
-        self.at = self.at.split_off(&f);
-        self.at.remove(&f).or_else(|| self.finished.clone())
-    }
-}
-
-/// Shared by the source and the window stage of one worker.
-pub type SharedSourceCuts = std::rc::Rc<std::cell::RefCell<SourceCuts>>;
-
-/// A checkpoint decoded for restoring: every worker's part of every kind. Each operator
-/// keeps the records it owns under the new number of workers.
-#[derive(Debug, Default)]
-pub struct RestoredState {
-    /// The checkpoint's F: the restored state holds exactly the input before F.
-    pub time: Time,
-    /// Cascade trackers and events in flight.
-    pub window: Vec<crate::dataflow::window::WindowPart>,
-    /// Models in use.
-    pub predict: Vec<crate::dataflow::predict::PredictPart>,
-    /// Predictions awaiting their final size.
-    pub outcome: Vec<crate::dataflow::outcome::OutcomePart>,
-    /// Trainers and models in the feedback loop.
-    pub train: Vec<crate::dataflow::train::TrainPart>,
-}
-
-impl RestoredState {
-    /// Decodes a verified checkpoint. An undecodable part (its checksum was right) means a
-    /// checkpoint written by an incompatible version: an error, never a silent fresh start.
-    pub fn decode(loaded: &LoadedCheckpoint) -> Result<Self, CheckpointError> {
-        fn parts<T: DeserializeOwned>(loaded: &LoadedCheckpoint, kind: PartKind) -> Result<Vec<T>, CheckpointError> {
-            loaded
-                .parts
-                .get(&kind)
-                .into_iter()
-                .flatten()
-                .map(|body| bincode::deserialize(body).map_err(|e| CheckpointError::Codec { kind, message: e.to_string() }))
-                .collect()
-        }
-        Ok(Self {
-            time: loaded.time,
-            window: parts(loaded, PartKind::Window)?,
-            predict: parts(loaded, PartKind::Predict)?,
-            outcome: parts(loaded, PartKind::Outcome)?,
-            train: parts(loaded, PartKind::Train)?,
-        })
-    }
-}
-
-impl RestoredState {
-    /// Every partition's saved offset and newest event time (from all workers' parts).
-    pub fn source(&self) -> BTreeMap<i32, (i64, Option<Time>)> {
-        self.window.iter().flat_map(|w| w.source.partitions.clone()).collect()
-    }
-}
-
-/// Whether worker `index` of `peers` owns a record routed by `hash` (timely's exchange
-/// sends a record to worker `hash % peers`).
-pub fn owns(hash: u64, index: usize, peers: usize) -> bool {
-    (hash % peers as u64) as usize == index
+/// Decodes every worker's part of one stage from a loaded checkpoint. An undecodable part
+/// (its checksum was right) means a checkpoint written by an incompatible version: an
+/// error, never a silent fresh start.
+pub fn decode_parts<P: StagePart>(loaded: &LoadedCheckpoint) -> Result<Vec<P>, CheckpointError> {
+    loaded
+        .parts
+        .get(P::STAGE)
+        .into_iter()
+        .flatten()
+        .map(|body| bincode::deserialize(body).map_err(|e| CheckpointError::Codec { stage: P::STAGE, message: e.to_string() }))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The checkpoint directory: atomic part files, completeness checks, retention.
 //!
-//! Layout: `<dir>/ckpt-<F, 20 digits>/<kind>-<index>-of-<peers>.part`, one part per operator
-//! kind and worker. A part is written to a temporary file, fsynced, renamed into place and
+//! Layout: `<dir>/ckpt-<F, 20 digits>/<stage>-<index>-of-<peers>.part`, one part per stage
+//! and worker. A part is written to a temporary file, fsynced, renamed into place and
 //! its directory fsynced, so a crash leaves either the whole part or none of it. Each part
-//! starts with a one-line text header naming its checkpoint, kind, worker, length and CRC-32
-//! of the body; a checkpoint is *complete* when every kind has all `peers` parts and each
+//! starts with a one-line text header naming its checkpoint, stage, worker, length and CRC-32
+//! of the body; a checkpoint is *complete* when every stage has all `peers` parts and each
 //! one's header, length and CRC check out. Loading takes the newest complete checkpoint at
 //! or below a bound and ignores (and reports) incomplete or corrupt ones.
 
@@ -12,7 +12,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::PartKind;
 use crate::Time;
 
 /// Errors of the checkpoint directory.
@@ -39,6 +38,8 @@ pub struct CheckpointStore {
     dir: PathBuf,
     /// How many complete checkpoints to keep.
     retention: usize,
+    /// The stages that write a part of every checkpoint (the first one triggers pruning).
+    stages: &'static [&'static str],
 }
 
 /// One complete checkpoint, loaded and verified.
@@ -48,18 +49,24 @@ pub struct LoadedCheckpoint {
     pub time: Time,
     /// Number of workers that wrote it.
     pub peers: usize,
-    /// Part bodies per kind, indexed by the worker that wrote them.
-    pub parts: std::collections::BTreeMap<PartKind, Vec<Vec<u8>>>,
+    /// Part bodies per stage, indexed by the worker that wrote them.
+    pub parts: std::collections::BTreeMap<&'static str, Vec<Vec<u8>>>,
     /// Total size of the part files in bytes.
     pub bytes: u64,
 }
 
 impl CheckpointStore {
-    /// A store in `dir` (created if missing) keeping `retention` complete checkpoints.
-    pub fn open(dir: impl Into<PathBuf>, retention: usize) -> Result<Self, StoreError> {
+    /// A store in `dir` (created if missing) keeping `retention` complete checkpoints, each
+    /// made of a part of every one of `stages` from every worker.
+    pub fn open(dir: impl Into<PathBuf>, retention: usize, stages: &'static [&'static str]) -> Result<Self, StoreError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(Self { dir, retention: retention.max(1) })
+        Ok(Self { dir, retention: retention.max(1), stages })
+    }
+
+    /// The stages a complete checkpoint has parts of.
+    pub fn stages(&self) -> &'static [&'static str] {
+        self.stages
     }
 
     /// The root folder.
@@ -71,20 +78,19 @@ impl CheckpointStore {
         self.dir.join(format!("ckpt-{time:020}"))
     }
 
-    fn part_name(kind: PartKind, index: usize, peers: usize) -> String {
-        format!("{}-{index:04}-of-{peers:04}.part", kind.as_str())
+    fn part_name(stage: &str, index: usize, peers: usize) -> String {
+        format!("{stage}-{index:04}-of-{peers:04}.part")
     }
 
     /// Writes one part atomically; returns its size in bytes.
-    pub fn write_part(&self, time: Time, kind: PartKind, index: usize, peers: usize, body: &[u8]) -> Result<u64, StoreError> {
+    pub fn write_part(&self, time: Time, stage: &str, index: usize, peers: usize, body: &[u8]) -> Result<u64, StoreError> {
         let dir = self.checkpoint_dir(time);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let name = Self::part_name(kind, index, peers);
+        let name = Self::part_name(stage, index, peers);
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
         let header = format!(
-            "{MAGIC} kind={} time={time} index={index} peers={peers} len={} crc32={:08x}\n",
-            kind.as_str(),
+            "{MAGIC} kind={stage} time={time} index={index} peers={peers} len={} crc32={:08x}\n",
             body.len(),
             crc32fast::hash(body)
         );
@@ -99,14 +105,13 @@ impl CheckpointStore {
     }
 
     /// Reads and verifies one part file: its body.
-    fn read_part(path: &Path, time: Time, kind: PartKind, index: usize, peers: usize) -> Result<Vec<u8>, StoreError> {
+    fn read_part(path: &Path, time: Time, stage: &str, index: usize, peers: usize) -> Result<Vec<u8>, StoreError> {
         let bytes = fs::read(path).map_err(io_err(path))?;
         let corrupt = |reason: String| StoreError::Corrupt { path: path.to_owned(), reason };
         let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt("no header line".into()))?;
         let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| corrupt("header is not UTF-8".into()))?;
         let body = &bytes[newline + 1..];
-        let expected_prefix =
-            format!("{MAGIC} kind={} time={time} index={index} peers={peers} len=", kind.as_str());
+        let expected_prefix = format!("{MAGIC} kind={stage} time={time} index={index} peers={peers} len=");
         let rest = header.strip_prefix(&expected_prefix).ok_or_else(|| corrupt(format!("unexpected header {header:?}")))?;
         let (len, crc) = rest.split_once(" crc32=").ok_or_else(|| corrupt("no checksum in the header".into()))?;
         let len: usize = len.parse().map_err(|_| corrupt(format!("bad length {len:?}")))?;
@@ -149,18 +154,18 @@ impl CheckpointStore {
         let peers = peers.filter(|p| *p > 0).ok_or_else(|| incomplete("no parts".into()))?;
         let mut parts = std::collections::BTreeMap::new();
         let mut bytes = 0;
-        for kind in PartKind::ALL {
+        for &stage in self.stages {
             let mut bodies = Vec::with_capacity(peers);
             for index in 0..peers {
-                let path = dir.join(Self::part_name(kind, index, peers));
+                let path = dir.join(Self::part_name(stage, index, peers));
                 if !path.exists() {
                     return Err(incomplete(format!("missing part {}", path.display())));
                 }
-                let body = Self::read_part(&path, time, kind, index, peers)?;
+                let body = Self::read_part(&path, time, stage, index, peers)?;
                 bytes += body.len() as u64;
                 bodies.push(body);
             }
-            parts.insert(kind, bodies);
+            parts.insert(stage, bodies);
         }
         Ok(LoadedCheckpoint { time, peers, parts, bytes })
     }
@@ -215,9 +220,7 @@ impl CheckpointStore {
         let Some(peers) = names.iter().find_map(|n| n.strip_suffix(".part")?.rsplit_once("-of-")?.1.parse::<usize>().ok()) else {
             return false;
         };
-        PartKind::ALL
-            .iter()
-            .all(|k| (0..peers).all(|i| names.iter().any(|n| *n == Self::part_name(*k, i, peers))))
+        self.stages.iter().all(|s| (0..peers).all(|i| names.iter().any(|n| *n == Self::part_name(s, i, peers))))
     }
 }
 
@@ -225,10 +228,12 @@ impl CheckpointStore {
 mod tests {
     use super::*;
 
+    const STAGES: &[&str] = &["window", "predict", "outcome", "train"];
+
     fn write_all(store: &CheckpointStore, time: Time, peers: usize) {
-        for kind in PartKind::ALL {
+        for stage in STAGES {
             for i in 0..peers {
-                store.write_part(time, kind, i, peers, format!("{kind:?} {i} at {time}").as_bytes()).unwrap();
+                store.write_part(time, stage, i, peers, format!("{stage} {i} at {time}").as_bytes()).unwrap();
             }
         }
     }
@@ -236,31 +241,31 @@ mod tests {
     #[test]
     fn a_complete_checkpoint_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 2).unwrap();
+        let store = CheckpointStore::open(dir.path(), 2, STAGES).unwrap();
         write_all(&store, 3600, 2);
         let c = store.latest(Time::MAX).unwrap().expect("complete");
         assert_eq!((c.time, c.peers), (3600, 2));
-        assert_eq!(c.parts[&PartKind::Window][1], b"Window 1 at 3600");
+        assert_eq!(c.parts["window"][1], b"window 1 at 3600");
     }
 
     #[test]
     fn corrupt_or_partial_checkpoints_fall_back_to_the_previous_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 5).unwrap();
+        let store = CheckpointStore::open(dir.path(), 5, STAGES).unwrap();
         write_all(&store, 100, 2);
         write_all(&store, 200, 2);
         write_all(&store, 300, 2);
         // 300: a flipped byte in a body.
-        let part = store.checkpoint_dir(300).join(CheckpointStore::part_name(PartKind::Train, 1, 2));
+        let part = store.checkpoint_dir(300).join(CheckpointStore::part_name("train", 1, 2));
         let mut bytes = fs::read(&part).unwrap();
         *bytes.last_mut().unwrap() ^= 0x40;
         fs::write(&part, bytes).unwrap();
         // 200: a missing part (a crash before every worker wrote).
-        fs::remove_file(store.checkpoint_dir(200).join(CheckpointStore::part_name(PartKind::Predict, 0, 2))).unwrap();
+        fs::remove_file(store.checkpoint_dir(200).join(CheckpointStore::part_name("predict", 0, 2))).unwrap();
         assert!(matches!(store.load(300), Err(StoreError::Corrupt { reason, .. }) if reason.contains("checksum")));
         assert_eq!(store.latest(Time::MAX).unwrap().unwrap().time, 100);
         // A truncated part is caught by its length.
-        let part = store.checkpoint_dir(100).join(CheckpointStore::part_name(PartKind::Window, 0, 2));
+        let part = store.checkpoint_dir(100).join(CheckpointStore::part_name("window", 0, 2));
         let bytes = fs::read(&part).unwrap();
         fs::write(&part, &bytes[..bytes.len() - 3]).unwrap();
         assert!(store.latest(Time::MAX).unwrap().is_none());
@@ -269,7 +274,7 @@ mod tests {
     #[test]
     fn latest_respects_the_output_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 5).unwrap();
+        let store = CheckpointStore::open(dir.path(), 5, STAGES).unwrap();
         write_all(&store, 100, 1);
         write_all(&store, 200, 1);
         assert_eq!(store.latest(199).unwrap().unwrap().time, 100);
@@ -279,11 +284,11 @@ mod tests {
     #[test]
     fn pruning_keeps_the_newest_complete_checkpoints_and_never_the_only_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::open(dir.path(), 2).unwrap();
+        let store = CheckpointStore::open(dir.path(), 2, STAGES).unwrap();
         for t in [100, 200, 300] {
             write_all(&store, t, 1);
         }
-        store.write_part(400, PartKind::Predict, 0, 1, b"partial").unwrap();
+        store.write_part(400, "predict", 0, 1, b"partial").unwrap();
         assert_eq!(store.prune(Time::MAX).unwrap(), 1);
         assert_eq!(store.times().unwrap(), vec![400, 300, 200]);
         // Outputs committed only up to 250: 200 is what a restart needs, so it stays.

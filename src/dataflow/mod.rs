@@ -1,4 +1,5 @@
-//! The pipeline as ONE timely dataflow: thin operators around the synchronous cores.
+//! The pipeline as ONE timely dataflow: one folder per stage, each an I/O-free core and a
+//! thin operator around it; this file only wires them.
 //!
 //! ```text
 //! source ─exchange(hash cascade)─► window+terminate ─► estimate ─► predict ◄─ models (loop, +δ)
@@ -6,32 +7,42 @@
 //!                                        └──── final sizes ─────► outcome ─exchange(window)─► train
 //! ```
 //! Every stage works in event time: a stage acts on time `t` only once its inputs'
-//! frontier has passed `t`, and sorts what it processes at one time by cascade id, so the
-//! outputs do not depend on the number of workers or processes, nor on scheduling. The
-//! same property makes consistent checkpoints cheap: see [`crate::checkpoint`].
+//! frontier has passed `t` ([`stash::TimeStash`]), and sorts what it processes at one time
+//! by cascade id, so the outputs do not depend on the number of workers or processes, nor
+//! on scheduling. The same property makes consistent checkpoints cheap: see
+//! [`crate::checkpoint`]; each stage's part implements [`crate::checkpoint::StagePart`].
 
-pub mod kafka_source;
+pub mod estimate;
 pub mod outcome;
 pub mod predict;
 pub mod sink;
 pub mod source;
+pub mod stash;
 pub mod train;
 pub mod window;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
-use timely::dataflow::StreamVec;
+use timely::dataflow::{Scope, StreamVec};
 use tweetoscope_model::hawkes::HawkesModel;
 
-use crate::cascade::{TrackerOutput, TrackerSettings};
-use crate::checkpoint::{Checkpointing, SharedSourceCuts};
+use self::outcome::OutcomePart;
+use self::predict::PredictPart;
+use self::source::SharedSourceCuts;
+use self::train::TrainPart;
+use self::window::tracker::{TrackerOutput, TrackerSettings};
+use self::window::WindowPart;
+use crate::checkpoint::{decode_parts, CheckpointError, Checkpointing, LoadedCheckpoint, StagePart};
 use crate::config::{DataflowConfig, ForestConfig, SeismicConfig};
-use crate::messages::{json, Estimate, FitSummary, OutputRecord, Partial, Topic, TweetEvent};
-use crate::summary::SummaryEvent;
+use crate::records::{
+    json, DeadLetter, Estimate, FinalSize, Model, Outcome, OutputRecord, Partial, Prediction, Sample, Topic, TweetEvent,
+};
+use crate::telemetry::SummaryEvent;
 use crate::Time;
 
 /// The container builder used by every operator here.
@@ -53,7 +64,7 @@ pub struct StageSettings {
     /// SEISMIC's learned correction.
     pub seismic: SeismicConfig,
     /// Models to start from (warm start from the models topic); empty for a cold start.
-    pub initial_models: Vec<crate::messages::Model>,
+    pub initial_models: Vec<crate::records::Model>,
 }
 
 impl StageSettings {
@@ -70,13 +81,61 @@ impl StageSettings {
             },
             granularity: p.granularity,
             hawkes: HawkesModel::new(config.hawkes.clone())
-                .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?,
+                .map_err(|e| crate::config::ConfigError::Invalid { key: "hawkes", rule: e.to_string() })?,
             alert_threshold: p.alert_threshold,
             forest: config.forest.clone(),
             seismic: config.seismic.clone(),
             initial_models: Vec::new(),
         })
     }
+}
+
+/// The stages that write a part of every checkpoint (the window stage first: every worker
+/// has one, and it triggers pruning).
+pub const STAGES: &[&str] = &[WindowPart::STAGE, PredictPart::STAGE, OutcomePart::STAGE, TrainPart::STAGE];
+
+/// A checkpoint decoded for restoring: every worker's part of every stage. Each operator
+/// keeps the records it owns under the new number of workers.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The checkpoint's F: the restored state holds exactly the input before F.
+    pub time: Time,
+    /// Cascade trackers, events in flight and source offsets.
+    pub window: Vec<WindowPart>,
+    /// Models in use.
+    pub predict: Vec<PredictPart>,
+    /// Predictions awaiting their final size.
+    pub outcome: Vec<OutcomePart>,
+    /// Trainers and models in the feedback loop.
+    pub train: Vec<TrainPart>,
+}
+
+impl Restored {
+    /// Decodes every stage's parts of a verified checkpoint.
+    pub fn decode(loaded: &LoadedCheckpoint) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            time: loaded.time,
+            window: decode_parts(loaded)?,
+            predict: decode_parts(loaded)?,
+            outcome: decode_parts(loaded)?,
+            train: decode_parts(loaded)?,
+        })
+    }
+
+    /// Every partition's saved offset and newest event time (from all workers' parts).
+    pub fn source(&self) -> BTreeMap<i32, (i64, Option<Time>)> {
+        self.window.iter().flat_map(|w| w.source.partitions.clone()).collect()
+    }
+}
+
+/// Checkpointing as the stages of one worker see it: where parts go, and the checkpoint
+/// this run resumes from, if any.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Boundaries and the store.
+    pub checkpointing: Checkpointing,
+    /// The decoded checkpoint this run resumes from (shared by the workers of a process).
+    pub restored: Option<Arc<Restored>>,
 }
 
 /// The streams a built pipeline exposes to sinks.
@@ -86,7 +145,7 @@ pub struct PipelineStreams<'s> {
     /// Small events the run summary and telemetry are computed from.
     pub summary: StreamVec<'s, Time, SummaryEvent>,
     /// Events the window/terminate stage rejected (unknown, terminated, duplicate).
-    pub dead_letters: StreamVec<'s, Time, kafka_source::DeadLetter>,
+    pub dead_letters: StreamVec<'s, Time, DeadLetter>,
     /// Predictions and their outcomes, for the live page.
     pub live: StreamVec<'s, Time, LiveEvent>,
 }
@@ -95,31 +154,32 @@ pub struct PipelineStreams<'s> {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LiveEvent {
     /// A prediction.
-    Prediction(crate::messages::Prediction),
+    Prediction(Prediction),
     /// Its outcome.
-    Outcome(outcome::Outcome),
+    Outcome(Outcome),
 }
 
-/// Fits one partial cascade (the estimate stage's core), and computes the SEISMIC baseline
-/// on the same events.
-pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
-    let seismic_events: Vec<(f64, f64)> = partial.events.iter().map(|e| (e.t, e.m)).collect();
-    let seismic = tweetoscope_model::seismic::prediction(
-        &seismic_events,
-        partial.t_obs as f64,
-        &tweetoscope_model::seismic::SeismicParams::default(),
-    )
-    .ok();
-    let n_seismic = seismic.and_then(|p| p.final_size).filter(|n| n.is_finite());
-    let fit = model.fit(&partial.events, partial.t_obs as f64).ok().map(|f| FitSummary {
-        p: f.p,
-        beta: f.beta,
-        n_star: f.n_star,
-        g1: f.g1,
-        n_hawkes: f.n_pred,
-        at_bound: !f.bounds_hit.is_empty(),
-    });
-    Estimate { cascade: partial.cascade, t_obs: partial.t_obs, msg: partial.msg, n: partial.events.len(), fit, n_seismic, seismic }
+/// Every stream between the stages (cheap handles: cloning one fans it out).
+#[derive(Clone)]
+struct Stages<'s> {
+    /// Input events, counted for the summary.
+    input_counts: StreamVec<'s, Time, SummaryEvent>,
+    /// Everything the window/terminate stage emitted.
+    tracked: StreamVec<'s, Time, TrackerOutput>,
+    /// Partial cascades per window.
+    partials: StreamVec<'s, Time, Partial>,
+    /// Terminated cascades.
+    finals: StreamVec<'s, Time, FinalSize>,
+    /// Fits and SEISMIC per partial cascade.
+    estimates: StreamVec<'s, Time, Estimate>,
+    /// Predictions.
+    predictions: StreamVec<'s, Time, Prediction>,
+    /// Accuracy, samples and exclusions once final sizes are known.
+    outcomes: StreamVec<'s, Time, Outcome>,
+    /// Training samples.
+    samples: StreamVec<'s, Time, Sample>,
+    /// Trained models.
+    trained: StreamVec<'s, Time, Model>,
 }
 
 /// Builds the pipeline on a stream of input events (in any worker distribution).
@@ -128,24 +188,44 @@ pub fn build<'s>(
     settings: &StageSettings,
     want_records: bool,
     shutdown: Arc<AtomicBool>,
-    checkpoint: Option<(Checkpointing, SharedSourceCuts)>,
+    checkpoint: Option<(Checkpoint, SharedSourceCuts)>,
 ) -> PipelineStreams<'s> {
+    let scope = events.scope();
+    let stages = build_stages(events, settings, shutdown, checkpoint);
+    let live = scope.concatenate(vec![
+        stages.predictions.clone().map(LiveEvent::Prediction),
+        stages.outcomes.clone().map(LiveEvent::Outcome),
+    ]);
+    PipelineStreams {
+        records: want_records.then(|| output_records(scope, &stages, settings.alert_threshold)),
+        summary: summary_events(scope, &stages, settings.alert_threshold),
+        dead_letters: stages.tracked.clone().flat_map(|o| match o {
+            TrackerOutput::Rejected(r) => Some(DeadLetter {
+                reason: r.reason,
+                detail: format!("cascade {} at time {}", r.cascade, r.time),
+                partition: None,
+                offset: None,
+                key: Some(r.cascade.to_string()),
+                payload: String::new(),
+            }),
+            _ => None,
+        }),
+        live,
+    }
+}
+
+/// The stages, wired: window+terminate, estimate, predict ⋈ models (feedback loop),
+/// outcome, train.
+fn build_stages<'s>(
+    events: StreamVec<'s, Time, TweetEvent>,
+    settings: &StageSettings,
+    shutdown: Arc<AtomicBool>,
+    checkpoint: Option<(Checkpoint, SharedSourceCuts)>,
+) -> Stages<'s> {
     let scope = events.scope();
     let input_counts = count_input(events.clone());
     let ck = checkpoint.as_ref().map(|(c, _)| c.clone());
     let tracked = window::window_terminate(events, settings.tracker.clone(), settings.granularity, shutdown, checkpoint);
-    let dead_letters = tracked.clone().flat_map(|o| match o {
-        TrackerOutput::Rejected(r) => Some(kafka_source::DeadLetter {
-            reason: r.reason,
-            detail: format!("cascade {} at time {}", r.cascade, r.time),
-            partition: None,
-            offset: None,
-            key: Some(r.cascade.to_string()),
-            payload: String::new(),
-        }),
-        _ => None,
-    });
-
     let partials = tracked.clone().flat_map(|o| match o {
         TrackerOutput::Partial(p) => Some(p),
         _ => None,
@@ -154,88 +234,70 @@ pub fn build<'s>(
         TrackerOutput::Final(f) => Some(f),
         _ => None,
     });
-
-    let model = settings.hawkes.clone();
-    let series = want_records.then(|| {
-        partials.clone().map(|p| OutputRecord {
-            sort_key: (Topic::CascadeSeries, p.cascade, p.t_obs, 0),
-            key: None,
-            value: json::serie(&p),
-        })
-    });
-    let estimates = partials.map(move |p| estimate(&model, p));
-
-    let (loop_handle, models) = scope.feedback::<Vec<crate::messages::Model>>(settings.forest.model_delay);
+    let estimates = estimate::estimate_stage(partials.clone(), settings.hawkes.clone());
+    let (loop_handle, models) = scope.feedback::<Vec<Model>>(settings.forest.model_delay);
     let predictions = predict::predict(estimates.clone(), models, settings.initial_models.clone(), ck.clone());
     let outcomes = outcome::outcome(predictions.clone(), finals.clone(), ck.clone());
     let samples = outcomes.clone().flat_map(|o| match o {
-        outcome::Outcome::Sample(s) => Some(s),
+        Outcome::Sample(s) => Some(s),
         _ => None,
     });
-    let trained = train::train(
-        samples.clone(),
-        settings.forest.clone(),
-        settings.seismic.clone(),
-        settings.initial_models.clone(),
-        ck,
-    );
+    let trained =
+        train::train(samples.clone(), settings.forest.clone(), settings.seismic.clone(), settings.initial_models.clone(), ck);
     trained.clone().broadcast().connect_loop(loop_handle);
+    Stages { input_counts, tracked, partials, finals, estimates, predictions, outcomes, samples, trained }
+}
 
-    let threshold = settings.alert_threshold;
-    let live = scope.concatenate(vec![
-        predictions.clone().map(LiveEvent::Prediction),
-        outcomes.clone().map(LiveEvent::Outcome),
-    ]);
-    let summary = scope.concatenate(vec![
-        input_counts,
-        tracked.flat_map(|o| SummaryEvent::from_tracker(&o)),
-        predictions.clone().map(move |p| SummaryEvent::from_prediction(&p, threshold)),
-        outcomes.clone().flat_map(|o| o.summary_event()),
-        trained.clone().map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples, version: m.version }),
-    ]);
+/// The summary events of every stage.
+fn summary_events<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f64) -> StreamVec<'s, Time, SummaryEvent> {
+    let s = s.clone();
+    scope.concatenate(vec![
+        s.input_counts,
+        s.tracked.flat_map(|o| summary_of(&o)),
+        s.predictions.map(move |p| SummaryEvent::from_prediction(&p, alert_threshold)),
+        s.outcomes.flat_map(|o| o.summary_event()),
+        s.trained.map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples, version: m.version }),
+    ])
+}
 
-    let records = series.map(|series| {
-        let alert_threshold = settings.alert_threshold;
-        let parts = vec![
-            series,
-            finals.flat_map(|f| {
-                let value = json::size(&f);
-                f.windows
-                    .iter()
-                    .map(|w| OutputRecord {
-                        sort_key: (Topic::CascadeProperties, f.cascade, *w, 1),
-                        key: Some(w.to_string()),
-                        value: value.clone(),
-                    })
-                    .collect::<Vec<_>>()
-            }),
-            estimates.map(|e| OutputRecord {
-                sort_key: (Topic::CascadeProperties, e.cascade, e.t_obs, 0),
-                key: Some(e.t_obs.to_string()),
-                value: json::parameters(&e),
-            }),
-            samples.map(|s| OutputRecord {
-                sort_key: (Topic::Samples, s.cascade, s.t_obs, 0),
-                key: Some(s.t_obs.to_string()),
-                value: json::sample(&s),
-            }),
-            trained.map(|m| OutputRecord {
-                sort_key: (Topic::Models, 0, m.t_obs, 0),
-                key: Some(m.t_obs.to_string()),
-                value: json::model(&m),
-            }),
-            predictions.flat_map(move |p| {
-                (p.n_pred > alert_threshold).then(|| OutputRecord {
-                    sort_key: (Topic::Alerts, p.cascade, p.t_obs, 0),
-                    key: None,
-                    value: json::alert(&p),
-                })
-            }),
-            outcomes.flat_map(|o| o.stat_record()),
-        ];
-        scope.concatenate(parts)
-    });
-    PipelineStreams { records, summary, dead_letters, live }
+/// The output records of every topic.
+fn output_records<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f64) -> StreamVec<'s, Time, OutputRecord> {
+    let s = s.clone();
+    let record = |topic: Topic, cascade, t_obs, rank, key: Option<String>, value| OutputRecord {
+        sort_key: (topic, cascade, t_obs, rank),
+        key,
+        value,
+    };
+    scope.concatenate(vec![
+        s.partials.map(move |p| record(Topic::CascadeSeries, p.cascade, p.t_obs, 0, None, json::serie(&p))),
+        s.finals.flat_map(move |f| {
+            let value = json::size(&f);
+            f.windows
+                .iter()
+                .map(|w| record(Topic::CascadeProperties, f.cascade, *w, 1, Some(w.to_string()), value.clone()))
+                .collect::<Vec<_>>()
+        }),
+        s.estimates.map(move |e| {
+            record(Topic::CascadeProperties, e.cascade, e.t_obs, 0, Some(e.t_obs.to_string()), json::parameters(&e))
+        }),
+        s.samples.map(move |x| record(Topic::Samples, x.cascade, x.t_obs, 0, Some(x.t_obs.to_string()), json::sample(&x))),
+        s.trained.map(move |m| record(Topic::Models, 0, m.t_obs, 0, Some(m.t_obs.to_string()), json::model(&m))),
+        s.predictions.flat_map(move |p| {
+            (p.n_pred > alert_threshold).then(|| record(Topic::Alerts, p.cascade, p.t_obs, 0, None, json::alert(&p)))
+        }),
+        s.outcomes.flat_map(|o| o.stat_record()),
+    ])
+}
+
+/// The summary event of a window/terminate output (rejections are counted from the
+/// dead-letter stream, which also carries the source's rejections).
+fn summary_of(o: &TrackerOutput) -> Option<SummaryEvent> {
+    Some(match o {
+        TrackerOutput::Partial(p) => SummaryEvent::Partial { t_obs: p.t_obs },
+        TrackerOutput::TooSmall { t_obs, .. } => SummaryEvent::TooSmall { t_obs: *t_obs },
+        TrackerOutput::Final(_) => SummaryEvent::Terminated,
+        TrackerOutput::Rejected(_) => return None,
+    })
 }
 
 /// One summary event per input batch with its size: the run's event count, computed in the
@@ -255,13 +317,13 @@ fn count_input<'s>(events: StreamVec<'s, Time, TweetEvent>) -> StreamVec<'s, Tim
 
 /// The rejections of each message, counted by reason: one summary event per reason and
 /// message rather than one per rejected event, before they are gathered on worker 0.
-pub(crate) fn count_rejections<'s>(letters: StreamVec<'s, Time, kafka_source::DeadLetter>) -> StreamVec<'s, Time, SummaryEvent> {
+pub fn count_rejections<'s>(letters: StreamVec<'s, Time, DeadLetter>) -> StreamVec<'s, Time, SummaryEvent> {
     use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::Operator;
     letters.unary::<Builder<SummaryEvent>, _, _, _>(Pipeline, "CountRejections", |_cap, _info| {
         |input, output| {
             input.for_each_stamp(|cap, data| {
-                let mut counts: Vec<(crate::messages::RejectReason, u64)> = Vec::new();
+                let mut counts: Vec<(crate::records::RejectReason, u64)> = Vec::new();
                 for d in data.flat_map(|d| d.iter()) {
                     match counts.iter_mut().find(|(r, _)| *r == d.reason) {
                         Some((_, n)) => *n += 1,

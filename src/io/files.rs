@@ -8,7 +8,7 @@
 //! Files are curated datasets, so the readers are strict: the first malformed line is an
 //! error naming the file and its 1-based line (non-UTF-8 bytes, non-numbers, NaN or infinity,
 //! negative or out-of-range times and magnitudes — the bounds are the `tweets` decoder's,
-//! [`crate::wire::MAX_TIME`] and [`crate::wire::MAX_MAGNITUDE`] —, a cascade not starting at
+//! [`crate::io::wire::MAX_TIME`] and [`crate::io::wire::MAX_MAGNITUDE`] —, a cascade not starting at
 //! time 0 or going back in time), and nothing is skipped: skipping a course-layout data row
 //! would shift every index range after it. (The Kafka source, by contrast, counts and
 //! dead-letters each bad message and goes on: a stream cannot be fixed and re-run.)
@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::wire::{MAX_MAGNITUDE, MAX_TIME};
+use crate::io::wire::{MAX_MAGNITUDE, MAX_TIME};
 use crate::Time;
 
 /// One recorded cascade.

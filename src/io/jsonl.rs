@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::messages::{OutputRecord, Topic};
+use crate::records::{OutputRecord, Topic};
 
 /// Writes records to `<dir>/<topic>.jsonl`, creating every topic's file up front so that an
 /// empty topic is an empty file rather than a missing one.

@@ -26,7 +26,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::Topic;
+use crate::records::Topic;
 
 /// A secret string: never printed by `Debug`, never logged.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -593,13 +593,13 @@ impl KafkaConfig {
     /// A consumer for explicit `assign`ment (never a group subscription: partitions must
     /// not move behind timely's back), with a unique group id and no offset commits.
     pub fn consumer(&self) -> Result<BaseConsumer, KafkaSetupError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let group = format!(
-            "tweetoscope-{}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-        );
+        // Unique per consumer without a process-wide counter: std's RandomState gives every
+        // instance fresh keys (random per thread, then incremented), hence a fresh hash.
+        let unique = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        };
+        let group = format!("tweetoscope-{}-{unique:016x}", std::process::id());
         Ok(self
             .client_config()
             .set("group.id", group)
@@ -692,10 +692,10 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resul
 
 /// The latest model of each window in the `models` topic (warm start). Unreadable records
 /// are skipped with a warning: a bad model must not prevent the pipeline from starting.
-pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::messages::Model>, KafkaSetupError> {
-    let mut latest: std::collections::BTreeMap<u64, crate::messages::Model> = std::collections::BTreeMap::new();
+pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::records::Model>, KafkaSetupError> {
+    let mut latest: std::collections::BTreeMap<u64, crate::records::Model> = std::collections::BTreeMap::new();
     for (_, value) in read_topic(config, &config.topics.models, Duration::from_secs(60))? {
-        match crate::messages::json::parse_model(&String::from_utf8_lossy(&value)) {
+        match crate::records::json::parse_model(&String::from_utf8_lossy(&value)) {
             Ok(m) => {
                 if latest.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
                     latest.insert(m.t_obs, m);

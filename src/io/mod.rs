@@ -1,6 +1,9 @@
-//! Input and output at the edges: recorded-cascade files and JSON-lines output files.
+//! Input and output at the edges: recorded-cascade files and where they sit on the event-time
+//! axis, the `tweets` wire codec, JSON-lines output files, and the Kafka clients.
 
 pub mod files;
+pub mod jsonl;
 pub mod kafka;
 pub mod kafka_tx;
-pub mod jsonl;
+pub mod timeline;
+pub mod wire;

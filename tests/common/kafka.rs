@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tweetoscope::io::kafka::{ensure_topics, KafkaConfig, TopicNames};
-use tweetoscope::messages::Topic;
+use tweetoscope::records::Topic;
 
 use super::binary;
 

@@ -36,9 +36,15 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Asserts that two output folders hold byte-identical files, naming the first difference.
 pub fn assert_same_outputs(a: &Path, b: &Path) {
+    assert_same_files(a, b, 6);
+}
+
+/// Asserts that folder `a` holds `count` files and `b` byte-identical ones, naming the first
+/// difference.
+pub fn assert_same_files(a: &Path, b: &Path, count: usize) {
     let mut names: Vec<_> = std::fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
-    assert_eq!(names.len(), 6, "expected six topic files in {}", a.display());
+    assert_eq!(names.len(), count, "expected {count} files in {}", a.display());
     for name in names {
         let (x, y) = (std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap());
         if x != y {

@@ -2,7 +2,9 @@
 //!
 //! - [`hawkes`]: the marked Hawkes process with exponential kernel — likelihood, prior,
 //!   MAP estimation (global optimum) and the final-size prediction.
-//! - [`forest`]: the random-forest "predictive layer" that corrects the Hawkes prediction.
+//! - [`forest`]: the course mode's random-forest correction of the Hawkes prediction.
+//! - [`predictive`]: the default mode's predictive layer (features, learner, online trainer,
+//!   fallback, conformal intervals).
 //! - [`stats`]: accuracy statistics (ARE, mean, median, quantiles).
 //! - [`seismic`]: the SEISMIC baseline (Zhao et al., KDD 2015).
 //! - [`simulate`]: synthetic cascades from the marked Hawkes model.
@@ -12,6 +14,7 @@
 
 pub mod forest;
 pub mod hawkes;
+pub mod predictive;
 pub mod stats;
 pub mod seismic;
 pub mod simulate;

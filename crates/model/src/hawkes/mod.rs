@@ -58,6 +58,29 @@ pub enum PriorKind {
     Flat,
 }
 
+/// Where the scale of the mark law comes from.
+///
+/// The model needs E\[m\], the mean magnitude of future events, for n* = p·E\[m\], and its
+/// prior on p only makes sense for marks of the scale it was tuned for (the course's power law
+/// α = 2.4, μ = 10: median 16.4, mean 35). Real follower counts have medians near 900, so with
+/// the course's fixed law a MAP fit of a small real cascade is dominated by a prior that
+/// expects p ≈ 0.02, i.e. 20 direct retweets per event, and explodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkLaw {
+    /// The power law (α, μ) of the settings, for every cascade (course mode).
+    #[default]
+    Fixed,
+    /// The power law of exponent α whose median μ·2^{1/(α−1)} equals the median of the
+    /// cascade's own observed positive magnitudes (events with t ≤ T): μ is re-estimated per
+    /// partial cascade, from that cascade alone (no global state, deterministic). Equivalently
+    /// the fit sees the magnitudes rescaled by s = (law's median)/(observed median), so the
+    /// prior applies to the scale-free p·s⁻¹; the reported p is in raw units, and n*, G1 and
+    /// N are unchanged by the rescaling. On the course's own marks s ≈ 1 (see `PREDICTIVE.md`
+    /// for the measurements on real cascades).
+    CascadeMedian,
+}
+
 /// Settings of the model (SPEC §4.1); `Default` gives the course values. Also the
 /// `[hawkes]` table of a dataflow config: unknown keys are rejected, missing ones default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +106,8 @@ pub struct HawkesSettings {
     pub beta_min: f64,
     /// Upper bound of β, in 1/s (course: one per minute).
     pub beta_max: f64,
+    /// Where the scale of the mark law comes from (course: [`MarkLaw::Fixed`]).
+    pub mark_law: MarkLaw,
 }
 
 impl Default for HawkesSettings {
@@ -98,6 +123,7 @@ impl Default for HawkesSettings {
             prior: PriorKind::Course,
             beta_min: 1.0 / (3600.0 * 24.0 * 10.0),
             beta_max: 1.0 / 60.0,
+            mark_law: MarkLaw::Fixed,
         }
     }
 }
@@ -180,6 +206,8 @@ pub struct HawkesModel {
     prior: LogNormalPrior,
     terms: PriorTerms,
     expected_magnitude: f64,
+    /// Median μ·2^{1/(α−1)} of the mark law (the target of [`MarkLaw::CascadeMedian`]).
+    law_median: f64,
     bounds: Bounds,
 }
 
@@ -252,11 +280,13 @@ impl HawkesModel {
             v_max: s.beta_max.ln(),
         };
         let terms = PriorTerms::new(&prior, s.prior);
+        let law_median = s.mu * 2f64.powf(1.0 / (s.alpha - 1.0));
         Ok(Self {
             settings,
             prior,
             terms,
             expected_magnitude,
+            law_median,
             bounds,
         })
     }
@@ -284,6 +314,54 @@ impl HawkesModel {
     /// The β bounds [β_min, β_max], in 1/s.
     pub fn beta_bounds(&self) -> (f64, f64) {
         (self.bounds.beta_min, self.bounds.beta_max)
+    }
+
+    /// The median μ·2^{1/(α−1)} of the settings' mark law.
+    pub fn law_median(&self) -> f64 {
+        self.law_median
+    }
+
+    /// The factor s by which the fit multiplies the magnitudes of the events with
+    /// t ≤ `t_obs`: 1 with [`MarkLaw::Fixed`]; with [`MarkLaw::CascadeMedian`], the law's
+    /// median over the median of the observed positive magnitudes (1 if there is none),
+    /// clamped to [1e−12, 1e12] and so that no rescaled magnitude exceeds
+    /// [`MAX_MAGNITUDE`].
+    pub fn mark_scale(&self, events: &[Event], t_obs: f64) -> Result<f64, FitError> {
+        Ok(self.scale_of(cascade::observed(events, t_obs)?))
+    }
+
+    /// E\[m\] of the mark law the fit uses for the events with t ≤ `t_obs`:
+    /// [`HawkesModel::expected_magnitude`] / [`HawkesModel::mark_scale`], in raw units, so
+    /// that n* = p·(this) for the raw p of a [`Fit`].
+    pub fn cascade_expected_magnitude(&self, events: &[Event], t_obs: f64) -> Result<f64, FitError> {
+        Ok(self.expected_magnitude / self.mark_scale(events, t_obs)?)
+    }
+
+    /// [`HawkesModel::mark_scale`] of validated observed events.
+    fn scale_of(&self, ev: &[Event]) -> f64 {
+        match self.settings.mark_law {
+            MarkLaw::Fixed => 1.0,
+            MarkLaw::CascadeMedian => {
+                let mut marks: Vec<f64> = ev.iter().map(|e| e.m).filter(|&m| m > 0.0).collect();
+                if marks.is_empty() {
+                    return 1.0;
+                }
+                marks.sort_unstable_by(f64::total_cmp);
+                let k = marks.len();
+                let median = if k % 2 == 1 {
+                    marks[k / 2]
+                } else {
+                    0.5 * (marks[k / 2 - 1] + marks[k / 2])
+                };
+                let largest = marks[k - 1];
+                let s = (self.law_median / median).clamp(1e-12, 1e12).min(MAX_MAGNITUDE / largest);
+                if s.is_finite() && s > 0.0 {
+                    s
+                } else {
+                    1.0
+                }
+            }
+        }
     }
 
     /// The log-likelihood LL(p, β) of the events with t ≤ `t_obs` (SPEC §4.1), evaluated
@@ -315,7 +393,9 @@ impl HawkesModel {
         )
     }
 
-    /// The maximised function: log-likelihood + log-prior.
+    /// The maximised function: log-likelihood + log-prior. With [`MarkLaw::CascadeMedian`]
+    /// the prior is evaluated at p/s, s = [`HawkesModel::mark_scale`] (the log-likelihood only
+    /// depends on the products p·m, so it needs no rescaling).
     pub fn objective(
         &self,
         events: &[Event],
@@ -324,12 +404,15 @@ impl HawkesModel {
         beta: f64,
     ) -> Result<f64, FitError> {
         let ll = self.log_likelihood(events, t_obs, p, beta)?;
-        let lp = self.log_prior(p, beta)?;
+        let s = self.scale_of(cascade::observed(events, t_obs)?);
+        let lp = self.log_prior(p / s, beta)?;
         finite(ll + lp, "objective")
     }
 
     /// The prediction at (p, β): (G1, N) with G1 = p·Σ m_i e^{−β(T−t_i)} and
-    /// N = n + G1/(1 − n*), n* = p·E\[m\]. Fails when n* ≥ 1 (the cascade never ends).
+    /// N = n + G1/(1 − n*), n* = p·E\[m\] (E\[m\] of the cascade's mark law, see
+    /// [`HawkesModel::cascade_expected_magnitude`]). Fails when n* ≥ 1 (the cascade never
+    /// ends).
     pub fn predict(
         &self,
         events: &[Event],
@@ -343,7 +426,7 @@ impl HawkesModel {
         if ev.len() < 2 {
             return Err(FitError::TooFewEvents { n: ev.len() });
         }
-        let n_star = p * self.expected_magnitude;
+        let n_star = p * self.expected_magnitude / self.scale_of(ev);
         if n_star >= 1.0 {
             return Err(FitError::InvalidInput(format!(
                 "n* = {n_star} ≥ 1: the predicted size is infinite"
@@ -356,6 +439,11 @@ impl HawkesModel {
 
     /// Fits the events with `t ≤ t_obs` (time-sorted, file order for ties): the global
     /// maximum of the objective over the bounds, and the prediction it implies.
+    ///
+    /// With [`MarkLaw::CascadeMedian`] the fit runs on the magnitudes multiplied by
+    /// s = [`HawkesModel::mark_scale`], and the reported p is converted back to raw units
+    /// (p_raw = s·p_fit; n*, G1, N, the log-likelihood and the objective do not depend on
+    /// the units). The p bounds then hold for p/s.
     pub fn fit(&self, events: &[Event], t_obs: f64) -> Result<Fit, FitError> {
         self.fit_with_grid(events, t_obs, optimise::GRID_POINTS)
     }
@@ -370,6 +458,16 @@ impl HawkesModel {
         grid_points: usize,
     ) -> Result<Fit, FitError> {
         let ev = cascade::fittable(events, t_obs)?;
+        // With a per-cascade mark law, fit the rescaled magnitudes (the prior and the p
+        // bounds are those of the law's scale) and convert p back to raw units below.
+        let scale = self.scale_of(ev);
+        let rescaled: Vec<Event>;
+        let ev = if scale == 1.0 {
+            ev
+        } else {
+            rescaled = ev.iter().map(|e| Event { t: e.t, m: e.m * scale }).collect();
+            &rescaled
+        };
         let mut profile = Profile::new(Kernel::new(ev, t_obs), self.terms, self.bounds);
         let best = profile.maximise_with(grid_points);
 
@@ -384,7 +482,7 @@ impl HawkesModel {
         let g1 = best.p * best.a_end;
         let fit = Fit {
             n: ev.len(),
-            p: best.p,
+            p: best.p * scale,
             beta: best.beta,
             n_star,
             g1,

@@ -730,3 +730,117 @@ fn fit_finds_the_mle_a_12_point_grid_missed() {
     let fine = m.fit_with_grid(&ev, t_obs, 400).unwrap();
     assert!(fit.objective >= fine.objective - 1e-9 * fine.objective.abs(), "{} < {}", fit.objective, fine.objective);
 }
+
+// ---------------------------------------------------------------------------------------
+// Mark law from the data (MarkLaw::CascadeMedian)
+
+fn median_model() -> HawkesModel {
+    HawkesModel::new(HawkesSettings {
+        mark_law: MarkLaw::CascadeMedian,
+        ..HawkesSettings::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_default_mark_law_is_the_fixed_course_law() {
+    assert_eq!(HawkesSettings::default().mark_law, MarkLaw::Fixed);
+    let m = model(PriorKind::Course);
+    let c = cascade(3);
+    assert_eq!(m.mark_scale(&c, 600.0).unwrap(), 1.0);
+    assert_eq!(m.cascade_expected_magnitude(&c, 600.0).unwrap(), m.expected_magnitude());
+    // the law's median μ·2^{1/(α−1)}
+    assert!((m.law_median() - 10.0 * 2f64.powf(1.0 / 1.4)).abs() < 1e-12);
+}
+
+#[test]
+fn cascade_median_law_is_invariant_to_the_units_of_the_marks() {
+    let m = median_model();
+    let c = cascade(5);
+    let t = 1200.0;
+    let a = m.fit(&c, t).unwrap();
+    let scaled: Vec<Event> = c.iter().map(|e| Event { t: e.t, m: e.m * 1000.0 }).collect();
+    let b = m.fit(&scaled, t).unwrap();
+    let rel = |x: f64, y: f64| (x - y).abs() / x.abs().max(1e-300);
+    assert!(rel(a.n_star, b.n_star) < 1e-9, "{} {}", a.n_star, b.n_star);
+    assert!(rel(a.g1, b.g1) < 1e-9);
+    assert!(rel(a.n_pred, b.n_pred) < 1e-9);
+    assert!(rel(a.beta, b.beta) < 1e-9);
+    assert!(rel(a.p, 1000.0 * b.p) < 1e-9, "p is in raw units");
+}
+
+#[test]
+fn cascade_median_law_is_consistent_with_objective_and_predict() {
+    let m = median_model();
+    for k in [1, 7, 26] {
+        let c = cascade(k);
+        let t = 600.0;
+        let fit = m.fit(&c, t).unwrap();
+        let obj = m.objective(&c, t, fit.p, fit.beta).unwrap();
+        assert!((obj - fit.objective).abs() <= 1e-9 * fit.objective.abs().max(1.0), "{obj} {}", fit.objective);
+        let (g1, n) = m.predict(&c, t, fit.p, fit.beta).unwrap();
+        assert!((g1 - fit.g1).abs() <= 1e-9 * fit.g1.max(1.0));
+        assert!((n - fit.n_pred).abs() <= 1e-9 * fit.n_pred);
+        let em = m.cascade_expected_magnitude(&c, t).unwrap();
+        assert!((fit.p * em - fit.n_star).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn cascade_median_scale_follows_the_observed_median() {
+    let m = median_model();
+    // marks 100, 300, 900 (and a zero, ignored): median 300
+    let c = ev(&[(0.0, 100.0), (5.0, 0.0), (10.0, 900.0), (20.0, 300.0)]);
+    let s = m.mark_scale(&c, 600.0).unwrap();
+    assert!((s - m.law_median() / 300.0).abs() < 1e-15);
+    // only events with t ≤ T count
+    let s2 = m.mark_scale(&c, 12.0).unwrap();
+    assert!((s2 - m.law_median() / 500.0).abs() < 1e-15);
+    // all zero marks: scale 1; extreme marks stay within MAX_MAGNITUDE after rescaling
+    assert_eq!(m.mark_scale(&ev(&[(0.0, 0.0), (1.0, 0.0)]), 5.0).unwrap(), 1.0);
+    let extreme = ev(&[(0.0, 1e-300), (1.0, 1e-300), (2.0, MAX_MAGNITUDE)]);
+    let s3 = m.mark_scale(&extreme, 5.0).unwrap();
+    assert!(s3 * MAX_MAGNITUDE <= MAX_MAGNITUDE * (1.0 + 1e-12));
+    assert!(m.fit(&extreme, 5.0).is_ok() || m.fit(&extreme, 5.0).is_err());
+}
+
+#[test]
+fn cascade_median_law_tames_small_real_cascades() {
+    // On small real cascades (first 10 events of the bundled ones, observed to their 10th
+    // event), the course law's fit explodes far more often than the per-cascade law's.
+    let fixed = model(PriorKind::Course);
+    let median = median_model();
+    let (mut fixed_big, mut median_big) = (0, 0);
+    for k in 1..=40 {
+        let c = cascade(k);
+        let part = &c[..10];
+        let t = part[9].t + 1.0;
+        let total = c.len() as f64;
+        if fixed.fit(part, t).is_ok_and(|f| f.n_pred > 10.0 * total) {
+            fixed_big += 1;
+        }
+        if median.fit(part, t).is_ok_and(|f| f.n_pred > 10.0 * total) {
+            median_big += 1;
+        }
+    }
+    assert!(median_big <= fixed_big, "{median_big} > {fixed_big}");
+}
+
+proptest! {
+    #[test]
+    fn cascade_median_fits_are_finite_or_typed_errors(
+        marks in proptest::collection::vec(0.0f64..1e7, 2..40),
+        gaps in proptest::collection::vec(0.0f64..500.0, 40),
+    ) {
+        let m = median_model();
+        let mut t = 0.0;
+        let events: Vec<Event> = marks.iter().zip(&gaps).enumerate().map(|(i, (&mk, &g))| {
+            if i > 0 { t += g; }
+            Event { t, m: mk }
+        }).collect();
+        if let Ok(fit) = m.fit(&events, t + 10.0) {
+            prop_assert!(fit.n_pred.is_finite() && fit.n_pred >= fit.n as f64);
+            prop_assert!(fit.p.is_finite() && fit.p > 0.0 && fit.n_star < 1.0);
+        }
+    }
+}

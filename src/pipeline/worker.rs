@@ -1,0 +1,194 @@
+//! One worker of a run: its share of the dataflow (source, stages, sinks, observers) and the
+//! loop that steps it while exporting the event-time frontier.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Inspect, OkErr, Probe};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::worker::Worker;
+
+use super::{SourceSpec, WorkerShared};
+use crate::dataflow::source::{self, kafka, SharedSourceCuts};
+use crate::dataflow::{self, sink, LiveEvent, PipelineStreams};
+use crate::io::jsonl::JsonlWriter;
+use crate::io::kafka_tx::OutRecord;
+use crate::observe::summary::SummaryAccumulator;
+use crate::records::{DeadLetter, OutputRecord, TweetEvent};
+use crate::Time;
+
+/// What worker 0 keeps while the dataflow runs.
+#[derive(Default)]
+struct Worker0 {
+    /// The run summary, folded from every worker's summary events.
+    summary: Rc<RefCell<SummaryAccumulator>>,
+    /// The first error writing the output files.
+    write_error: Rc<RefCell<Option<std::io::Error>>>,
+}
+
+/// Builds this worker's dataflow and steps it until it completes.
+pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
+    let index = worker.index();
+    let mine = Worker0::default();
+    let probe = ProbeHandle::<Time>::new();
+    worker.dataflow::<Time, _, _>(|scope| {
+        // The source's offsets at each boundary, for this worker's window stage to write.
+        let cuts = SharedSourceCuts::default();
+        let (events, source_dead_letters) = source_stream(scope, shared, &cuts);
+        let want_records = shared.job.out_dir.is_some() || shared.sinks.producer.is_some() || shared.sinks.exactly_once;
+        let checkpoint = shared.checkpoint.clone().map(|c| (c, cuts));
+        let streams = dataflow::build(events, &shared.settings, want_records, shared.handles.shutdown.clone(), checkpoint);
+        connect(scope, shared, &mine, &probe, streams, source_dead_letters);
+    });
+    step_until_done(worker, &probe, shared);
+    if index == 0 {
+        let summary = mine.summary.borrow().clone();
+        let error = mine.write_error.borrow_mut().take();
+        *shared.result.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((summary, error));
+    }
+}
+
+/// The input events of this worker, and the source's dead letters (Kafka only).
+fn source_stream<'s>(
+    scope: Scope<'s, Time>,
+    shared: &WorkerShared,
+    cuts: &SharedSourceCuts,
+) -> (StreamVec<'s, Time, TweetEvent>, Option<StreamVec<'s, Time, DeadLetter>>) {
+    let handles = &shared.handles;
+    match &shared.job.source {
+        SourceSpec::Replay { dataset, pace } => {
+            let input = &shared.job.config.input;
+            let timeline =
+                crate::io::timeline::worker_timeline(dataset, input.random_start_range, input.seed, scope.index(), scope.peers());
+            (source::replay(scope, timeline, *pace, handles.events.clone(), handles.shutdown.clone()), None)
+        }
+        SourceSpec::Kafka(spec) => {
+            let checkpoint = shared.checkpoint.clone().map(|c| (c, cuts.clone()));
+            let (errors_in, errors) = std::sync::mpsc::channel();
+            let items =
+                kafka::kafka_source(scope, spec.clone(), handles.events.clone(), handles.shutdown.clone(), errors_in, checkpoint);
+            // Set-up errors happen when the source is built, i.e. now.
+            shared.source_errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(errors.try_iter());
+            let (events, dead) = items.ok_err(|x| x);
+            (events, Some(dead))
+        }
+    }
+}
+
+/// Connects the streams to the sinks, the summary and the observers.
+fn connect<'s>(
+    scope: Scope<'s, Time>,
+    shared: &WorkerShared,
+    mine: &Worker0,
+    probe: &ProbeHandle<Time>,
+    streams: PipelineStreams<'s>,
+    source_dead_letters: Option<StreamVec<'s, Time, DeadLetter>>,
+) {
+    let dead_letters = match source_dead_letters {
+        Some(d) => scope.concatenate(vec![d, streams.dead_letters]),
+        None => streams.dead_letters,
+    };
+    let summary = scope.concatenate(vec![streams.summary, dataflow::count_rejections(dead_letters.clone())]);
+    if let Some(records) = streams.records {
+        connect_outputs(scope, shared, mine, probe, records.probe_with(probe), dead_letters.probe_with(probe));
+    }
+    observe(shared, streams.live);
+    let fold = mine.summary.clone();
+    let summary = summary.inspect(crate::telemetry::summary_event);
+    sink::fold_on_worker_0(summary.probe_with(probe), move |e| fold.borrow_mut().add(e));
+}
+
+/// The output records to Kafka (at least once, or exactly once) and to the files.
+fn connect_outputs<'s>(
+    scope: Scope<'s, Time>,
+    shared: &WorkerShared,
+    mine: &Worker0,
+    probe: &ProbeHandle<Time>,
+    records: StreamVec<'s, Time, OutputRecord>,
+    dead_letters: StreamVec<'s, Time, DeadLetter>,
+) {
+    let topics = &shared.job.config.kafka.topics;
+    if let Some(producer) = &shared.sinks.producer {
+        sink::produce_records(records.clone(), producer.clone(), topics.clone());
+        sink::produce_dead_letters(dead_letters.clone(), producer.clone(), topics.dead_letters.clone());
+    }
+    if shared.sinks.exactly_once {
+        let (topics, dead_topic) = (topics.clone(), topics.dead_letters.clone());
+        let all = scope.concatenate(vec![
+            records.clone().map(move |r| OutRecord { topic: topics.of(r.sort_key.0).to_owned(), key: r.key, value: r.value }),
+            dead_letters.map(move |d| OutRecord {
+                topic: dead_topic.clone(),
+                key: Some(d.reason.as_str().to_owned()),
+                value: d.to_json(),
+            }),
+        ]);
+        let sender = if scope.index() == 0 { shared.sinks.transactions.lock().ok().and_then(|mut s| s.take()) } else { None };
+        sink::produce_exactly_once(all.probe_with(probe), sender, shared.sinks.resume_from, shared.handles.shutdown.clone());
+    }
+    if let Some(dir) = &shared.job.out_dir {
+        let writer = match scope.index() {
+            0 => JsonlWriter::create(dir).map_err(|e| mine.write_error.borrow_mut().replace(e)).ok(),
+            _ => None,
+        };
+        sink::write_records(records, writer, mine.write_error.clone());
+    }
+}
+
+/// Feeds the live page and Alertmanager with this worker's predictions and outcomes.
+fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
+    let (view, pusher) = (shared.handles.live.clone(), shared.handles.alertmanager.clone());
+    if view.is_none() && pusher.is_none() {
+        return;
+    }
+    let threshold = shared.settings.alert_threshold;
+    live.inspect_core(move |event| {
+        let Ok((stamp, data)) = event else { return };
+        let time = stamp.iter().next().copied().unwrap_or_default();
+        for e in data {
+            match e {
+                LiveEvent::Prediction(p) => {
+                    if let Some(v) = &view {
+                        v.prediction(time, p);
+                    }
+                    if let Some(pusher) = pusher.as_ref().filter(|_| p.n_pred > threshold) {
+                        pusher.popular_cascade(time, p);
+                    }
+                }
+                LiveEvent::Outcome(o) => {
+                    if let Some(v) = &view {
+                        v.outcome(time, o);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Steps the worker until its dataflow completes, exporting the frontier and the input
+/// rate (worker 0).
+fn step_until_done(worker: &mut Worker, probe: &ProbeHandle<Time>, shared: &WorkerShared) {
+    let index = worker.index();
+    let mut last_frontier = None;
+    let mut last_rate = Instant::now();
+    while worker.step_or_park(Some(Duration::from_millis(50))) {
+        if index != 0 {
+            continue;
+        }
+        let frontier = probe.with_frontier(|f| f.first().copied());
+        if frontier != last_frontier {
+            crate::telemetry::frontier(frontier);
+            last_frontier = frontier;
+        }
+        if last_rate.elapsed() > Duration::from_millis(500) {
+            last_rate = Instant::now();
+            let events = shared.handles.events.load(Ordering::Relaxed) as f64;
+            crate::telemetry::throughput(events / shared.started.elapsed().as_secs_f64().max(1e-9));
+        }
+    }
+    if index == 0 {
+        crate::telemetry::frontier(None);
+    }
+}
