@@ -364,12 +364,6 @@ impl KafkaConfig {
         }
     }
 
-    /// Applies the environment overrides (the older name of [`KafkaConfig::apply_env`]).
-    pub fn with_env(mut self) -> Self {
-        self.apply_env();
-        self
-    }
-
     /// After every layer (file, environment, flags): reads `sasl_password_file`, then checks
     /// everything a client needs (structure, credentials, certificate files). The one
     /// validation of a Kafka command's settings.
