@@ -30,6 +30,10 @@ pub enum ConfigError {
         /// The rule it breaks.
         rule: String,
     },
+    /// The `[kafka]` settings, after every layer (file, environment, flags), cannot make a
+    /// client: missing credentials, unreadable password or certificate files.
+    #[error("invalid configuration: {0}")]
+    Kafka(crate::io::kafka::KafkaSetupError),
 }
 
 /// A whole dataflow configuration (`dataflows/*.toml`).
@@ -336,19 +340,56 @@ impl ForestConfig {
 impl DataflowConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::load_layer(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config = Self::parse_layer(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file WITHOUT the cross-field checks: the first layer of a Kafka command's
+    /// settings (the environment and the flags come next, then [`DataflowConfig::finish_kafka`]).
+    pub fn load_layer(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::parse_layer(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
 
-    /// Parses and validates TOML text.
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
-        config.validate()?;
-        Ok(config)
+    /// Parses TOML text without the cross-field checks. A syntax or schema error names the
+    /// line and column but never quotes the text: the line could hold a password. On a line
+    /// that names a password or key, the values the message quotes (`…`) are hidden too.
+    pub fn parse_layer(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let mut message = e.message().trim().to_owned();
+            let mut position = String::new();
+            if let Some(span) = e.span() {
+                let start = span.start.min(text.len());
+                let before = &text[..start];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                position = format!("line {line}, column {column}: ");
+                let whole_line = text[start..].split('\n').next().unwrap_or_default();
+                let whole_line = format!("{}{whole_line}", before.rsplit('\n').next().unwrap_or_default()).to_ascii_lowercase();
+                if ["password", "secret", "key"].iter().any(|w| whole_line.contains(w)) {
+                    message = hide_quoted(&message);
+                }
+            }
+            ConfigError::Parse { path: PathBuf::new(), message: format!("{position}{message}") }
+        })
+    }
+
+    /// The one check of a Kafka command's settings, after every layer (file, environment,
+    /// flags): reads the password file, then validates everything, credentials included.
+    pub fn finish_kafka(&mut self) -> Result<(), ConfigError> {
+        self.kafka.finish().map_err(ConfigError::Kafka)?;
+        self.validate()
     }
 
     /// Cross-field checks.
@@ -426,6 +467,11 @@ impl SeismicConfig {
     }
 }
 
+/// `a `b` c` → `a `…` c`: hides what an error message quotes.
+fn hide_quoted(message: &str) -> String {
+    message.split('`').enumerate().map(|(i, part)| if i % 2 == 1 { "…" } else { part }).collect::<Vec<_>>().join("`")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +524,30 @@ mod tests {
         let err = DataflowConfig::parse("[pipeline]\ngranularity = 7\n[checkpoint]\ninterval = 600\n").unwrap_err();
         assert!(err.to_string().contains("granularity"), "{err}");
         assert!(DataflowConfig::parse("[pipeline]\ngranularity = 60\n[checkpoint]\ninterval = 600\n").is_ok());
+    }
+
+    #[test]
+    fn parse_errors_name_the_line_but_never_quote_it() {
+        let err = DataflowConfig::parse("[kafka]\nsasl_pasword = \"hunter2\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("sasl_pasword"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = DataflowConfig::parse("[kafka]\nsasl_password = hunter2\n").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = DataflowConfig::parse("[kafka]\nsasl_password = 31415926\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && !err.contains("31415926"), "{err}");
+    }
+
+    #[test]
+    fn a_kafka_command_validates_once_after_the_environment() {
+        // The file alone lacks the password: a non-Kafka command still accepts it, and a
+        // Kafka command accepts it once the environment gives the password.
+        let text = "[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\n";
+        assert!(DataflowConfig::parse(text).is_ok());
+        let mut c = DataflowConfig::parse_layer(text).unwrap();
+        assert!(c.clone().finish_kafka().is_err(), "no password anywhere");
+        c.kafka.apply_env_from(|k| (k == "TWEETOSCOPE_KAFKA_SASL_PASSWORD").then(|| "pw".to_owned()));
+        c.finish_kafka().unwrap();
+        assert_eq!(c.kafka.sasl_password.as_ref().map(|p| p.0.as_str()), Some("pw"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::options::{KafkaOptions, RunOptions};
+use super::options::KafkaOptions;
 use super::progress::{stop_on_signals, Progress};
 use crate::config::InputConfig;
 use crate::io::files::read_dataset;
@@ -114,9 +114,7 @@ pub fn command(
             Some(f)
         }
     };
-    let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
-    kafka.apply(&mut config);
-    config.validate()?;
+    let config = kafka.connect(config.as_deref(), |_| {})?;
     let dataset = read_dataset(input, index)?;
     let sent = Arc::new(AtomicU64::new(0));
     let shutdown = Arc::new(AtomicBool::new(false));

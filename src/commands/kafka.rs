@@ -15,12 +15,11 @@ use crate::pipeline::{run as run_job, Job, RunHandles, SourceSpec};
 /// `live` (with its recovery options) or `backtest` (without).
 pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOptions>) -> Result<()> {
     let bounded = live.is_none();
-    let mut config = options.load_config()?;
-    kafka.apply(&mut config);
-    if let Some(r) = live {
-        r.apply(&mut config);
-    }
-    config.validate()?;
+    let config = kafka.connect(options.config.as_deref(), |config| {
+        if let Some(r) = live {
+            r.apply(config);
+        }
+    })?;
     let idle_exit = match live.and_then(|r| r.until_idle) {
         Some(s) if !(s.is_finite() && s > 0.0) => bail!("--until-idle must be a positive number of seconds"),
         s => s.map(Duration::from_secs_f64),
@@ -49,9 +48,8 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
 }
 
 /// `topics`: creates the input, output and dead-letter topics that do not exist yet.
-pub fn topics(partitions: i32, kafka: &KafkaOptions) -> Result<()> {
-    let mut config = RunOptions::default().load_config()?;
-    kafka.apply(&mut config);
+pub fn topics(partitions: i32, config: Option<&std::path::Path>, kafka: &KafkaOptions) -> Result<()> {
+    let config = kafka.connect(config, |_| {})?;
     let names = config.kafka.topics.all();
     crate::io::kafka::ensure_topics(&config.kafka, &names, partitions)?;
     println!("topics ready: {}", names.join(" "));

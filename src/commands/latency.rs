@@ -269,9 +269,7 @@ pub fn command(
     use anyhow::Context;
     anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
     anyhow::ensure!(drain.is_finite() && drain >= 0.0, "--drain must be a number of seconds ≥ 0");
-    let mut config = super::RunOptions { config, ..super::RunOptions::default() }.load_config()?;
-    kafka.apply(&mut config);
-    config.validate()?;
+    let config = kafka.connect(config.as_deref(), |_| {})?;
     let dataset = crate::io::files::read_dataset(input, index)?;
     let options = LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
     let report = measure(&dataset, &config, &options)?;

@@ -171,6 +171,10 @@ pub enum Command {
         /// Partitions per topic.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// Dataflow configuration TOML (its [kafka] table names the broker, credentials and
+        /// topics; default: the embedded one).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Kafka options.
         #[command(flatten)]
         kafka: KafkaOptions,
@@ -208,7 +212,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Live { kafka, run, recovery }) => kafka::run(&run, &kafka, Some(&recovery)),
         Some(Command::Backtest { kafka, run }) => kafka::run(&run, &kafka, None),
-        Some(Command::Topics { partitions, kafka }) => kafka::topics(partitions, &kafka),
+        Some(Command::Topics { partitions, config, kafka }) => kafka::topics(partitions, config.as_deref(), &kafka),
         Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
             let options = simulate::SimulateOptions { cascades, seed, match_sizes, n_star, horizon, max_events };
             simulate::command(&out, &options, config)
@@ -255,6 +259,20 @@ mod tests {
         let Some(Command::Run { run, .. }) = cli.command else { panic!("run expected") };
         assert_eq!((run.threads, run.processes, run.process), (2, 2, 1));
         assert_eq!(run.hostfile, Some(PathBuf::from("hosts")));
+    }
+
+    #[test]
+    fn flags_override_the_environment_and_the_file_and_validation_comes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, password) = (dir.path().join("c.toml"), dir.path().join("pw"));
+        std::fs::write(&password, "from-flag\n").unwrap();
+        // sasl_ssl with no password in the file: valid only once a later layer gives one.
+        std::fs::write(&config, "[kafka]\nbrokers = \"file:1\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password = \"from-file-layer\"\n").unwrap();
+        let cli = Cli::try_parse_from(["tweetoscope", "topics", "--config", config.to_str().unwrap(), "--brokers", "flag:1", "--sasl-password-file", password.to_str().unwrap()]).unwrap();
+        let Some(Command::Topics { config, kafka, .. }) = cli.command else { panic!("topics expected") };
+        let c = kafka.load(config.as_deref(), |_| {}).unwrap();
+        assert_eq!(c.kafka.brokers, "flag:1");
+        assert_eq!(c.kafka.sasl_password.as_ref().map(|p| p.0.as_str()), Some("from-flag"));
     }
 
     #[test]

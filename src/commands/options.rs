@@ -94,27 +94,98 @@ impl RecoveryOptions {
     }
 }
 
-/// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).
+/// Kafka options shared by the Kafka commands (`topics`, `generate`, `backtest`, `live`,
+/// `latency`). Settings are layered: the config's `[kafka]` table, then the environment
+/// (`TWEETOSCOPE_KAFKA_*`, see `io::kafka::ENV_VARS`), then these flags, then one validation.
+/// The password itself is never a flag (a command line is visible to every user of the
+/// machine): `sasl_password_file`, `--sasl-password-file` or `TWEETOSCOPE_KAFKA_SASL_PASSWORD`.
 #[derive(Debug, Clone, Args, Default)]
 pub struct KafkaOptions {
-    /// Bootstrap servers (else the config's, else $TWEETOSCOPE_KAFKA_BROKERS).
+    /// Bootstrap servers, `host:port[,…]` (else $TWEETOSCOPE_KAFKA_BROKERS, else the config's).
     #[arg(long)]
     pub brokers: Option<String>,
     /// Prefix every topic name (e.g. one namespace per test or per environment).
     #[arg(long)]
     pub topic_prefix: Option<String>,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl (TLS + SASL, what managed clusters use).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, value_name = "MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, value_name = "USER")]
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret). The password itself
+    /// is never a flag: this, the config's sasl_password_file, or $TWEETOSCOPE_KAFKA_SASL_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the brokers' TLS certificates.
+    #[arg(long, value_name = "FILE")]
+    pub ssl_ca_location: Option<String>,
 }
 
+/// How long a Kafka command waits for a broker that does not answer at all before it fails
+/// (a broker that refuses the client fails it at once: `KafkaConfig::check_connection`).
+pub const KAFKA_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl KafkaOptions {
-    /// Applies these options and the environment to a config.
+    /// Applies the environment, then these flags, to a config (no validation).
     pub fn apply(&self, config: &mut DataflowConfig) {
-        config.kafka = config.kafka.clone().with_env();
+        let k = &mut config.kafka;
+        k.apply_env();
         if let Some(b) = &self.brokers {
-            config.kafka.brokers = b.clone();
+            k.brokers = b.clone();
+        }
+        if let Some(p) = &self.security_protocol {
+            k.security_protocol = p.clone();
+        }
+        if let Some(m) = &self.sasl_mechanism {
+            k.sasl_mechanism = Some(m.clone());
+        }
+        if let Some(u) = &self.sasl_username {
+            k.sasl_username = Some(u.clone());
+        }
+        if let Some(f) = &self.sasl_password_file {
+            k.sasl_password = None;
+            k.sasl_password_file = Some(f.clone());
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            k.ssl_ca_location = Some(ca.clone());
         }
         if let Some(p) = &self.topic_prefix {
-            config.kafka.topics = config.kafka.topics.with_prefix(p);
+            k.topics = k.topics.with_prefix(p);
         }
+    }
+
+    /// A Kafka command's settings: the config file (default: the embedded one), then the
+    /// environment, then these flags, then `more` (the command's own flags), then ONE
+    /// validation, which also reads the password file.
+    pub fn load(
+        &self,
+        config: Option<&std::path::Path>,
+        more: impl FnOnce(&mut DataflowConfig),
+    ) -> Result<DataflowConfig, crate::config::ConfigError> {
+        let mut c = match config {
+            Some(path) => DataflowConfig::load_layer(path)?,
+            None => DataflowConfig::parse_layer(super::EMBEDDED_CONFIG)?,
+        };
+        self.apply(&mut c);
+        more(&mut c);
+        c.finish_kafka()?;
+        Ok(c)
+    }
+
+    /// [`KafkaOptions::load`], then one connection to the brokers, so that refused credentials
+    /// or certificates end the command at once with the fix.
+    pub fn connect(
+        &self,
+        config: Option<&std::path::Path>,
+        more: impl FnOnce(&mut DataflowConfig),
+    ) -> anyhow::Result<DataflowConfig> {
+        let config = self.load(config, more)?;
+        config.kafka.check_connection(KAFKA_CONNECT_TIMEOUT)?;
+        Ok(config)
     }
 }
 
