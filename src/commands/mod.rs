@@ -16,6 +16,7 @@ pub mod latency;
 pub mod options;
 pub mod progress;
 pub mod replay;
+pub mod signals;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -218,6 +219,30 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Hostfile(args)) => Ok(hostfile::entrypoint(&args)?),
     }
+}
+
+/// A bounded run (`run`, `backtest`) that a signal stopped before the end of its input: its
+/// outputs are incomplete, so it fails, with the signal's exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before the end of the input ({0}); the outputs are incomplete")]
+pub struct Stopped(pub crate::pipeline::StopCause);
+
+/// The exit code of a failed command: 128 + the signal when a signal stopped it (here or on
+/// another process of the cluster), else 1.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    use crate::pipeline::{ClusterError, PipelineError};
+    for cause in error.chain() {
+        if let Some(Stopped(c)) = cause.downcast_ref::<Stopped>() {
+            return c.exit_code();
+        }
+        if let Some(PipelineError::Cluster(c)) = cause.downcast_ref::<PipelineError>() {
+            return c.exit_code();
+        }
+        if let Some(c) = cause.downcast_ref::<ClusterError>() {
+            return c.exit_code();
+        }
+    }
+    1
 }
 
 /// Finds a bundled file: as given (relative to the current directory), else under
