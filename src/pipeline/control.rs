@@ -30,6 +30,9 @@ use super::fingerprint::Fingerprint;
 use super::handshake::{self, Event, Frame, Hello, Role, TICK};
 use super::{Job, RunHandles, StopCause};
 
+/// How long a failing process waits for a stop frame still in flight (see `fail_stop`).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The previous panic hook, called for every panic that is not a lost connection.
 type PanicHook = Arc<Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>>;
 
@@ -73,6 +76,10 @@ impl Shared {
                 std::thread::park();
             }
         }
+        // A peer stopped by a signal says so on its control connection before its
+        // connections close, but timely may see its data connection close first: give the
+        // watcher a moment to apply the stop, which decides the exit code.
+        std::thread::sleep(SETTLE);
         let code = self.handles.stop_cause().map_or(1, |c| c.exit_code());
         eprintln!("error: {error}");
         std::process::exit(code)
