@@ -4,7 +4,9 @@
 //!
 //! Timely's own flags (`-w/--threads`, `-n/--processes`, `-p/--process`, `-h/--hostfile`)
 //! are accepted by every command that runs the dataflow; `-h` is the hostfile as in timely,
-//! so help is `--help` only.
+//! so help is `--help` only. `--help` sorts the options of those commands into cluster-wide
+//! ones (every process must get the same: start-up checks it, `pipeline::fingerprint`) and
+//! per-process ones.
 
 use std::path::{Path, PathBuf};
 
@@ -49,11 +51,12 @@ pub enum Command {
     /// Replay recorded cascades (SEISMIC folder or file, or course CSV + index) through the
     /// whole pipeline and print the accuracy per window.
     Run {
-        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
-        #[arg(long)]
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index). In a
+        /// cluster, every process must read the same cascades (their digest is compared).
+        #[arg(long, help_heading = options::CLUSTER_WIDE)]
         input: PathBuf,
         /// The course-layout index CSV of --input.
-        #[arg(long)]
+        #[arg(long, help_heading = options::CLUSTER_WIDE)]
         index: Option<PathBuf>,
         /// Run options.
         #[command(flatten)]
@@ -88,20 +91,20 @@ pub enum Command {
     /// exactly once (Kafka transactions; read them with isolation.level=read_committed).
     Live {
         /// Kafka options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         kafka: KafkaOptions,
         /// Run options.
         #[command(flatten)]
         run: RunOptions,
         /// Recovery options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         recovery: RecoveryOptions,
     },
     /// Replay the `tweets` topic from its beginning to the end offsets seen at start, as fast
     /// as possible, and report the accuracy per window (as `run`).
     Backtest {
         /// Kafka options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         kafka: KafkaOptions,
         /// Run options.
         #[command(flatten)]

@@ -17,10 +17,10 @@ pub const BUNDLED_SAMPLE: &str = "data/seismic-tideh100/raw/training";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
 
 /// `--help` heading of the options every process of a cluster must get alike.
-const CLUSTER_WIDE: &str = "Cluster-wide options (every process of a cluster must get the same; checked at start-up)";
+pub const CLUSTER_WIDE: &str = "Cluster-wide options (every process of a cluster must get the same; checked at start-up)";
 
 /// `--help` heading of the options that may differ between the processes of a cluster.
-const PER_PROCESS: &str = "Per-process options (may differ between the processes of a cluster)";
+pub const PER_PROCESS: &str = "Per-process options (may differ between the processes of a cluster)";
 
 /// Options of every command that runs the dataflow.
 #[derive(Debug, Clone, Args, Default)]
