@@ -167,7 +167,8 @@ impl Drop for Link {
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
-        if let Some(previous) = self.previous_hook.take() {
+        // (Replacing the hook is not allowed while this thread panics; it then stays.)
+        if let Some(previous) = self.previous_hook.take().filter(|_| !std::thread::panicking()) {
             drop(std::panic::take_hook());
             std::panic::set_hook(Box::new(move |info| previous(info)));
         }
