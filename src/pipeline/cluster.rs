@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::fingerprint::Difference;
+
 /// How long a process waits for every peer to connect by default (`--connect-timeout`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -59,20 +61,14 @@ pub enum ClusterError {
         detail: String,
     },
     /// A peer runs another command, config, input, layout or version.
-    #[error("process {process} ({address}) has another {what}: {key}{theirs} there vs {mine} here")]
+    #[error("process {process} ({address}) has another {difference}")]
     Disagree {
         /// The peer.
         process: usize,
         /// Its address.
         address: String,
-        /// What differs: "config", "command", "input", "-w", "version", …
-        what: String,
-        /// The config key (with a trailing space), or empty.
-        key: String,
-        /// The peer's value.
-        theirs: String,
-        /// This process's value.
-        mine: String,
+        /// The first value that differs (boxed: errors stay small).
+        difference: Box<Difference>,
     },
     /// A peer was stopped by a signal (it told us before leaving).
     #[error("process {process} ({address}) was stopped by {}", signal_name(*signal))]
@@ -264,14 +260,8 @@ mod tests {
         assert_eq!(ClusterError::Interrupted { signal: 15 }.exit_code(), 143);
         assert_eq!(ClusterError::PeerStopped { process: 1, address: "a:1".into(), signal: 2 }.exit_code(), 130);
         assert_eq!(ClusterError::PeerClosed { process: 1, address: "a:1".into() }.exit_code(), 1);
-        let e = ClusterError::Disagree {
-            process: 1,
-            address: "127.0.0.1:2102".into(),
-            what: "config".into(),
-            key: "pipeline.windows ".into(),
-            theirs: "[600, 1200]".into(),
-            mine: "[600]".into(),
-        };
+        let difference = Difference { what: "config".into(), key: "pipeline.windows".into(), theirs: "[600, 1200]".into(), mine: "[600]".into() };
+        let e = ClusterError::Disagree { process: 1, address: "127.0.0.1:2102".into(), difference: Box::new(difference) };
         assert_eq!(e.to_string(), "process 1 (127.0.0.1:2102) has another config: pipeline.windows [600, 1200] there vs [600] here");
     }
 }

@@ -50,6 +50,14 @@ pub struct Difference {
     pub mine: String,
 }
 
+impl std::fmt::Display for Difference {
+    /// `config: pipeline.windows [600] there vs [600, 1200] here` (from this process's view).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = if self.key.is_empty() { String::new() } else { format!("{} ", self.key) };
+        write!(f, "{}: {key}{} there vs {} here", self.what, self.theirs, self.mine)
+    }
+}
+
 impl Fingerprint {
     /// The fingerprint of a job.
     pub fn of(job: &Job) -> Self {

@@ -484,8 +484,7 @@ impl Gathering {
         let p = hello.process;
         let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
         if let Some(d) = mine.fingerprint.first_difference(&hello.fingerprint) {
-            let key = if d.key.is_empty() { String::new() } else { format!("{} ", d.key) };
-            return Err(ClusterError::Disagree { process: p, address: self.address(p), what: d.what, key, theirs: d.theirs, mine: d.mine });
+            return Err(ClusterError::Disagree { process: p, address: self.address(p), difference: Box::new(d) });
         }
         if p == self.me || p >= self.addresses.len() {
             let detail = format!("a peer says it is process {p}, and this is process {} of {}: check -p", self.me, self.addresses.len());
