@@ -1,8 +1,9 @@
 //! The `tweetoscope` binary: parses the command line and dispatches to the library's
-//! commands; an error becomes a message on stderr and a non-zero exit.
+//! commands; an error becomes a message on stderr and a non-zero exit (128 + the signal when
+//! a signal stopped the run).
 
 use clap::Parser;
-use tweetoscope::commands::{dispatch, Cli};
+use tweetoscope::commands::{dispatch, exit_code, Cli};
 
 fn main() {
     tracing_subscriber::fmt()
@@ -13,6 +14,6 @@ fn main() {
         .init();
     if let Err(e) = dispatch(Cli::parse()) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&e));
     }
 }

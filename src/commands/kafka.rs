@@ -6,14 +6,18 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::options::{KafkaOptions, RecoveryOptions, RunOptions};
-use super::progress::{stop_on_signals, Progress};
+use super::progress::Progress;
 use super::replay::{alertmanager, finish_alerts, report};
+use super::{signals, Stopped};
 use crate::dataflow::source::kafka::{KafkaSourceSpec, StartAt};
 use crate::observe::live::LiveView;
 use crate::pipeline::{run as run_job, Job, RunHandles, SourceSpec};
 
 /// `live` (with its recovery options) or `backtest` (without).
 pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOptions>) -> Result<()> {
+    // First, before any thread (librdkafka's included) starts: see `signals::install`.
+    let handles = RunHandles::default();
+    signals::install(&handles, options.process)?;
     let bounded = live.is_none();
     let config = kafka.connect(options.config.as_deref(), |config| {
         if let Some(r) = live {
@@ -24,11 +28,11 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         Some(s) if !(s.is_finite() && s > 0.0) => bail!("--until-idle must be a positive number of seconds"),
         s => s.map(Duration::from_secs_f64),
     };
+    options.note_ignored();
     let view = LiveView::new(config.pipeline.alert_threshold);
     let http = options.http(&view)?;
     // The page's state is kept only when a server shows it.
-    let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(options)?, ..RunHandles::default() };
-    stop_on_signals(handles.shutdown.clone())?;
+    let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(options)?, ..handles };
     let job = Job {
         source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning, idle_exit }),
         config,
@@ -44,7 +48,13 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         run_job(job, handles.clone())
     };
     finish_alerts(&handles);
-    report(options, result?)
+    let result = result?;
+    // A signal is how `live` normally ends (it has drained and flushed); a backtest it
+    // stopped is incomplete.
+    match handles.stop_cause() {
+        Some(cause) if bounded => Err(Stopped(cause).into()),
+        _ => report(options, result),
+    }
 }
 
 /// `topics`: creates the input, output and dead-letter topics that do not exist yet.

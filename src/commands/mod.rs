@@ -4,7 +4,9 @@
 //!
 //! Timely's own flags (`-w/--threads`, `-n/--processes`, `-p/--process`, `-h/--hostfile`)
 //! are accepted by every command that runs the dataflow; `-h` is the hostfile as in timely,
-//! so help is `--help` only.
+//! so help is `--help` only. `--help` sorts the options of those commands into cluster-wide
+//! ones (every process must get the same: start-up checks it, `pipeline::fingerprint`) and
+//! per-process ones.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,7 @@ pub mod latency;
 pub mod options;
 pub mod progress;
 pub mod replay;
+pub mod signals;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -48,11 +51,12 @@ pub enum Command {
     /// Replay recorded cascades (SEISMIC folder or file, or course CSV + index) through the
     /// whole pipeline and print the accuracy per window.
     Run {
-        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
-        #[arg(long)]
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index). In a
+        /// cluster, every process must read the same cascades (their digest is compared).
+        #[arg(long, help_heading = options::CLUSTER_WIDE)]
         input: PathBuf,
         /// The course-layout index CSV of --input.
-        #[arg(long)]
+        #[arg(long, help_heading = options::CLUSTER_WIDE)]
         index: Option<PathBuf>,
         /// Run options.
         #[command(flatten)]
@@ -87,20 +91,20 @@ pub enum Command {
     /// exactly once (Kafka transactions; read them with isolation.level=read_committed).
     Live {
         /// Kafka options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         kafka: KafkaOptions,
         /// Run options.
         #[command(flatten)]
         run: RunOptions,
         /// Recovery options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         recovery: RecoveryOptions,
     },
     /// Replay the `tweets` topic from its beginning to the end offsets seen at start, as fast
     /// as possible, and report the accuracy per window (as `run`).
     Backtest {
         /// Kafka options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         kafka: KafkaOptions,
         /// Run options.
         #[command(flatten)]
@@ -222,6 +226,30 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Hostfile(args)) => Ok(hostfile::entrypoint(&args)?),
     }
+}
+
+/// A bounded run (`run`, `backtest`) that a signal stopped before the end of its input: its
+/// outputs are incomplete, so it fails, with the signal's exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before the end of the input ({0}); the outputs are incomplete")]
+pub struct Stopped(pub crate::pipeline::StopCause);
+
+/// The exit code of a failed command: 128 + the signal when a signal stopped it (here or on
+/// another process of the cluster), else 1.
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    use crate::pipeline::{ClusterError, PipelineError};
+    for cause in error.chain() {
+        if let Some(Stopped(c)) = cause.downcast_ref::<Stopped>() {
+            return c.exit_code();
+        }
+        if let Some(PipelineError::Cluster(c)) = cause.downcast_ref::<PipelineError>() {
+            return c.exit_code();
+        }
+        if let Some(c) = cause.downcast_ref::<ClusterError>() {
+            return c.exit_code();
+        }
+    }
+    1
 }
 
 /// Finds a bundled file: as given (relative to the current directory), else under

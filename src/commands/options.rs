@@ -16,53 +16,66 @@ pub const BUNDLED_SAMPLE: &str = "data/seismic-tideh100/raw/training";
 /// Where the HTTP server binds by default: loopback only.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
 
+/// `--help` heading of the options every process of a cluster must get alike.
+pub const CLUSTER_WIDE: &str = "Cluster-wide options (every process of a cluster must get the same; checked at start-up)";
+
+/// `--help` heading of the options that may differ between the processes of a cluster.
+pub const PER_PROCESS: &str = "Per-process options (may differ between the processes of a cluster)";
+
 /// Options of every command that runs the dataflow.
 #[derive(Debug, Clone, Args, Default)]
 pub struct RunOptions {
     /// Dataflow configuration TOML (default: dataflows/embedded.toml, compiled in).
-    #[arg(long)]
+    #[arg(long, help_heading = CLUSTER_WIDE)]
     pub config: Option<PathBuf>,
-    /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order.
-    #[arg(long)]
+    /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order. In a
+    /// cluster, process 0 writes the whole cluster's outputs; other processes ignore it.
+    #[arg(long, help_heading = PER_PROCESS)]
     pub out: Option<PathBuf>,
-    /// Write the per-window summary as JSON to this file.
-    #[arg(long)]
+    /// Write the per-window summary as JSON to this file (process 0 of a cluster).
+    #[arg(long, help_heading = PER_PROCESS)]
     pub summary: Option<PathBuf>,
     /// After the run, write DIR/report.md and SVG plots (accuracy per window and model) from
-    /// the outputs of --out, or of DIR/outputs when --out is not given.
-    #[arg(long, value_name = "DIR")]
+    /// the outputs of --out, or of DIR/outputs when --out is not given (process 0 of a cluster).
+    #[arg(long, value_name = "DIR", help_heading = PER_PROCESS)]
     pub report: Option<PathBuf>,
     /// With --report on simulated data: the `truth.csv` written by `tweetoscope simulate`,
     /// for parameter recovery (estimated vs true p, β, n*).
-    #[arg(long, value_name = "FILE", requires = "report")]
+    #[arg(long, value_name = "FILE", requires = "report", help_heading = PER_PROCESS)]
     pub truth: Option<PathBuf>,
     /// Replay at this multiple of real time instead of as fast as possible.
-    #[arg(long)]
+    #[arg(long, help_heading = CLUSTER_WIDE)]
     pub pace: Option<f64>,
     /// Serve /metrics, the live page (/) and /api/state here; `off` disables. If the default
     /// address is taken (another process on this host), the run goes on without it.
-    #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
+    #[arg(long, default_value = DEFAULT_HTTP_ADDR, help_heading = PER_PROCESS)]
     pub metrics_addr: String,
     /// Keep serving the page and metrics after a replay ends, until Ctrl-C.
-    #[arg(long)]
+    #[arg(long, help_heading = PER_PROCESS)]
     pub serve: bool,
     /// Push every popular-cascade alert (prediction above the alert threshold) to this
     /// Alertmanager, `http://HOST:PORT` (API v2): one `PopularCascade` alert per cascade and
     /// window, from a background queue that never blocks the dataflow. Off when absent.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = PER_PROCESS)]
     pub alertmanager: Option<String>,
     /// Worker threads per process (timely's -w).
-    #[arg(short = 'w', long = "threads", default_value_t = 1)]
+    #[arg(short = 'w', long = "threads", default_value_t = 1, help_heading = CLUSTER_WIDE)]
     pub threads: usize,
     /// Number of processes (timely's -n).
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    #[arg(short = 'n', long = "processes", default_value_t = 1, help_heading = CLUSTER_WIDE)]
     pub processes: usize,
     /// Index of this process, 0-based (timely's -p).
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    #[arg(short = 'p', long = "process", default_value_t = 0, help_heading = PER_PROCESS)]
     pub process: usize,
-    /// Hostfile: one `host:port` per line, in process order (timely's -h).
-    #[arg(short = 'h', long = "hostfile")]
+    /// Hostfile: one `host:port` per line, in process order (timely's -h). Each process
+    /// listens on its own line and dials the others' (a process's own line may differ, e.g.
+    /// `0.0.0.0:2101`).
+    #[arg(short = 'h', long = "hostfile", help_heading = PER_PROCESS)]
     pub hostfile: Option<PathBuf>,
+    /// With several processes: give up, naming the missing process and its address, when
+    /// not every process has connected within SECS seconds [default: 60].
+    #[arg(long, value_name = "SECS", help_heading = PER_PROCESS)]
+    pub connect_timeout: Option<f64>,
 }
 
 /// Checkpoints and the end of a live run.
@@ -203,6 +216,9 @@ pub enum CliError {
     /// The cluster layout cannot run.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// `--connect-timeout` is not a positive number of seconds.
+    #[error("--connect-timeout must be a positive number of seconds (got {0})")]
+    ConnectTimeout(f64),
 }
 
 impl RunOptions {
@@ -223,7 +239,27 @@ impl RunOptions {
                 .map(str::to_owned)
                 .collect(),
         };
-        Ok(Cluster::new(self.threads, self.processes, self.process, addresses)?)
+        let cluster = Cluster::new(self.threads, self.processes, self.process, addresses)?;
+        match self.connect_timeout {
+            None => Ok(cluster),
+            Some(s) if s.is_finite() && s > 0.0 => Ok(cluster.with_connect_timeout(std::time::Duration::from_secs_f64(s))),
+            Some(s) => Err(CliError::ConnectTimeout(s)),
+        }
+    }
+
+    /// Says which per-process options this process ignores: in a cluster, process 0 writes
+    /// the outputs, the summary and the report of the whole cluster.
+    pub fn note_ignored(&self) {
+        if self.process == 0 {
+            return;
+        }
+        let ignored: Vec<&str> = [("--out", self.out.is_some()), ("--summary", self.summary.is_some()), ("--report", self.report.is_some())]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
+        if !ignored.is_empty() {
+            eprintln!("note: process {} ignores {}: process 0 writes them for the whole cluster", self.process, ignored.join(", "));
+        }
     }
 
     /// Starts the HTTP server as `--metrics-addr` says, serving `live` (None when off, or

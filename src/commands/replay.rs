@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::options::RunOptions;
-use super::progress::{stop_on_signals, Progress};
-use super::{resolve_bundled, BUNDLED_SAMPLE};
+use super::progress::Progress;
+use super::{resolve_bundled, signals, Stopped, BUNDLED_SAMPLE};
 use crate::io::files::read_dataset;
 use crate::observe::alertmanager::{Pusher, PusherOptions};
 use crate::observe::live::LiveView;
@@ -28,18 +28,19 @@ pub fn embedded(options: &RunOptions) -> Result<()> {
 
 /// Replays a dataset through the pipeline, with a progress bar, then prints the table.
 pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Result<()> {
+    // First, before any thread starts: SIGINT/SIGTERM stop the replay (every process of a
+    // cluster), and end `--serve`.
+    let handles = RunHandles::default();
+    signals::install(&handles, options.process)?;
     let config = options.load_config()?;
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
+    options.note_ignored();
     let live = LiveView::new(config.pipeline.alert_threshold);
     let http = options.http(&live)?;
     // The page's state is kept only when a server shows it.
-    let handles = RunHandles { live: http.as_ref().map(|_| live), alertmanager: alertmanager(options)?, ..RunHandles::default() };
-    // Ctrl-C stops a paced replay early, and ends `--serve`.
+    let handles = RunHandles { live: http.as_ref().map(|_| live), alertmanager: alertmanager(options)?, ..handles };
     let stop = handles.shutdown.clone();
-    if options.pace.is_some() || options.serve {
-        stop_on_signals(stop.clone())?;
-    }
     let local: usize = (0..cluster.threads_per_process())
         .map(|t| crate::io::timeline::worker_share(&dataset, cluster.process() * cluster.threads_per_process() + t, cluster.peers()))
         .sum();
@@ -56,7 +57,11 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
         run(job, handles.clone())
     };
     finish_alerts(&handles);
-    report(options, result?)?;
+    let result = result?;
+    if let Some(cause) = handles.stop_cause() {
+        return Err(Stopped(cause).into());
+    }
+    report(options, result)?;
     if let (true, Some(server)) = (options.serve, http) {
         eprintln!("replay done; serving http://{}/ until Ctrl-C", server.addr);
         while !stop.load(Ordering::Relaxed) {

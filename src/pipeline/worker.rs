@@ -40,9 +40,10 @@ pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
         // The source's offsets at each boundary, for this worker's window stage to write.
         let cuts = SharedSourceCuts::default();
         let (events, source_dead_letters) = source_stream(scope, shared, &cuts);
-        let want_records = shared.job.out_dir.is_some() || shared.sinks.producer.is_some() || shared.sinks.exactly_once;
+        // Agreed by every process (see `pipeline::run`): the dataflow's shape must not
+        // depend on options that differ between processes.
         let checkpoint = shared.checkpoint.clone().map(|c| (c, cuts));
-        let streams = dataflow::build(events, &shared.settings, want_records, shared.handles.shutdown.clone(), checkpoint);
+        let streams = dataflow::build(events, &shared.settings, shared.records, shared.handles.shutdown.clone(), checkpoint);
         connect(scope, shared, &mine, &probe, streams, source_dead_letters);
     });
     step_until_done(worker, &probe, shared);
@@ -130,16 +131,20 @@ fn connect_outputs<'s>(
         let sender = if scope.index() == 0 { shared.sinks.transactions.lock().ok().and_then(|mut s| s.take()) } else { None };
         sink::produce_exactly_once(all.probe_with(probe), sender, shared.sinks.resume_from, shared.handles.shutdown.clone());
     }
-    if let Some(dir) = &shared.job.out_dir {
-        let writer = match scope.index() {
-            0 => JsonlWriter::create(dir).map_err(|e| mine.write_error.borrow_mut().replace(e)).ok(),
+    if shared.files {
+        // The sink exists on every worker (it gathers to worker 0); only process 0, which
+        // has the folder, opens files.
+        let writer = match (scope.index(), &shared.out_dir) {
+            (0, Some(dir)) => JsonlWriter::create(dir).map_err(|e| mine.write_error.borrow_mut().replace(e)).ok(),
             _ => None,
         };
         sink::write_records(records, writer, mine.write_error.clone());
     }
 }
 
-/// Feeds the live page and Alertmanager with this worker's predictions and outcomes.
+/// Feeds the live page and Alertmanager with this worker's predictions and outcomes. The
+/// operator exists even when neither is set: the page and Alertmanager are per-process
+/// options, and the dataflow must have the same shape on every process.
 fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
     // Built on every process whether or not it serves a page or pushes alerts: every
     // process must build the same dataflow (a process whose default HTTP address was taken
