@@ -42,6 +42,7 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         // A live pipeline continues from the models it published; a backtest is a function
         // of the topic only.
         warm_start: !bounded,
+        initial_models: Vec::new(),
     };
     let result = {
         let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());

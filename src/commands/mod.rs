@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod eval;
 pub mod fit;
 pub mod generate;
 pub mod hostfile;
@@ -203,6 +204,31 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Accuracy of the default prediction beside every other model (plain Hawkes, the course
+    /// forest, SEISMIC plain and corrected) and honest baselines (no growth, a constant size,
+    /// a constant ratio, a model on log n alone), on the same partial cascades, per data set
+    /// and window: median and p90 ARE and the count of predictions, per final-size bucket for
+    /// the unselected populations. Each data set is one cold prequential replay.
+    Eval {
+        /// Data sets to evaluate (default: all three).
+        #[arg(long, value_enum, value_delimiter = ',', default_values = ["bundled", "auspol", "news"])]
+        data: Vec<eval::DataSet>,
+        /// Dataflow configuration TOML (default: the embedded one); the course forest is
+        /// always trained, as one of the compared models.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Cascades of the simulated NEWS-sized stream.
+        #[arg(long, default_value_t = 3000)]
+        news_cascades: usize,
+        /// Also evaluate warm starts: the first F (0 < F < 1) of each data set's cascades, by
+        /// start time, train models that the rest is predicted with (`run --models`), beside
+        /// a cold replay of the same rest.
+        #[arg(long, value_name = "F")]
+        warm_split: Option<f64>,
+        /// Also write every figure as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 /// Runs the command the user asked for.
@@ -225,6 +251,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             latency::command(&input, index.as_deref(), speed, until, drain, config, json, &kafka)
         }
         Some(Command::Hostfile(args)) => Ok(hostfile::entrypoint(&args)?),
+        Some(Command::Eval { data, config, news_cascades, warm_split, json }) => {
+            eval::command(&eval::EvalOptions { data, config, news_cascades, warm_split, json })
+        }
     }
 }
 

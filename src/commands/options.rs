@@ -46,6 +46,11 @@ pub struct RunOptions {
     /// Replay at this multiple of real time instead of as fast as possible.
     #[arg(long, help_heading = CLUSTER_WIDE)]
     pub pace: Option<f64>,
+    /// Start from the models of an earlier run: its `models.jsonl` (written with --out), of
+    /// any input; the run then keeps training online. A file of another version, feature set
+    /// or window set is refused.
+    #[arg(long, value_name = "FILE", help_heading = CLUSTER_WIDE)]
+    pub models: Option<PathBuf>,
     /// Serve /metrics, the live page (/) and /api/state here; `off` disables. If the default
     /// address is taken (another process on this host), the run goes on without it.
     #[arg(long, default_value = DEFAULT_HTTP_ADDR, help_heading = PER_PROCESS)]

@@ -44,6 +44,12 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
     let local: usize = (0..cluster.threads_per_process())
         .map(|t| crate::io::timeline::worker_share(&dataset, cluster.process() * cluster.threads_per_process() + t, cluster.peers()))
         .sum();
+    // Checked before the replay starts: a models file of another version, feature set or
+    // window set is refused with the line at fault.
+    let models = match &options.models {
+        Some(path) => crate::io::files::read_models(path, &config.pipeline.windows)?,
+        None => Vec::new(),
+    };
     let job = Job {
         config,
         source: SourceSpec::Replay { dataset: Arc::new(dataset), pace: options.pace },
@@ -51,6 +57,7 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
         kafka_sink: false,
         cluster,
         warm_start: false,
+        initial_models: models,
     };
     let result = {
         let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());

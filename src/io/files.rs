@@ -430,3 +430,68 @@ mod tests {
         }
     }
 }
+
+/// Why a models file cannot start a run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsFileError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not a models record this build reads (another version, another feature set).
+    #[error("{path}:{line}: {source}")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong with it.
+        #[source]
+        source: crate::io::schema::ModelRecordError,
+    },
+    /// Models of a window the run does not have (another window set).
+    #[error("{path}: models of windows {found:?} but the run's windows are {expected:?}")]
+    Windows {
+        /// The file.
+        path: PathBuf,
+        /// The windows of its records.
+        found: Vec<Time>,
+        /// `pipeline.windows`.
+        expected: Vec<Time>,
+    },
+    /// No model at all.
+    #[error("{path}: no models record")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The models a run starts from (`run --models`): a `models.jsonl` written by an earlier run
+/// (`--out`), folded to the newest models of each window. Refused, with the line at fault,
+/// when a record is of another schema or feature set, and when its windows are not exactly
+/// `windows`.
+pub fn read_models(path: &Path, windows: &[Time]) -> Result<Vec<crate::records::Model>, ModelsFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelsFileError::Read { path: path.to_owned(), source })?;
+    let mut updates = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let model = crate::io::schema::ModelRecord::parse(line)
+            .map_err(|source| ModelsFileError::Record { path: path.to_owned(), line: i + 1, source })?;
+        updates.push(model);
+    }
+    if updates.is_empty() {
+        return Err(ModelsFileError::Empty { path: path.to_owned() });
+    }
+    let mut found: Vec<Time> = updates.iter().map(|m| m.t_obs).collect();
+    found.sort_unstable();
+    found.dedup();
+    if found.iter().any(|w| !windows.contains(w)) {
+        return Err(ModelsFileError::Windows { path: path.to_owned(), found, expected: windows.to_vec() });
+    }
+    Ok(crate::records::Model::latest_per_window(updates))
+}

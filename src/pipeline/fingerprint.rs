@@ -78,6 +78,8 @@ impl Fingerprint {
             }
         }
         add("output", "", format!("kafka sink {}, warm start {}", job.kafka_sink, job.warm_start));
+        let models: Vec<String> = job.initial_models.iter().map(|m| format!("{}@{}", m.t_obs, m.version)).collect();
+        add("--models", "", if models.is_empty() { "none".into() } else { models.join(" ") });
         let config = serde_json::to_value(&job.config).unwrap_or(serde_json::Value::Null);
         flatten("", &config, &mut |key, value| add("config", key, value));
         Self { entries }
@@ -182,6 +184,7 @@ mod tests {
             kafka_sink: false,
             cluster: Cluster::new(2, 2, 0, vec![]).unwrap(),
             warm_start: false,
+            initial_models: Vec::new(),
         }
     }
 

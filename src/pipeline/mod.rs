@@ -115,6 +115,9 @@ pub struct Job {
     /// Start from the latest model of each window in the `models` topic (ignored when
     /// checkpointing: the checkpoint holds the models).
     pub warm_start: bool,
+    /// Start from these models (a models file of an earlier run: `run --models`); empty for
+    /// a cold start (or the `models` topic with `warm_start`).
+    pub initial_models: Vec<crate::records::Model>,
 }
 
 /// Why a run was asked to stop: the signal, and the process that received it.
@@ -304,6 +307,7 @@ where
 /// The stage settings of the job; a live run continues from the models it published.
 fn stage_settings(job: &Job) -> Result<StageSettings, PipelineError> {
     let mut settings = StageSettings::from_config(&job.config)?;
+    settings.initial_models = job.initial_models.clone();
     // With checkpoints the models come back with the rest of the state (and the models
     // topic may hold a crashed run's unfinished transaction until we fence it): no warm start.
     if job.warm_start && job.config.checkpoint.dir.is_none() {

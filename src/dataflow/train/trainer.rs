@@ -43,7 +43,16 @@ pub struct WindowLearning {
     searched: Option<PredictiveModel>,
     /// Log-ratio residuals of the default predictions of the window's last ended cascades.
     calibration: VecDeque<f64>,
+    /// Residuals received so far, and that count at the last update sent to predict.
+    #[serde(default)]
+    residuals_seen: usize,
+    #[serde(default)]
+    residuals_sent: usize,
 }
+
+/// A window sends its calibration to predict (with a model update, or alone) once this many
+/// new residuals arrived: intervals follow the stream between two trainings.
+const CALIBRATION_EVERY: usize = 5;
 
 impl WindowLearning {
     /// A window continuing from the models read back at start, applied in order.
@@ -69,6 +78,7 @@ impl WindowLearning {
         }
         self.course.push(sample.course, sample.seismic, settings.forest.max_samples);
         if let Some(r) = sample.residual {
+            self.residuals_seen += 1;
             self.calibration.push_back(r);
             while self.calibration.len() > settings.predictor.calibration_size {
                 self.calibration.pop_front();
@@ -87,7 +97,11 @@ impl WindowLearning {
     /// and/or the course forest (when on), each on its own schedule; the run carries the
     /// window's current calibration.
     pub fn plan(&mut self, settings: &TrainSettings, t_obs: Time, now: Time) -> Option<WindowJob> {
-        let learned = (settings.predictor.mode == PredictorMode::Learned)
+        // A warm-started window keeps the earlier run's model until it has as many samples
+        // of its own as that model was trained on: a model trained on a handful of new
+        // samples, chosen on a handful of validation samples, would replace it on noise.
+        let warm_holds = self.warm.as_ref().is_some_and(|w| self.learned.seen() < w.n_samples());
+        let learned = (settings.predictor.mode == PredictorMode::Learned && !warm_holds)
             .then(|| self.learned.plan(&settings.predictor.trainer, t_obs))
             .flatten()
             .map(|job| LearnedJob {
@@ -97,14 +111,16 @@ impl WindowLearning {
                 warm: self.warm.clone(),
             });
         let course = settings.forest.enabled.then(|| self.course.plan(&settings.forest, &settings.seismic, t_obs)).flatten();
-        if learned.is_none() && course.is_none() {
+        let calibrate = self.residuals_seen >= self.residuals_sent + CALIBRATION_EVERY;
+        if learned.is_none() && course.is_none() && !calibrate {
             return None;
         }
+        self.residuals_sent = self.residuals_seen;
         Some(WindowJob { t_obs, now, learned, course, calibration: self.calibration.iter().copied().collect() })
     }
 
-    /// Takes a finished run back: the model update it makes (`None` when nothing could be
-    /// trained: the previous models stay in use).
+    /// Takes a finished run back: the model update it makes (models that could not be
+    /// trained are missing from it: the previous ones stay in use).
     pub fn finish(&mut self, result: WindowResult) -> Option<Model> {
         let learned = result.learned.and_then(|(model, samples_seen, searched)| match model {
             Ok(model) => {
@@ -122,9 +138,7 @@ impl WindowLearning {
             }
         });
         let course = result.course.and_then(|r| self.course.finish(r));
-        if learned.is_none() && course.is_none() {
-            return None;
-        }
+        // An update without a new model still carries the window's newer calibration.
         Some(Model { t_obs: result.t_obs, version: result.now, course, learned, calibration: result.calibration })
     }
 }
