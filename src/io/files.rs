@@ -435,7 +435,7 @@ mod tests {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelsFileError {
     /// The file cannot be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read the models file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -444,7 +444,7 @@ pub enum ModelsFileError {
         source: std::io::Error,
     },
     /// A line is not a models record this build reads (another version, another feature set).
-    #[error("{path}:{line}: {source}")]
+    #[error("{path}:{line}")]
     Record {
         /// The file.
         path: PathBuf,
