@@ -209,11 +209,22 @@ pub struct SourceConfig {
     pub idle_timeout_ms: u64,
     /// Most messages one activation of the source polls.
     pub poll_batch: usize,
+    /// Most events a worker's source may have read that the dataflow has not completed:
+    /// beyond it the source pauses until the dataflow catches up, and the backlog stays in
+    /// Kafka (bounded memory behind a fast producer or on a long backtest). 0: no bound.
+    pub max_in_flight: u64,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        Self { lateness: 0, max_ahead: 365 * 86_400, max_message_bytes: 64 * 1024, idle_timeout_ms: 2000, poll_batch: 20_000 }
+        Self {
+            lateness: 0,
+            max_ahead: 365 * 86_400,
+            max_message_bytes: 64 * 1024,
+            idle_timeout_ms: 2000,
+            poll_batch: 20_000,
+            max_in_flight: 200_000,
+        }
     }
 }
 
