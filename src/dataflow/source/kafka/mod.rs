@@ -124,7 +124,7 @@ fn setup(
     peers: usize,
     restored: Option<&BTreeMap<i32, (i64, Option<Time>)>>,
 ) -> Result<(BaseConsumer, SourceClock), KafkaSetupError> {
-    let consumer = spec.kafka.consumer()?;
+    let consumer = spec.kafka.source_consumer()?;
     let topic = &spec.kafka.topics.tweets;
     let timeout = Duration::from_secs(30);
     let all = crate::io::kafka::partitions_of(&consumer, topic, timeout)?;
