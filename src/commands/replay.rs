@@ -106,7 +106,9 @@ pub fn report(options: &RunOptions, report: Option<RunReport>) -> Result<()> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     if let (Some(dir), Some(outputs)) = (&options.report, options.out_dir()) {
-        let written = crate::observe::report::write_report(&outputs, dir, options.truth.as_deref())?;
+        // The baselines fall back like the run's predictor (its config says how).
+        let fallback_max_ratio = options.load_config().map_or(5.0, |c| c.predictor.fallback_max_ratio);
+        let written = crate::observe::report::write_report(&outputs, dir, options.truth.as_deref(), fallback_max_ratio)?;
         eprintln!("report written to {} ({} plots)", written.report.display(), written.plots.files.len());
     }
     Ok(())
