@@ -37,7 +37,7 @@ struct Hostile {
 }
 
 fn hex(text: &str, what: &str) -> Vec<u8> {
-    assert!(text.len() % 2 == 0, "{what}: odd number of hex digits");
+    assert!(text.len().is_multiple_of(2), "{what}: odd number of hex digits");
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap_or_else(|_| panic!("{what}: bad hex {text:?}")))
