@@ -430,7 +430,7 @@ impl Chart<'_> {
         let root = SVGBackend::new(self.path, (720, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
         let mut builder = ChartBuilder::on(&root);
-        builder.caption(&self.caption, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(60);
+        builder.caption(&self.caption, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(70);
         // The four axis kinds are distinct types: one macro body for all.
         macro_rules! body {
             ($xr:expr, $yr:expr) => {{
@@ -439,6 +439,8 @@ impl Chart<'_> {
                     .configure_mesh()
                     .x_desc(self.x_desc)
                     .y_desc(self.y_desc)
+                    .x_label_formatter(&|v| tick(*v))
+                    .y_label_formatter(&|v| tick(*v))
                     .draw()
                     .map_err(|x| e(x.to_string()))?;
                 if self.diagonal {
@@ -483,6 +485,28 @@ impl Chart<'_> {
         root.present().map_err(|x| e(x.to_string()))?;
         Ok(())
     }
+}
+
+/// An axis tick: at most three significant digits, thousands as k and millions as M (plotters
+/// prints the raw float: `0.30000000000000004`, `1000000.0`).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    let (x, unit) = if a >= 1e6 {
+        (v / 1e6, " M")
+    } else if a >= 1e3 {
+        (v / 1e3, " k")
+    } else {
+        (v, "")
+    };
+    let digits = match x.abs() {
+        y if y >= 100.0 => 0,
+        y if y >= 10.0 => 1,
+        y if y >= 1.0 || y == 0.0 => 2,
+        y => (2.0 - y.log10().floor()).clamp(2.0, 8.0) as usize,
+    };
+    let text = format!("{x:.digits$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text}{unit}")
 }
 
 /// Empirical CDF points of `values`.
@@ -816,6 +840,14 @@ mod tests {
             assert!(md.contains(&format!("]({f})")));
             let svg = std::fs::read_to_string(out.join(f)).unwrap();
             assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{f}");
+        }
+    }
+
+    #[test]
+    fn ticks_are_short_and_human() {
+        let cases = [(0.30000000000000004, "0.3"), (1_000_000.0, "1 M"), (1200.0, "1.2 k"), (0.001, "0.001"), (2.5, "2.5"), (0.0, "0"), (42.0, "42"), (0.015, "0.015")];
+        for (v, want) in cases {
+            assert_eq!(tick(v), want, "{v}");
         }
     }
 
