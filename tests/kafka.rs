@@ -133,11 +133,13 @@ fn live_pipeline_produces_the_output_topics_of_an_embedded_run() {
     assert!(out.status.success(), "live exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert_same_multisets(&expected, &topic_multisets(&kafka), "the live records vs the embedded run's");
     // Warm start: the latest model of each window, rebuilt from the topic, is the embedded
-    // run's last model of that window.
+    // run's last model of that window. A calibration-only update (no course forest, no
+    // learned model) carries nothing to start from, so it does not count.
     let models = tweetoscope::io::kafka::read_latest_models(&kafka).unwrap();
     let last_versions: BTreeMap<u64, u64> = expected["models"]
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| !v["course"].is_null() || !v["learned"].is_null())
         .map(|v| (v["T_obs"].as_u64().unwrap(), v["version"].as_u64().unwrap()))
         .fold(BTreeMap::new(), |mut m, (w, v)| {
             let e = m.entry(w).or_insert(v);
