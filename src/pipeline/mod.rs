@@ -36,7 +36,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Bad cluster layout.
-    #[error("cluster: {0}")]
+    #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// Timely could not start (e.g. a peer address could not be bound).
     #[error("timely: {message}")]
@@ -45,7 +45,7 @@ pub enum PipelineError {
         message: String,
     },
     /// An output could not be written.
-    #[error("output {path}: {source}")]
+    #[error("output {path}")]
     Output {
         /// The file or folder.
         path: PathBuf,
