@@ -7,14 +7,15 @@
 //! time; `None` sends as fast as the broker takes it.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-use super::options::{KafkaOptions, RunOptions};
-use super::progress::{stop_on_signals, Progress};
+use super::options::{KafkaOptions, Speed};
+use super::progress::{Interrupts, Pace, Progress};
 use crate::config::InputConfig;
 use crate::io::files::read_dataset;
 use crate::io::files::Dataset;
@@ -96,38 +97,38 @@ pub fn send_timeline(
     })
 }
 /// `generate`: the dataset onto the `tweets` topic; fails when a message was not delivered.
+/// The topic must exist (else one line says to run `tweetoscope topics`), and a broker must
+/// answer within [`super::kafka::BROKER_TIMEOUT`]. SIGINT/SIGTERM stop sending; what was
+/// sent is flushed and counted, and the exit code is 128 + the signal.
 pub fn command(
     input: &Path,
     index: Option<&Path>,
-    speed: &str,
+    speed: Speed,
     sources: u64,
-    config: Option<PathBuf>,
+    config_path: Option<PathBuf>,
     kafka: &KafkaOptions,
-) -> anyhow::Result<()> {
-    let speed = match speed {
-        "max" => None,
-        s => {
-            let f: f64 = s.parse().with_context(|| format!("--speed {s:?}: a number or `max`"))?;
-            if !(f.is_finite() && f > 0.0) {
-                bail!("--speed must be a positive number or `max`");
-            }
-            Some(f)
-        }
-    };
-    let mut config = RunOptions { config, ..RunOptions::default() }.load_config()?;
+) -> anyhow::Result<ExitCode> {
+    let mut config = super::options::load_config(config_path.as_deref())?;
     kafka.apply(&mut config);
     config.validate()?;
     let dataset = read_dataset(input, index)?;
-    let sent = Arc::new(AtomicU64::new(0));
     let shutdown = Arc::new(AtomicBool::new(false));
-    stop_on_signals(shutdown.clone())?;
+    let interrupts = Interrupts::install(shutdown.clone(), "sending stops; what was sent is flushed")?;
+    super::kafka::preflight(&config.kafka, &[&config.kafka.topics.tweets], kafka, config_path.as_deref())?;
+    let sent = Arc::new(AtomicU64::new(0));
+    interrupts.running();
     let report = {
-        let _progress = Progress::start("generating", Some(dataset.events() as u64), sent.clone());
-        generate(&dataset, &config.input, &config.kafka, &GenerateOptions { speed, sources }, sent, shutdown)?
+        let pace = if speed.0.is_some() { Pace::Paced } else { Pace::Max };
+        let _progress = Progress::start("generating", Some(dataset.events() as u64), pace, sent.clone());
+        generate(&dataset, &config.input, &config.kafka, &GenerateOptions { speed: speed.0, sources }, sent, shutdown)?
     };
     println!("{} messages sent, {} acknowledged by the broker, {} not delivered", report.sent, report.delivered, report.failed);
     if report.failed > 0 || report.delivered < report.sent {
         bail!("{} of {} messages were not delivered", report.sent - report.delivered, report.sent);
     }
-    Ok(())
+    if let Some(signal) = interrupts.caught() {
+        println!("interrupted by {}: {} of the dataset's {} events were sent", signal.name(), report.sent, dataset.events());
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
+    Ok(ExitCode::SUCCESS)
 }

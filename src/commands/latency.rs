@@ -267,11 +267,15 @@ pub fn command(
     kafka: &super::KafkaOptions,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
-    anyhow::ensure!(drain.is_finite() && drain >= 0.0, "--drain must be a number of seconds ≥ 0");
-    let mut config = super::RunOptions { config, ..super::RunOptions::default() }.load_config()?;
+    // --speed and --drain are checked by their parsers.
+    if let Some(path) = &json {
+        super::options::check_output_file("--json", path)?;
+    }
+    let mut config = super::options::load_config(config.as_deref())?;
     kafka.apply(&mut config);
     config.validate()?;
+    let topics = &config.kafka.topics;
+    super::kafka::preflight(&config.kafka, &[&topics.tweets, &topics.cascade_properties, &topics.alerts], kafka, None)?;
     let dataset = crate::io::files::read_dataset(input, index)?;
     let options = LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
     let report = measure(&dataset, &config, &options)?;

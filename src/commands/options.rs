@@ -1,7 +1,12 @@
 //! Options shared by the commands that run the dataflow, connect to Kafka or checkpoint,
-//! and what they turn into (the config, the cluster layout, the HTTP server).
+//! what they turn into (the config, the cluster layout, the HTTP server), and the value
+//! parsers that reject nonsense (`--pace 0`, `--speed NaN`) before anything starts.
+//!
+//! Each command flattens only the groups that apply to it: a replay of files takes
+//! [`ReplayOptions`] (pace, serve), the replays and the backtest take [`ReportOptions`], the
+//! live pipeline takes [`RecoveryOptions`]; an option of another group is a usage error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -16,36 +21,66 @@ pub const BUNDLED_SAMPLE: &str = "data/seismic-tideh100/raw/training";
 /// Where the HTTP server binds by default: loopback only.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
 
-/// Options of every command that runs the dataflow.
+/// A number > 0 and finite (`--pace`, `--speed`, `--until-idle`, …).
+pub fn positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err(format!("{s:?} must be a finite number > 0")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+/// A number ≥ 0 and finite (`--drain`, `--t-obs`).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(_) => Err(format!("{s:?} must be a finite number ≥ 0")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+/// A branching factor: 0 < n* < 1 (a subcritical cascade ends).
+pub fn branching(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x < 1.0 => Ok(x),
+        Ok(_) => Err(format!("{s:?} must be between 0 and 1 (exclusive): at n* ≥ 1 cascades never end")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+/// The generator's pace: event seconds per wall second, or as fast as possible.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Speed(pub Option<f64>);
+
+/// `max`, or a number > 0 and finite.
+pub fn speed(s: &str) -> Result<Speed, String> {
+    if s.trim().eq_ignore_ascii_case("max") {
+        return Ok(Speed(None));
+    }
+    positive(s).map(|x| Speed(Some(x))).map_err(|e| format!("{e}, or `max`"))
+}
+
+/// A count ≥ 1 (`--cascades`, `--partitions`, …).
+pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// Options of every command that runs the dataflow (`run`, the default, `live`, `backtest`).
 #[derive(Debug, Clone, Args, Default)]
 pub struct RunOptions {
     /// Dataflow configuration TOML (default: dataflows/embedded.toml, compiled in).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Write the per-window summary as JSON to this file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
-    /// After the run, write DIR/report.md and SVG plots (accuracy per window and model) from
-    /// the outputs of --out, or of DIR/outputs when --out is not given.
-    #[arg(long, value_name = "DIR")]
-    pub report: Option<PathBuf>,
-    /// With --report on simulated data: the `truth.csv` written by `tweetoscope simulate`,
-    /// for parameter recovery (estimated vs true p, β, n*).
-    #[arg(long, value_name = "FILE", requires = "report")]
-    pub truth: Option<PathBuf>,
-    /// Replay at this multiple of real time instead of as fast as possible.
-    #[arg(long)]
-    pub pace: Option<f64>,
     /// Serve /metrics, the live page (/) and /api/state here; `off` disables. If the default
     /// address is taken (another process on this host), the run goes on without it.
     #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
     pub metrics_addr: String,
-    /// Keep serving the page and metrics after a replay ends, until Ctrl-C.
-    #[arg(long)]
-    pub serve: bool,
     /// Push every popular-cascade alert (prediction above the alert threshold) to this
     /// Alertmanager, `http://HOST:PORT` (API v2): one `PopularCascade` alert per cascade and
     /// window, from a background queue that never blocks the dataflow. Off when absent.
@@ -60,9 +95,35 @@ pub struct RunOptions {
     /// Index of this process, 0-based (timely's -p).
     #[arg(short = 'p', long = "process", default_value_t = 0)]
     pub process: usize,
-    /// Hostfile: one `host:port` per line, in process order (timely's -h).
-    #[arg(short = 'h', long = "hostfile")]
+    /// Hostfile: one `host:port` per line, in process order (timely's -h; here `-h` is help).
+    #[arg(long = "hostfile", value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
+}
+
+/// Options of a replay of recorded files (`run` and the default).
+#[derive(Debug, Clone, Args, Default)]
+pub struct ReplayOptions {
+    /// Replay at this multiple of real time (event seconds per wall second) instead of as
+    /// fast as possible.
+    #[arg(long, value_name = "F", value_parser = positive, allow_negative_numbers = true)]
+    pub pace: Option<f64>,
+    /// Keep serving the page and metrics after the replay ends, until SIGINT (Ctrl-C) or
+    /// SIGTERM.
+    #[arg(long)]
+    pub serve: bool,
+}
+
+/// The backtest report of a bounded run (`run`, the default, `backtest`).
+#[derive(Debug, Clone, Args, Default)]
+pub struct ReportOptions {
+    /// After the run, write DIR/report.md and SVG plots (accuracy per window and model) from
+    /// the outputs of --out, or of DIR/outputs when --out is not given.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// With --report on simulated data: the `truth.csv` written by `tweetoscope simulate`,
+    /// for parameter recovery (estimated vs true p, β, n*).
+    #[arg(long, value_name = "FILE", requires = "report")]
+    pub truth: Option<PathBuf>,
 }
 
 /// Checkpoints and the end of a live run.
@@ -70,15 +131,15 @@ pub struct RunOptions {
 pub struct RecoveryOptions {
     /// Checkpoint folder (shared by every process of the cluster); enables recovery and
     /// exactly-once output. Overrides the config's `[checkpoint] dir`.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Event-time seconds between checkpoints (overrides `[checkpoint] interval`).
-    #[arg(long)]
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval: Option<u64>,
     /// Treat the input as ended once no message has arrived for this many seconds: open
     /// cascades then terminate with the size seen, as at the end of a backtest, and the run
     /// exits (for finite feeds, tests and catch-up runs).
-    #[arg(long)]
+    #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub until_idle: Option<f64>,
 }
 
@@ -97,7 +158,7 @@ impl RecoveryOptions {
 /// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).
 #[derive(Debug, Clone, Args, Default)]
 pub struct KafkaOptions {
-    /// Bootstrap servers (else the config's, else $TWEETOSCOPE_KAFKA_BROKERS).
+    /// Bootstrap servers, `host:port[,…]` (else $TWEETOSCOPE_KAFKA_BROKERS, else the config's).
     #[arg(long)]
     pub brokers: Option<String>,
     /// Prefix every topic name (e.g. one namespace per test or per environment).
@@ -116,13 +177,28 @@ impl KafkaOptions {
             config.kafka.topics = config.kafka.topics.with_prefix(p);
         }
     }
+
+    /// The `tweetoscope topics …` line that creates the topics these options name.
+    pub fn topics_command(&self, config: Option<&Path>) -> String {
+        let mut line = String::from("tweetoscope topics");
+        if let Some(c) = config {
+            line.push_str(&format!(" --config {}", c.display()));
+        }
+        if let Some(b) = &self.brokers {
+            line.push_str(&format!(" --brokers {b}"));
+        }
+        if let Some(p) = &self.topic_prefix {
+            line.push_str(&format!(" --topic-prefix {p}"));
+        }
+        line
+    }
 }
 
 /// Errors of the command line layer.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A file named on the command line could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -132,12 +208,76 @@ pub enum CliError {
     /// The cluster layout cannot run.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// An output path cannot be written (checked before the run starts).
+    #[error("{option} {path}: {why}")]
+    Output {
+        /// The option naming it.
+        option: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Checks, before a run starts, that `--summary FILE` (or another output file) can be
+/// written: not a folder, in a folder that exists, writable. A run must not fail on its last
+/// step after an hour of replay.
+pub fn check_output_file(option: &'static str, path: &Path) -> Result<(), CliError> {
+    let fail = |why: String| Err(CliError::Output { option, path: path.to_owned(), why });
+    if path.is_dir() {
+        return fail(format!("is a folder; give a file name, e.g. {}", path.join("summary.json").display()));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return fail(format!("the folder {} does not exist", parent.display()));
+    }
+    let existed = path.exists();
+    match std::fs::OpenOptions::new().append(true).create(true).open(path) {
+        Ok(_) if !existed => {
+            // Only a probe: the file is written at the end of the run.
+            let _ = std::fs::remove_file(path);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => fail(format!("cannot be written ({e})")),
+    }
+}
+
+/// Checks that an output folder (`--out`, `--report`) can be created and written.
+pub fn check_output_dir(option: &'static str, path: &Path) -> Result<(), CliError> {
+    let fail = |why: String| Err(CliError::Output { option, path: path.to_owned(), why });
+    if path.exists() && !path.is_dir() {
+        return fail("exists and is not a folder".into());
+    }
+    if let Err(e) = std::fs::create_dir_all(path) {
+        return fail(format!("cannot be created ({e})"));
+    }
+    let probe = path.join(format!(".tweetoscope-write-check-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => fail(format!("is not writable ({e})")),
+    }
+}
+
+/// Checks that an input file named by an option exists and can be read.
+pub fn check_input_file(option: &'static str, path: &Path) -> Result<(), CliError> {
+    std::fs::File::open(path).map(drop).map_err(|e| CliError::Output { option, path: path.to_owned(), why: format!("cannot be read ({e})") })
 }
 
 impl RunOptions {
-    /// Where the outputs go: --out, else DIR/outputs when --report DIR is given.
-    pub fn out_dir(&self) -> Option<PathBuf> {
-        self.out.clone().or_else(|| self.report.as_ref().map(|d| d.join("outputs")))
+    /// Checks `--out` (created) and `--summary` (which may be inside it) before the run.
+    pub fn check_outputs(&self) -> Result<(), CliError> {
+        if let Some(dir) = &self.out {
+            check_output_dir("--out", dir)?;
+        }
+        if let Some(path) = &self.summary {
+            check_output_file("--summary", path)?;
+        }
+        Ok(())
     }
 
     /// The cluster layout, reading the hostfile if any.
@@ -156,14 +296,18 @@ impl RunOptions {
     }
 
     /// Starts the HTTP server as `--metrics-addr` says, serving `live` (None when off, or
-    /// when the default address is already taken).
-    pub fn http(&self, live: &LiveView) -> Result<Option<HttpServer>, std::io::Error> {
+    /// when the default address is already taken). `announce` is said after the address
+    /// when the server will be there for people to open (`--serve`, a paced replay, live);
+    /// a run that ends in seconds does not advertise a page that is gone when opened.
+    pub fn http(&self, live: &LiveView, announce: Option<&str>) -> Result<Option<HttpServer>, std::io::Error> {
         if self.metrics_addr == "off" {
             return Ok(None);
         }
         match HttpServer::start(&self.metrics_addr, live.clone()) {
             Ok(server) => {
-                eprintln!("serving metrics and the live page on http://{}/", server.addr);
+                if let Some(until) = announce {
+                    eprintln!("serving the live page and metrics on http://{}/ {until}", server.addr);
+                }
                 Ok(Some(server))
             }
             Err(e) if self.metrics_addr == DEFAULT_HTTP_ADDR => {
@@ -176,10 +320,67 @@ impl RunOptions {
 
     /// The dataflow configuration: `--config`, else the embedded default.
     pub fn load_config(&self) -> Result<DataflowConfig, crate::config::ConfigError> {
-        match &self.config {
-            Some(path) => DataflowConfig::load(path),
-            None => DataflowConfig::parse(super::EMBEDDED_CONFIG),
-        }
+        load_config(self.config.as_deref())
     }
 }
 
+/// A dataflow configuration: the file, else the embedded default.
+pub fn load_config(path: Option<&Path>) -> Result<DataflowConfig, crate::config::ConfigError> {
+    match path {
+        Some(path) => DataflowConfig::load(path),
+        None => DataflowConfig::parse(super::EMBEDDED_CONFIG),
+    }
+}
+
+impl ReportOptions {
+    /// Where the outputs go: --out, else DIR/outputs when --report DIR is given.
+    pub fn out_dir(&self, run: &RunOptions) -> Option<PathBuf> {
+        run.out.clone().or_else(|| self.report.as_ref().map(|d| d.join("outputs")))
+    }
+
+    /// Checks `--report` (writable) and `--truth` (readable) before the run.
+    pub fn check(&self) -> Result<(), CliError> {
+        if let Some(dir) = &self.report {
+            check_output_dir("--report", dir)?;
+        }
+        if let Some(truth) = &self.truth {
+            check_input_file("--truth", truth)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_validated() {
+        assert_eq!(positive("2.5"), Ok(2.5));
+        for bad in ["0", "-1", "NaN", "inf", "-inf", "x", ""] {
+            assert!(positive(bad).is_err(), "{bad}");
+        }
+        assert_eq!(non_negative("0"), Ok(0.0));
+        assert!(non_negative("-0.5").is_err() && non_negative("nan").is_err());
+        assert_eq!(speed("max"), Ok(Speed(None)));
+        assert_eq!(speed("500"), Ok(Speed(Some(500.0))));
+        assert!(speed("0").unwrap_err().contains("max"));
+        assert!(branching("1").is_err() && branching("0").is_err() && branching("0.5").is_ok());
+    }
+
+    #[test]
+    fn output_paths_are_checked_before_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_output_file("--summary", dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a folder"), "{err}");
+        let err = check_output_file("--summary", &dir.path().join("no/such/summary.json")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        let ok = dir.path().join("summary.json");
+        check_output_file("--summary", &ok).unwrap();
+        assert!(!ok.exists(), "the probe leaves nothing behind");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert!(check_output_dir("--out", &file).is_err());
+        check_output_dir("--out", &dir.path().join("new/out")).unwrap();
+    }
+}

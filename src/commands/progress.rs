@@ -1,10 +1,20 @@
 //! What a long command shows and listens to: a progress bar on stderr, and SIGINT/SIGTERM.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+/// How a bar estimates what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As fast as possible: the rate so far predicts the rest (an ETA is shown).
+    Max,
+    /// Paced on event time: events come in bursts, so an ETA from the event rate is
+    /// meaningless (it said 8 h for a two-minute replay); the elapsed time is shown instead.
+    Paced,
+}
 
 /// A progress bar on stderr fed from a counter (hidden when stderr is not a terminal).
 pub struct Progress {
@@ -16,21 +26,39 @@ pub struct Progress {
     bar: indicatif::ProgressBar,
 }
 
+/// A rate for people: `8.3/s`, `412/s`, `10.6k/s`, `1.25M/s` (indicatif's own `{per_sec}`
+/// prints `10,634.2786/s`).
+pub fn human_rate(per_second: f64) -> String {
+    match per_second {
+        r if !r.is_finite() || r <= 0.0 => "0/s".to_owned(),
+        r if r < 10.0 => format!("{r:.1}/s"),
+        r if r < 1_000.0 => format!("{r:.0}/s"),
+        r if r < 1_000_000.0 => format!("{:.1}k/s", r / 1e3),
+        r => format!("{:.2}M/s", r / 1e6),
+    }
+}
+
+fn style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .expect("valid template")
+        .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&human_rate(s.per_sec()));
+        })
+        .progress_chars("=> ")
+}
+
 impl Progress {
     /// A bar for `what`, out of `total` events when known (else a spinner), following `counter`.
-    pub fn start(what: &str, total: Option<u64>, counter: Arc<AtomicU64>) -> Self {
+    pub fn start(what: &str, total: Option<u64>, pace: Pace, counter: Arc<AtomicU64>) -> Self {
+        let time = match pace {
+            Pace::Max => "{eta} left",
+            Pace::Paced => "{elapsed}",
+        };
         let bar = match total {
-            Some(t) => indicatif::ProgressBar::new(t).with_style(
-                indicatif::ProgressStyle::with_template(&format!(
-                    "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} events ({{per_sec}}, {{eta}})"
-                ))
-                .expect("valid template")
-                .progress_chars("=> "),
-            ),
-            None => indicatif::ProgressBar::new_spinner().with_style(
-                indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what}: {{pos}} events ({{per_sec}})"))
-                    .expect("valid template"),
-            ),
+            Some(t) => indicatif::ProgressBar::new(t)
+                .with_style(style(&format!("{{spinner}} {what} [{{bar:40}}] {{human_pos}}/{{human_len}} events ({{rate}}, {time})"))),
+            None => indicatif::ProgressBar::new_spinner()
+                .with_style(style(&format!("{{spinner}} {what}: {{human_pos}} events ({{rate}}, {{elapsed}})"))),
         };
         let done = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -56,7 +84,106 @@ impl Drop for Progress {
     }
 }
 
-/// Sets `shutdown` on SIGINT/SIGTERM (the pipeline then drains and finishes).
-pub fn stop_on_signals(shutdown: Arc<AtomicBool>) -> Result<()> {
-    ctrlc::set_handler(move || shutdown.store(true, Ordering::Relaxed)).context("installing the signal handler")
+/// SIGINT or SIGTERM, as a command reports and exits with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(pub i32);
+
+impl Signal {
+    /// `SIGINT`, `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            signal_hook::consts::SIGINT => "SIGINT",
+            signal_hook::consts::SIGTERM => "SIGTERM",
+            _ => "a signal",
+        }
+    }
+
+    /// The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
+    pub fn exit_code(self) -> u8 {
+        u8::try_from(128 + self.0).unwrap_or(1)
+    }
+}
+
+/// SIGINT and SIGTERM for a command that can stop cleanly once running.
+///
+/// Before [`Interrupts::running`] (connecting, loading, restoring: nothing to flush yet), a
+/// signal ends the process at once with 128 + its number. Once running, the first signal
+/// sets the shutdown flag: the sources stop, the pipeline drains, producers flush, and the
+/// command prints its summary marked "interrupted" and exits with 128 + the number. A second
+/// signal ends the process at once.
+#[derive(Clone)]
+pub struct Interrupts {
+    /// The flag the pipeline (or the generator) watches.
+    shutdown: Arc<AtomicBool>,
+    /// The first signal caught (0: none).
+    caught: Arc<AtomicI32>,
+    /// Whether a signal now stops cleanly rather than at once.
+    running: Arc<AtomicBool>,
+}
+
+impl Interrupts {
+    /// Installs the handler (once per process); `stopping` says what a clean stop does, for
+    /// the line printed when the first signal comes.
+    pub fn install(shutdown: Arc<AtomicBool>, stopping: &'static str) -> Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let this = Self { shutdown, caught: Arc::default(), running: Arc::default() };
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing the signal handler")?;
+        let handler = this.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for number in signals.forever() {
+                    let signal = Signal(number);
+                    let first = handler.caught.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+                    if !first || !handler.running.load(Ordering::SeqCst) {
+                        eprintln!("{}: interrupted", signal.name());
+                        std::process::exit(i32::from(signal.exit_code()));
+                    }
+                    eprintln!("{}: stopping ({stopping}); send it again to quit at once", signal.name());
+                    handler.shutdown.store(true, Ordering::SeqCst);
+                }
+            })
+            .context("starting the signal thread")?;
+        Ok(this)
+    }
+
+    /// From now on a signal stops the command cleanly.
+    pub fn running(&self) {
+        self.running.store(true, Ordering::SeqCst);
+    }
+
+    /// The signal that stopped the command, if one did.
+    pub fn caught(&self) -> Option<Signal> {
+        match self.caught.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(Signal(n)),
+        }
+    }
+
+    /// The shutdown flag.
+    pub fn shutdown(&self) -> &Arc<AtomicBool> {
+        &self.shutdown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_like_rates() {
+        assert_eq!(human_rate(9.9526), "10.0/s");
+        assert_eq!(human_rate(412.4), "412/s");
+        assert_eq!(human_rate(10_634.2786), "10.6k/s");
+        assert_eq!(human_rate(1_254_000.0), "1.25M/s");
+        assert_eq!(human_rate(0.0), "0/s");
+        assert_eq!(human_rate(f64::NAN), "0/s");
+    }
+
+    #[test]
+    fn signals_exit_with_the_shell_convention() {
+        assert_eq!(Signal(signal_hook::consts::SIGINT).exit_code(), 130);
+        assert_eq!(Signal(signal_hook::consts::SIGTERM).exit_code(), 143);
+        assert_eq!(Signal(signal_hook::consts::SIGTERM).name(), "SIGTERM");
+    }
 }

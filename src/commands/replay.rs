@@ -2,14 +2,15 @@
 //! through the whole pipeline, then print the accuracy per window.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::options::RunOptions;
-use super::progress::{stop_on_signals, Progress};
+use super::options::{ReplayOptions, ReportOptions, RunOptions};
+use super::progress::{Interrupts, Pace, Progress, Signal};
 use super::{resolve_bundled, BUNDLED_SAMPLE};
 use crate::io::files::read_dataset;
 use crate::observe::alertmanager::{Pusher, PusherOptions};
@@ -18,52 +19,73 @@ use crate::observe::summary::RunReport;
 use crate::pipeline::{run, Job, RunHandles, SourceSpec};
 
 /// The embedded default: the config's `[input]`, else the bundled sample.
-pub fn embedded(options: &RunOptions) -> Result<()> {
+pub fn embedded(options: &RunOptions, replay_options: &ReplayOptions, report_options: &ReportOptions) -> Result<ExitCode> {
     let config = options.load_config()?;
     // A config without an [input] path still replays the bundled sample.
     let input = config.input.path.clone().unwrap_or_else(|| PathBuf::from(BUNDLED_SAMPLE));
     let index = config.input.index.clone();
-    replay(options, resolve_bundled(&input), index.map(|i| resolve_bundled(&i)))
+    replay(options, replay_options, report_options, resolve_bundled(&input), index.map(|i| resolve_bundled(&i)))
 }
 
 /// Replays a dataset through the pipeline, with a progress bar, then prints the table.
-pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> Result<()> {
+/// SIGINT/SIGTERM stop the replay where it is: the table and `--summary` then cover what was
+/// read, say "interrupted", and the exit code is 128 + the signal.
+pub fn replay(
+    options: &RunOptions,
+    replay_options: &ReplayOptions,
+    report_options: &ReportOptions,
+    input: PathBuf,
+    index: Option<PathBuf>,
+) -> Result<ExitCode> {
+    // Every output is checked before the replay, not after it.
+    options.check_outputs()?;
+    report_options.check()?;
     let config = options.load_config()?;
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
     let live = LiveView::new(config.pipeline.alert_threshold);
     let handles = RunHandles { live: Some(live.clone()), alertmanager: alertmanager(options)?, ..RunHandles::default() };
-    // Ctrl-C stops a paced replay early, and ends `--serve`.
-    let stop = handles.shutdown.clone();
-    if options.pace.is_some() || options.serve {
-        stop_on_signals(stop.clone())?;
-    }
+    let interrupts = Interrupts::install(handles.shutdown.clone(), "the replay ends where it is; the summary covers what was read")?;
     let local: usize = (0..cluster.threads_per_process())
         .map(|t| crate::io::timeline::worker_share(&dataset, cluster.process() * cluster.threads_per_process() + t, cluster.peers()))
         .sum();
     let job = Job {
         config,
-        source: SourceSpec::Replay { dataset: Arc::new(dataset), pace: options.pace },
-        out_dir: options.out_dir(),
+        source: SourceSpec::Replay { dataset: Arc::new(dataset), pace: replay_options.pace },
+        out_dir: report_options.out_dir(options),
         kafka_sink: false,
         cluster,
         warm_start: false,
     };
-    let http = options.http(&live)?;
+    // Only a page that stays up long enough to be opened is advertised.
+    let announce = match (replay_options.serve, replay_options.pace) {
+        (true, _) => Some("during the replay and after it, until Ctrl-C (--serve)"),
+        (false, Some(_)) => Some("until the replay ends (--serve keeps them up after it)"),
+        (false, None) => None,
+    };
+    let http = options.http(&live, announce)?;
+    interrupts.running();
     let result = {
-        let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());
+        let pace = if replay_options.pace.is_some() { Pace::Paced } else { Pace::Max };
+        let _progress = Progress::start("replaying", Some(local as u64), pace, handles.events.clone());
         run(job, handles.clone())
     };
     finish_alerts(&handles);
-    report(options, result?)?;
-    if let (true, Some(server)) = (options.serve, http) {
-        eprintln!("replay done; serving http://{}/ until Ctrl-C", server.addr);
-        while !stop.load(Ordering::Relaxed) {
+    let interrupted = interrupts.caught();
+    report(options, report_options, result?, interrupted)?;
+    if let Some(signal) = interrupted {
+        // Stopped during the replay: no serving of a half-finished run.
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
+    if let (true, Some(server)) = (replay_options.serve, http) {
+        eprintln!("replay done; serving http://{}/ until Ctrl-C (SIGINT) or SIGTERM", server.addr);
+        while !interrupts.shutdown().load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }
         drop(server);
+        return Ok(interrupts.caught().map_or(ExitCode::SUCCESS, |s| ExitCode::from(s.exit_code())));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Starts pushing popular-cascade alerts to `--alertmanager`, if given.
@@ -81,19 +103,28 @@ pub fn finish_alerts(handles: &RunHandles) {
     }
 }
 
-/// Prints the table and writes `--summary` and `--report`.
-pub fn report(options: &RunOptions, report: Option<RunReport>) -> Result<()> {
+/// Prints the table and writes `--summary` and `--report`. An interrupted run says so: a
+/// line after the table, and `"interrupted": true` in the JSON (always present, false for a
+/// run that finished).
+pub fn report(options: &RunOptions, report_options: &ReportOptions, report: Option<RunReport>, interrupted: Option<Signal>) -> Result<()> {
     let Some(report) = report else {
         eprintln!("process {} finished; process 0 prints the summary", options.process);
         return Ok(());
     };
     print!("{}", report.table());
-    if let Some(path) = &options.summary {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    if let Some(signal) = interrupted {
+        println!("interrupted by {}: these figures cover the input read until then", signal.name());
     }
-    if let (Some(dir), Some(outputs)) = (&options.report, options.out_dir()) {
-        let written = crate::observe::report::write_report(&outputs, dir, options.truth.as_deref())?;
+    if let Some(path) = &options.summary {
+        let mut json = serde_json::to_value(&report)?;
+        if let Some(fields) = json.as_object_mut() {
+            fields.insert("interrupted".into(), interrupted.is_some().into());
+        }
+        let text = serde_json::to_string_pretty(&json)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let (Some(dir), Some(outputs)) = (&report_options.report, report_options.out_dir(options)) {
+        let written = crate::observe::report::write_report(&outputs, dir, report_options.truth.as_deref())?;
         eprintln!("report written to {} ({} plots)", written.report.display(), written.plots.files.len());
     }
     Ok(())
