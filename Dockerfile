@@ -11,7 +11,8 @@
 # ---- build: the pinned toolchain (the rust-version of Cargo.toml is the minimum) -----------
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
-# rdkafka-sys builds librdkafka from source with make and the C compiler of this image.
+# rdkafka-sys builds librdkafka from source with make and the C compiler of this image, with
+# TLS and SASL against Debian's OpenSSL 3 (libssl-dev and pkg-config are in this image).
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates
 COPY src src
@@ -24,9 +25,15 @@ RUN cargo build --release --locked --bin tweetoscope \
 
 # ---- runtime: a small base, a non-root user --------------------------------------------------
 FROM debian:bookworm-slim
-# The binary needs only libc, libm, libgcc_s and libz, all in this base (checked by
-# scripts/k8s-check against the binary's dynamic section).
-RUN groupadd --system --gid 10001 tweetoscope \
+# The binary needs libc, libm, libgcc_s and libz, all in this base, and OpenSSL 3 (libssl3:
+# TLS to Kafka), installed here with the CA bundle for publicly signed brokers (checked by
+# scripts/k8s-check against the binary's dynamic section). Unpinned on purpose: bookworm's
+# security updates of libssl3 must reach the image at its next build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 tweetoscope \
     && useradd --system --uid 10001 --gid tweetoscope --home-dir /opt/tweetoscope \
        --no-create-home --shell /usr/sbin/nologin tweetoscope
 COPY --from=build /src/dist/tweetoscope /usr/local/bin/tweetoscope

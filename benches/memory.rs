@@ -48,7 +48,7 @@ fn live() -> isize {
 }
 
 fn settings() -> TrackerSettings {
-    TrackerSettings { windows: vec![600, 1200], t_end: 1800, min_cascade_size: 10, tombstone_ttl: 86_400 }
+    TrackerSettings::new(vec![600, 1200], 1800, 10, 10, 86_400).expect("valid settings")
 }
 
 fn event(cascade: u64, time: u64, kind: EventKind) -> TweetEvent {

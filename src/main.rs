@@ -1,12 +1,13 @@
 //! The `tweetoscope` binary: parses the command line and dispatches to the library's
-//! commands; an error becomes one line on stderr and exit code 1 (usage errors: 2, from
-//! clap; SIGINT/SIGTERM: 130/143, from the command).
+//! commands; an error becomes one line on stderr and exit code 1, or 128 + the signal when
+//! the cluster start-up was stopped by one (usage errors: 2, from clap; a run stopped by
+//! SIGINT/SIGTERM prints its summary marked interrupted and exits 130/143, from the command).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tweetoscope::commands::{dispatch, error_line, Cli};
+use tweetoscope::commands::{dispatch, error_line, exit_code, Cli};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(u8::try_from(exit_code(&e)).unwrap_or(1))
         }
     }
 }

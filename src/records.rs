@@ -1,13 +1,13 @@
-//! Records that flow between the stages, and the course-compatible JSON of the output
-//! topics (SPEC §3).
+//! Records that flow between the stages.
 //!
 //! Internal records ([`TweetEvent`], [`Partial`], [`Estimate`], [`Prediction`], …) are
 //! serde types because timely exchanges them between workers and processes with bincode.
-//! [`OutputRecord`] is what the sinks write: a topic, a Kafka key, a JSON value and a sort
-//! key that makes every output file's order deterministic.
+//! [`OutputRecord`] is what the sinks write: a topic, a Kafka key, a JSON value (one of the
+//! structs of `io::schema`) and a sort key that makes every output file's order deterministic.
 
 use serde::{Deserialize, Serialize};
 use tweetoscope_model::hawkes::Event;
+use tweetoscope_model::predictive::{FeatureVector, Interval, PredictiveModel};
 use tweetoscope_model::seismic::{CorrectedSeismic, SeismicPrediction};
 
 use crate::Time;
@@ -122,16 +122,6 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
-impl DeadLetter {
-    /// The dead-letter topic's JSON value.
-    pub fn to_json(&self) -> String {
-        serde_json::json!({"type": "dead_letter", "reason": self.reason.as_str(), "detail": self.detail,
-                           "partition": self.partition, "offset": self.offset, "key": self.key,
-                           "payload": self.payload})
-        .to_string()
-    }
-}
-
 /// A partial cascade at an observation window, from the window stage to estimate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
@@ -143,6 +133,12 @@ pub struct Partial {
     pub msg: String,
     /// Events with relative time ≤ T_obs, in order; `t` relative to the original tweet.
     pub events: Vec<Event>,
+    /// Event time of the original tweet: the prediction is made at `start + t_obs`.
+    pub start: Time,
+    /// Fewer events than `pipeline.min_cascade_size` (but at least
+    /// `pipeline.min_training_size`): estimated for the training sample its cascade gives
+    /// once it ends, but never predicted, alerted or output.
+    pub training_only: bool,
 }
 
 /// A terminated cascade, from the terminate stage.
@@ -156,6 +152,9 @@ pub struct FinalSize {
     pub t_end: Time,
     /// The windows whose partial cascade was emitted (and so expect this size).
     pub windows: Vec<Time>,
+    /// Event time at which it terminated (its last event + `pipeline.t_end`, or the end of
+    /// a bounded input): only cascades ended before a prediction may train its model.
+    pub ended_at: Time,
 }
 
 /// The fit of one partial cascade, from estimate to predict.
@@ -169,6 +168,10 @@ pub struct Estimate {
     pub msg: String,
     /// Events observed by T_obs.
     pub n: usize,
+    /// Event time of the original tweet.
+    pub start: Time,
+    /// Estimated for training only (see [`Partial::training_only`]).
+    pub training_only: bool,
     /// The fitted parameters, or `None` when the fit failed (then the prediction is `n`).
     pub fit: Option<FitSummary>,
     /// The SEISMIC baseline's predicted final size (original tweet included), computed on
@@ -178,8 +181,9 @@ pub struct Estimate {
     /// SEISMIC's features on the same partial cascade (R_T, F_T, p̂_T), from which a window's
     /// learned correction (α, γ) computes the corrected prediction; `None` when SEISMIC could
     /// not estimate the cascade.
-    #[serde(default)]
     pub seismic: Option<SeismicPrediction>,
+    /// The predictive layer's features of this partial cascade (`crates/model/PREDICTIVE.md`).
+    pub features: FeatureVector,
 }
 
 /// The parts of a Hawkes fit that later stages need.
@@ -199,6 +203,33 @@ pub struct FitSummary {
     pub at_bound: bool,
 }
 
+/// Which predictor made a default prediction (`pipeline.predictor`): a bounded set, the same
+/// names in the stats records, the metrics and the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predictor {
+    /// The window's learned model (default mode).
+    Learned,
+    /// The training-free fallback, before the window's first learned model (default mode).
+    Fallback,
+    /// Hawkes corrected by the window's course forest (course mode).
+    Course,
+    /// Plain Hawkes (course mode before the window's first forest, or with the forest off).
+    Hawkes,
+}
+
+impl Predictor {
+    /// Stable name (a metric label, the `predictor` field of a stat).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Predictor::Learned => "learned",
+            Predictor::Fallback => "fallback",
+            Predictor::Course => "course",
+            Predictor::Hawkes => "hawkes",
+        }
+    }
+}
+
 /// A prediction, from predict to the outcome join.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -210,29 +241,55 @@ pub struct Prediction {
     pub msg: String,
     /// Events observed by T_obs.
     pub n: usize,
+    /// Event time of the original tweet (the prediction is made at `start + t_obs`).
+    pub start: Time,
+    /// Made for a training sample only (see [`Partial::training_only`]): no output.
+    pub training_only: bool,
     /// The fit (absent when it failed).
     pub fit: Option<FitSummary>,
+    /// The features the prediction was made from (they become the training sample).
+    pub features: FeatureVector,
+    /// The default prediction of the final size: `predictor`'s. Never below n, finite.
+    pub n_pred: f64,
+    /// Who made `n_pred`.
+    pub predictor: Predictor,
+    /// The 80 % (`predictor.interval_level`) prediction interval of the final size around
+    /// `n_pred`, from the window's calibration residuals; `None` until the window has
+    /// enough of them.
+    pub interval: Option<Interval>,
+    /// Event time of the model that made `n_pred` (its version), if a model did.
+    pub model_version: Option<Time>,
+    /// How many samples that model was trained on (0 without a model).
+    pub model_samples: usize,
     /// Plain Hawkes prediction (n when the fit failed).
     pub n_hawkes: f64,
+    /// Hawkes corrected by the window's course forest, N = n + ω·G1/(1−n*) (plain Hawkes
+    /// before the window has a course forest, or with `[forest]` off).
+    pub n_course: f64,
+    /// The course forest's correction factor ω applied (1 without a forest).
+    pub omega: f64,
     /// The SEISMIC baseline's prediction (see [`Estimate::n_seismic`]).
     pub n_seismic: Option<f64>,
     /// SEISMIC's features (see [`Estimate::seismic`]): they become the correction's training
     /// sample once the true size is known.
-    #[serde(default)]
     pub seismic: Option<SeismicPrediction>,
     /// SEISMIC with the paper's correction, N̂ = R_T + 1 + α·F_T/(1 − γ·p̂_T), (α, γ) learned
     /// by the window's model from cascades that ended earlier; `None` before the window has a
     /// correction, when the correction is off, or when γ·p̂_T ≥ 1.
-    #[serde(default)]
     pub n_seismic_corrected: Option<f64>,
-    /// The corrected prediction N = n + ω·G1/(1−n*).
-    pub n_pred: f64,
-    /// The correction factor applied (1 before the window has a model).
-    pub omega: f64,
-    /// Event time of the model used (its version), if any.
-    pub model_version: Option<Time>,
-    /// How many samples that model was trained on (0 without a model).
-    pub model_samples: usize,
+}
+
+impl Prediction {
+    /// The one alert predicate: the default prediction exceeds the threshold.
+    pub fn is_alert(&self, threshold: f64) -> bool {
+        !self.training_only && self.n_pred > threshold
+    }
+
+    /// ŷ = ln(n_pred / n), the log-ratio the default prediction stands for (its residual
+    /// once the true size is known calibrates the window's intervals).
+    pub fn log_ratio(&self) -> f64 {
+        (self.n_pred / self.n.max(1) as f64).ln().max(0.0)
+    }
 }
 
 /// The accuracy of one prediction once its cascade's true size is known (the `stats` topic).
@@ -246,31 +303,41 @@ pub struct StatRecord {
     pub n_obs: usize,
     /// The true final size.
     pub n_true: usize,
-    /// The corrected prediction and its ARE.
+    /// Event time of the prediction (the cascade's start + T_obs).
+    pub predicted_at: Time,
+    /// Event time at which the cascade ended.
+    pub ended_at: Time,
+    /// The default prediction.
     pub n_pred: f64,
     /// ARE of `n_pred`.
     pub are: f64,
+    /// Who made `n_pred`.
+    pub predictor: Predictor,
+    /// Its prediction interval, if the window had one.
+    pub interval: Option<Interval>,
     /// The plain Hawkes prediction.
     pub n_hawkes: f64,
     /// ARE of `n_hawkes`.
     pub are_hawkes: f64,
+    /// Hawkes + the course forest.
+    pub n_course: f64,
+    /// ARE of `n_course`.
+    pub are_course: f64,
     /// The SEISMIC prediction (None: infinite).
     pub n_seismic: Option<f64>,
     /// ARE of `n_seismic`.
     pub are_seismic: Option<f64>,
     /// The corrected SEISMIC prediction (None: no correction yet, or infinite).
-    #[serde(default)]
     pub n_seismic_corrected: Option<f64>,
     /// ARE of `n_seismic_corrected`.
-    #[serde(default)]
     pub are_seismic_corrected: Option<f64>,
-    /// The forest's correction factor used (1 without a model).
+    /// The course forest's correction factor used (1 without a forest).
     pub omega: f64,
-    /// Samples the window's model had been trained on when predicting (0: no model).
+    /// Samples the model that made `n_pred` had been trained on (0: no model).
     pub model_samples: usize,
 }
 
-/// Why a prediction gave no training sample (a bounded label set).
+/// Why a prediction gave no course-forest training sample (a bounded label set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Exclusion {
     /// The fit failed, so there are no features.
@@ -279,7 +346,7 @@ pub enum Exclusion {
     ZeroG1,
     /// n* ≥ 1: the Hawkes tail diverges.
     Supercritical,
-    /// The true size is below the observed count (W < 0).
+    /// The true size is below the observed count (W < 0, ln(N/n) < 0).
     NegativeTarget,
     /// A non-finite feature or target.
     NonFinite,
@@ -298,45 +365,68 @@ impl Exclusion {
     }
 }
 
-/// What the join emits.
+/// What the outcome join emits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The accuracy of one prediction.
     Stat(StatRecord),
     /// A training sample.
     Sample(Sample),
-    /// A prediction that gives no sample, and why.
-    Excluded { t_obs: Time, reason: Exclusion },
+    /// A prediction that gives no course-forest sample, and why.
+    Excluded {
+        /// The window.
+        t_obs: Time,
+        /// Why.
+        reason: Exclusion,
+    },
 }
 
-/// A training sample (SPEC §4.2) for a window's forest.
+/// The course forest's sample (SPEC §4.2, course mode): X = (β, n*, G1), W.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CourseSample {
+    /// Features (β, n*, G1).
+    pub x: [f64; 3],
+    /// Target W = (N_true − n)(1 − n*)/G1.
+    pub w: f64,
+}
+
+/// The learned layer's sample: the features at the window, and the sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LearnedSample {
+    /// The features of the partial cascade.
+    pub features: FeatureVector,
+    /// Events observed by the window.
+    pub n_obs: usize,
+    /// The final size (≥ `n_obs`).
+    pub n_true: usize,
+}
+
+/// The training samples of one (cascade, window) once the cascade has ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// The cascade (for deterministic ordering and tracing).
     pub cascade: CascadeId,
     /// The window.
     pub t_obs: Time,
-    /// Features (β, n*, G1).
-    pub x: [f64; 3],
-    /// Target W = (N_true − n)(1 − n*)/G1.
-    pub w: f64,
+    /// The learned layer's sample (`None` when N_true < n).
+    pub learned: Option<LearnedSample>,
+    /// The course forest's sample (`None` when excluded: see [`Exclusion`]).
+    pub course: Option<CourseSample>,
     /// SEISMIC's features of the same prediction and the true size: a training sample of the
     /// window's SEISMIC correction (None when SEISMIC had no finite features).
-    #[serde(default)]
     pub seismic: Option<(SeismicPrediction, f64)>,
+    /// The default prediction's log-ratio residual y − ŷ (`None` for a training-only
+    /// partial): the window's intervals are calibrated on these.
+    pub residual: Option<f64>,
 }
 
-/// A trained model for one window, versioned by the event time it was trained at.
+/// A window's course forest and SEISMIC correction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Model {
-    /// The window.
-    pub t_obs: Time,
-    /// Event time at which it was trained; used from `version + model_delay` on.
-    pub version: Time,
+pub struct CourseModel {
     /// How many samples it was trained on.
     pub n_samples: usize,
-    /// How many samples of its window had been seen in all (drives the retraining schedule
-    /// and the seed, so a warm-started trainer continues exactly where this one stopped).
+    /// How many course samples of its window had been seen in all (drives the retraining
+    /// schedule and the seed, so a warm-started trainer continues exactly where this one stopped).
     pub samples_seen: usize,
     /// The forest.
     pub forest: tweetoscope_model::forest::Forest,
@@ -345,9 +435,72 @@ pub struct Model {
     /// form (kilobytes) rather than the trees (megabytes).
     pub training: Vec<[f64; 4]>,
     /// The window's SEISMIC correction (α, γ), fitted on the same training cascades (those
-    /// that ended before `version`); `None` when off or with too few samples.
-    #[serde(default)]
+    /// that ended before the model's version); `None` when off or with too few samples.
     pub seismic: Option<CorrectedSeismic>,
+}
+
+/// A window's learned model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedModel {
+    /// Learned samples of its window seen in all (the schedule and the seed continue from it).
+    pub samples_seen: usize,
+    /// The model (its feature set is checked when read back).
+    pub model: PredictiveModel,
+}
+
+/// A window's model update, versioned by the event time it was trained at: whatever was
+/// retrained then, and the window's current calibration residuals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    /// The window.
+    pub t_obs: Time,
+    /// Event time at which it was trained; used from `version + predictor.model_delay` on.
+    pub version: Time,
+    /// A new course forest (and SEISMIC correction), or `None` when unchanged.
+    pub course: Option<CourseModel>,
+    /// A new learned model, or `None` when unchanged.
+    pub learned: Option<LearnedModel>,
+    /// Log-ratio residuals y − ŷ of the default predictions of the window's most recent ended
+    /// cascades (oldest first): the split-conformal calibration of its intervals.
+    pub calibration: Vec<f64>,
+}
+
+impl Model {
+    /// Samples of the newest model it carries (the learned one when both).
+    pub fn n_samples(&self) -> usize {
+        match (&self.learned, &self.course) {
+            (Some(l), _) => l.model.n_samples(),
+            (None, Some(c)) => c.n_samples,
+            (None, None) => 0,
+        }
+    }
+
+    /// A warm start's models from a stream of updates (any order): per window, the newest
+    /// update that carries a course forest and the newest that carries a learned model, in
+    /// version order, without their calibration (intervals are calibrated on the stream being
+    /// predicted, never carried over from another one).
+    pub fn latest_per_window(updates: impl IntoIterator<Item = Model>) -> Vec<Model> {
+        use std::collections::BTreeMap;
+        let mut course: BTreeMap<Time, Model> = BTreeMap::new();
+        let mut learned: BTreeMap<Time, Model> = BTreeMap::new();
+        for m in updates {
+            if let Some(c) = &m.course {
+                if course.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
+                    let only = Model { course: Some(c.clone()), learned: None, calibration: Vec::new(), ..m.clone() };
+                    course.insert(m.t_obs, only);
+                }
+            }
+            if let Some(l) = &m.learned {
+                if learned.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
+                    let only = Model { course: None, learned: Some(l.clone()), calibration: Vec::new(), ..m };
+                    learned.insert(only.t_obs, only);
+                }
+            }
+        }
+        let mut all: Vec<Model> = course.into_values().chain(learned.into_values()).collect();
+        all.sort_by_key(|m| (m.t_obs, m.version, m.learned.is_some()));
+        all
+    }
 }
 
 /// The output topics of SPEC §3.
@@ -396,175 +549,12 @@ pub struct OutputRecord {
     pub value: String,
 }
 
-/// Course-compatible JSON values (SPEC §3), built with serde_json so that they are always
-/// valid JSON, with finite numbers only (callers guarantee finiteness; see `finite`).
-pub mod json {
-    use serde_json::json;
-
-    use super::*;
-
-    /// Replaces a non-finite number with 0 so that no NaN or infinity is ever written;
-    /// upstream stages already exclude them, this is the last line of defence.
-    fn finite(x: f64) -> f64 {
-        if x.is_finite() {
-            x
-        } else {
-            0.0
-        }
-    }
-
-    /// `{"type":"serie",…}`.
-    pub fn serie(p: &Partial) -> String {
-        let tweets: Vec<(f64, f64)> = p.events.iter().map(|e| (e.t, e.m)).collect();
-        json!({"type": "serie", "cid": p.cascade.to_string(), "msg": p.msg, "T_obs": p.t_obs, "tweets": tweets})
-            .to_string()
-    }
-
-    /// `{"type":"size",…}`.
-    pub fn size(f: &FinalSize) -> String {
-        json!({"type": "size", "cid": f.cascade.to_string(), "n_tot": f.n_tot, "t_end": f.t_end}).to_string()
-    }
-
-    /// `{"type":"parameters",…}`; `n_star` and `G1` are added to the course fields.
-    pub fn parameters(e: &Estimate) -> String {
-        let (params, n_star, g1, n_supp) = match &e.fit {
-            Some(f) => ([finite(f.p), finite(f.beta)], finite(f.n_star), finite(f.g1), finite(f.n_hawkes)),
-            None => ([0.0, 0.0], 0.0, 0.0, e.n as f64),
-        };
-        json!({"type": "parameters", "cid": e.cascade.to_string(), "msg": e.msg, "n_obs": e.n,
-               "n_supp": n_supp, "params": params, "n_star": n_star, "G1": g1, "fit_ok": e.fit.is_some(),
-               "T_obs": e.t_obs, "at_bound": e.fit.is_some_and(|f| f.at_bound)})
-        .to_string()
-    }
-
-    /// `{"type":"sample",…}`.
-    pub fn sample(s: &Sample) -> String {
-        json!({"type": "sample", "cid": s.cascade.to_string(), "X": s.x.map(finite), "W": finite(s.w)}).to_string()
-    }
-
-    /// `{"type":"alert",…}`.
-    pub fn alert(p: &Prediction) -> String {
-        json!({"type": "alert", "cid": p.cascade.to_string(), "msg": p.msg, "T_obs": p.t_obs,
-               "n_tot": finite(p.n_pred).round() as u64})
-        .to_string()
-    }
-
-    /// `{"type":"stat",…}` with the corrected ARE and, added, the predictions and the plain
-    /// Hawkes and SEISMIC ARE (`n_seismic`/`ARE_seismic` are null when SEISMIC predicted an
-    /// infinite size; `n_seismic_corrected`/`ARE_seismic_corrected` when the window had no
-    /// SEISMIC correction yet or it predicted an infinite size), so that reports can be
-    /// computed from the topic alone.
-    pub fn stat(s: &StatRecord) -> String {
-        json!({"type": "stat", "cid": s.cascade.to_string(), "T_obs": s.t_obs, "ARE": finite(s.are),
-               "ARE_hawkes": finite(s.are_hawkes), "ARE_seismic": s.are_seismic.map(finite),
-               "n_obs": s.n_obs, "n_true": s.n_true, "n_pred": finite(s.n_pred), "n_hawkes": finite(s.n_hawkes),
-               "n_seismic": s.n_seismic.map(finite), "omega": finite(s.omega), "model_samples": s.model_samples,
-               "n_seismic_corrected": s.n_seismic_corrected.map(finite),
-               "ARE_seismic_corrected": s.are_seismic_corrected.map(finite)})
-        .to_string()
-    }
-
-    /// `{"type":"model",…}`: the window's forest, versioned by event time, as its
-    /// hyper-parameters, seed and training set (training is deterministic, so a reader
-    /// rebuilds the identical forest with `Forest::train`).
-    pub fn model(m: &Model) -> String {
-        let training: Vec<[f64; 4]> = m.training.iter().map(|r| r.map(finite)).collect();
-        json!({"type": "model", "T_obs": m.t_obs, "version": m.version, "n_samples": m.n_samples,
-               "samples_seen": m.samples_seen, "params": m.forest.params(), "seed": m.forest.seed(),
-               "training": training,
-               "seismic": m.seismic.map(|c| json!({"alpha": finite(c.alpha), "gamma": finite(c.gamma)}))})
-        .to_string()
-    }
-
-    /// Rebuilds a model from its `models` topic JSON: the forest is retrained from the
-    /// stored training set, parameters and seed, which gives the identical forest.
-    pub fn parse_model(text: &str) -> Result<Model, String> {
-        #[derive(serde::Deserialize)]
-        struct Wire {
-            #[serde(rename = "T_obs")]
-            t_obs: Time,
-            version: Time,
-            samples_seen: usize,
-            params: tweetoscope_model::forest::ForestParams,
-            seed: u64,
-            training: Vec<[f64; 4]>,
-            #[serde(default)]
-            seismic: Option<CorrectedSeismic>,
-        }
-        let w: Wire = serde_json::from_str(text).map_err(|e| format!("invalid model record: {e}"))?;
-        let x: Vec<[f64; 3]> = w.training.iter().map(|r| [r[0], r[1], r[2]]).collect();
-        let y: Vec<f64> = w.training.iter().map(|r| r[3]).collect();
-        let forest = tweetoscope_model::forest::Forest::train(&x, &y, &w.params, w.seed).map_err(|e| e.to_string())?;
-        Ok(Model {
-            t_obs: w.t_obs,
-            version: w.version,
-            n_samples: x.len(),
-            samples_seen: w.samples_seen,
-            forest,
-            training: w.training,
-            seismic: w.seismic.filter(|c| c.alpha.is_finite() && c.gamma.is_finite()),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serie_is_course_shaped_json() {
-        let p = Partial {
-            cascade: 12,
-            t_obs: 600,
-            msg: "hi".into(),
-            events: vec![Event { t: 0.0, m: 10.0 }, Event { t: 5.0, m: 3.0 }],
-        };
-        let v: serde_json::Value = serde_json::from_str(&json::serie(&p)).unwrap();
-        assert_eq!(v["type"], "serie");
-        assert_eq!(v["cid"], "12");
-        assert_eq!(v["T_obs"], 600);
-        assert_eq!(v["tweets"][1][0], 5.0);
-    }
-
-    #[test]
-    fn a_model_record_rebuilds_the_identical_forest() {
-        use tweetoscope_model::forest::{Forest, ForestParams};
-        let training: Vec<[f64; 4]> =
-            (0..40).map(|i| [1e-4 * (i + 1) as f64, 0.01 * i as f64, 10.0 + i as f64, 0.5 + (i % 7) as f64]).collect();
-        let x: Vec<[f64; 3]> = training.iter().map(|r| [r[0], r[1], r[2]]).collect();
-        let y: Vec<f64> = training.iter().map(|r| r[3]).collect();
-        let params = ForestParams { n_trees: 10, ..ForestParams::default() };
-        let forest = Forest::train(&x, &y, &params, 99).unwrap();
-        let seismic = Some(CorrectedSeismic { alpha: 0.7, gamma: 42.5 });
-        let model = Model { t_obs: 600, version: 1234, n_samples: 40, samples_seen: 55, forest, training, seismic };
-        let back = json::parse_model(&json::model(&model)).unwrap();
-        assert_eq!((back.t_obs, back.version, back.samples_seen), (600, 1234, 55));
-        assert_eq!(back.seismic, seismic, "the SEISMIC correction travels with the model");
-        for probe in [[2e-4, 0.1, 12.0], [3e-3, 0.3, 40.0]] {
-            assert_eq!(back.forest.predict(&probe).to_bits(), model.forest.predict(&probe).to_bits());
-        }
-    }
-
-    #[test]
-    fn non_finite_numbers_never_reach_json() {
-        let s = json::stat(&StatRecord {
-            cascade: 1,
-            t_obs: 600,
-            n_obs: 10,
-            n_true: 20,
-            n_pred: f64::NAN,
-            are: f64::NAN,
-            n_hawkes: 1.0,
-            are_hawkes: f64::INFINITY,
-            n_seismic: None,
-            are_seismic: None,
-            n_seismic_corrected: Some(f64::INFINITY),
-            are_seismic_corrected: Some(f64::NAN),
-            omega: 1.0,
-            model_samples: 0,
-        });
-        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(v["ARE"], 0.0);
-        assert_eq!(v["ARE_seismic_corrected"], 0.0);
+/// Sizes in a JSON record are finite: a non-finite number becomes 0 (upstream stages never
+/// produce one; this is the last line of defence).
+pub fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
     }
 }

@@ -33,8 +33,17 @@ pub enum SummaryEvent {
     Rejected { reason: RejectReason, count: u64 },
     /// A prediction was made.
     Prediction { t_obs: Time, fit_ok: bool, alert: bool, at_bound: bool },
-    /// A prediction's accuracy once the true size was known.
-    Accuracy { t_obs: Time, are: f64, are_hawkes: f64, are_seismic: Option<f64>, are_seismic_corrected: Option<f64> },
+    /// A prediction's accuracy once the true size was known, for every model; `covered`:
+    /// whether the true size fell in the default prediction's interval (`None`: no interval).
+    Accuracy {
+        t_obs: Time,
+        are: f64,
+        are_hawkes: f64,
+        are_course: f64,
+        are_seismic: Option<f64>,
+        are_seismic_corrected: Option<f64>,
+        covered: Option<bool>,
+    },
     /// A training sample was made.
     SampleMade { t_obs: Time },
     /// A prediction gave no sample.
@@ -49,7 +58,7 @@ impl SummaryEvent {
         SummaryEvent::Prediction {
             t_obs: p.t_obs,
             fit_ok: p.fit.is_some(),
-            alert: p.n_pred > alert_threshold,
+            alert: p.is_alert(alert_threshold),
             at_bound: p.fit.is_some_and(|f| f.at_bound),
         }
     }
@@ -246,10 +255,11 @@ pub fn summary_event(e: &SummaryEvent) {
                 m.alerts.with_label_values(&[&w]).inc();
             }
         }
-        SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic, are_seismic_corrected } => {
+        SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_course, are_seismic, are_seismic_corrected, .. } => {
             let w = t_obs.to_string();
-            m.are.with_label_values(&[&w, "corrected"]).observe(*are);
+            m.are.with_label_values(&[&w, "default"]).observe(*are);
             m.are.with_label_values(&[&w, "hawkes"]).observe(*are_hawkes);
+            m.are.with_label_values(&[&w, "course"]).observe(*are_course);
             if let Some(a) = are_seismic {
                 m.are.with_label_values(&[&w, "seismic"]).observe(*a);
             }

@@ -29,25 +29,73 @@ fn backtest_of_a_generated_topic_equals_the_file_run_for_one_and_two_processes()
     run_ok(tweetoscope(&prefix, &["backtest", "-w", "2", "--out"]).arg(dir.path().join("bt")));
     assert_same_outputs(&dir.path().join("run"), &dir.path().join("bt"));
 
+    // The README's recipe exactly: --out on process 0 only (they used to wait on each
+    // other for ever, the dataflow's shape depending on --out).
     let ports = free_ports(2);
     let hostfile = dir.path().join("hosts");
     std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
     let spawn = |p: &str| {
-        tweetoscope(&prefix, &["backtest", "-w", "2", "-n", "2", "-p", p, "--hostfile"])
-            .arg(&hostfile)
-            .arg("--out")
-            .arg(dir.path().join("cluster"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        let mut cmd = tweetoscope(&prefix, &["backtest", "-w", "2", "-n", "2", "-p", p, "--hostfile"]);
+        cmd.arg(&hostfile);
+        if p == "0" {
+            cmd.arg("--out").arg(dir.path().join("cluster"));
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
     let children = [spawn("0"), spawn("1")];
     for (i, child) in children.into_iter().enumerate() {
-        let o = child.wait_with_output().unwrap();
+        let o = wait_bounded(child, Duration::from_secs(120), &format!("backtest process {i}"));
         assert!(o.status.success(), "process {i} failed: {}", String::from_utf8_lossy(&o.stderr));
     }
     assert_same_outputs(&dir.path().join("run"), &dir.path().join("cluster"));
+}
+
+/// `live` ends with SIGTERM (drained, flushed, exit 0); in a cluster, a SIGTERM to one
+/// process stops every process, all within 5 s (they used to wait for the other's input).
+#[test]
+fn a_sigterm_to_one_process_of_a_live_cluster_stops_every_process_within_5_s() {
+    let (prefix, _kafka) = namespace("livestop");
+    generate(&prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
+    let log = |p: usize| dir.path().join(format!("live-{p}.log"));
+    let spawn = |p: usize| {
+        let stderr = std::fs::File::create(log(p)).unwrap();
+        tweetoscope(&prefix, &["live", "--metrics-addr", "off", "-n", "2", "-p", &p.to_string(), "--hostfile"])
+            .arg(&hostfile)
+            .env("RUST_LOG", "tweetoscope::pipeline=info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    };
+    let children = vec![spawn(0), spawn(1)];
+    let read = |p: usize| std::fs::read_to_string(log(p)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(0..2).all(|p| read(p).contains("connected and agrees")) {
+        if Instant::now() > deadline {
+            let (a, b) = (read(0), read(1));
+            children.into_iter().for_each(kill_and_reap);
+            panic!("the live cluster did not start within 60 s:\n{a}\n{b}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // reading the topic
+    let _ = std::process::Command::new("kill").args(["-TERM", &children[1].id().to_string()]).status();
+    let signalled = Instant::now();
+    for (p, child) in children.into_iter().enumerate() {
+        let o = wait_bounded(child, Duration::from_secs(5).saturating_sub(signalled.elapsed()), &format!("live process {p}"));
+        assert!(o.status.success(), "live process {p} exited with {}:\n{}", o.status, read(p));
+        assert!(!read(p).contains("error"), "live process {p}:\n{}", read(p));
+    }
+}
+
+/// Kills a child that is still running (a failed test leaves no process behind).
+fn kill_and_reap(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

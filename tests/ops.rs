@@ -481,7 +481,7 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     let checks: [(&str, &str, &BTreeMap<String, f64>); 5] = [
         ("tweetoscope_predictions_total{job=\"tweetoscope\"}", "window", &predictions),
         ("tweetoscope_alerts_total", "window", &alerts),
-        ("tweetoscope_are_ratio_count{model=\"corrected\"}", "window", &are_counts),
+        ("tweetoscope_are_ratio_count{model=\"default\"}", "window", &are_counts),
         ("tweetoscope_events_total > 0", "outcome", &accepted_outcomes),
         ("tweetoscope_cascades_terminated_total", "", &terminated),
     ];

@@ -2,7 +2,8 @@
 //! Kafka broker on loopback (`scripts/test` starts it). Each test kills or disturbs a live
 //! cluster fed by `tweetoscope generate` and checks that the union of the output topics (read
 //! committed) equals, record for record, an uninterrupted run on the same input. The tests
-//! in this file run one at a time (one of them stops the broker); every wait is bounded.
+//! in this file run one at a time (one of them stops the broker); every wait is bounded. One
+//! case runs over the broker's SASL_SSL listener (TLS + SCRAM-SHA-512, `scripts/kafka`).
 
 mod common;
 
@@ -58,16 +59,42 @@ fn config(dir: &Path) -> PathBuf {
     path
 }
 
+/// Which listener of the broker the processes use.
+#[derive(Clone, Copy, PartialEq)]
+enum Over {
+    Plaintext,
+    /// SASL_SSL: TLS and SCRAM-SHA-512.
+    Tls,
+}
+
+impl Over {
+    /// `tweetoscope SUBCOMMAND … ARGS…` on this listener.
+    fn tweetoscope(self, prefix: &str, args: &[&str]) -> std::process::Command {
+        match self {
+            Over::Plaintext => tweetoscope(prefix, args),
+            Over::Tls => Secure::get().tweetoscope(prefix, args),
+        }
+    }
+
+    /// A library client of the topics of `prefix` on this listener.
+    fn client(self, plaintext: KafkaConfig, prefix: &str) -> KafkaConfig {
+        match self {
+            Over::Plaintext => plaintext,
+            Over::Tls => Secure::get().client(prefix),
+        }
+    }
+}
+
 /// A live cluster: `processes` processes of `threads` workers each, checkpointing to `ck`,
 /// ending `idle` seconds after the input goes quiet.
-fn start_cluster(prefix: &str, dir: &Path, ck: &Path, (processes, threads): (usize, usize), run: &str, idle: &str) -> Vec<Child> {
+fn start_cluster(over: Over, prefix: &str, dir: &Path, ck: &Path, (processes, threads): (usize, usize), run: &str, idle: &str) -> Vec<Child> {
     let config = config(dir);
     let hostfile = dir.join(format!("hosts-{run}"));
     let ports = free_ports(processes);
     std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
     (0..processes)
         .map(|p| {
-            let mut cmd = tweetoscope(prefix, &["live", "--metrics-addr", "off", "--until-idle", idle, "--config"]);
+            let mut cmd = over.tweetoscope(prefix, &["live", "--metrics-addr", "off", "--until-idle", idle, "--config"]);
             cmd.arg(&config).arg("--checkpoint-dir").arg(ck).args(["-w", &threads.to_string()]);
             if processes > 1 {
                 cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "--hostfile"]).arg(&hostfile);
@@ -82,8 +109,8 @@ fn start_cluster(prefix: &str, dir: &Path, ck: &Path, (processes, threads): (usi
 }
 
 /// `generate` paced so that the feed lasts about 12 s of wall time.
-fn start_feed(prefix: &str) -> Child {
-    tweetoscope(prefix, &["generate", "--speed", "70000", "--sources", "3", "--input"])
+fn start_feed(over: Over, prefix: &str) -> Child {
+    over.tweetoscope(prefix, &["generate", "--speed", "70000", "--sources", "3", "--input"])
         .arg(bundled_sample())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -158,14 +185,15 @@ fn logs(dir: &Path, run: &str) -> String {
 /// Kills one process of a running cluster once it has checkpointed and committed, then
 /// restarts with `restart` = (processes, threads), optionally corrupting the newest
 /// checkpoint first; checks the outputs and returns the restart's logs.
-fn crash_and_recover(test: &str, first: (usize, usize), restart: (usize, usize), corrupt_newest: bool) -> String {
+fn crash_and_recover(test: &str, first: (usize, usize), restart: (usize, usize), corrupt_newest: bool, over: Over) -> String {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = &fresh_artifacts(test);
     let expected = expected(dir);
     let (prefix, kafka) = namespace(test);
+    let kafka = over.client(kafka, &prefix);
     let ck = dir.join("checkpoints");
-    let mut cluster = start_cluster(&prefix, dir, &ck, first, "first", "4");
-    let feed = start_feed(&prefix);
+    let mut cluster = start_cluster(over, &prefix, dir, &ck, first, "first", "4");
+    let feed = start_feed(over, &prefix);
     // Two complete checkpoints when the newest is to be corrupted: there must be one to fall back to.
     let checkpoint = wait_for_checkpoint_and_commits(&kafka, &ck, &mut cluster, dir, if corrupt_newest { 2 } else { 1 });
     kill9(&cluster[cluster.len() - 1]);
@@ -182,7 +210,7 @@ fn crash_and_recover(test: &str, first: (usize, usize), restart: (usize, usize),
         std::fs::write(&part, bytes).unwrap();
         assert!(store.latest(committed).unwrap().is_none_or(|c| c.time < newest), "the corruption went unnoticed");
     }
-    let cluster = start_cluster(&prefix, dir, &ck, restart, "restart", "4");
+    let cluster = start_cluster(over, &prefix, dir, &ck, restart, "restart", "4");
     let fed = wait_bounded(feed, Duration::from_secs(120), "generate");
     assert!(fed.status.success(), "generate failed: {}", tail(&fed.stderr));
     finish(cluster, dir, "restart");
@@ -201,18 +229,23 @@ fn crash_and_recover(test: &str, first: (usize, usize), restart: (usize, usize),
 
 #[test]
 fn killing_one_process_of_two_mid_run_then_restarting_loses_and_duplicates_nothing() {
-    crash_and_recover("crash2", (2, 1), (2, 1), false);
+    crash_and_recover("crash2", (2, 1), (2, 1), false, Over::Plaintext);
 }
 
 #[test]
 fn a_restart_on_another_number_of_workers_re_shards_the_checkpoint() {
-    crash_and_recover("reshard", (2, 1), (1, 3), false);
+    crash_and_recover("reshard", (2, 1), (1, 3), false, Over::Plaintext);
 }
 
 #[test]
 fn a_corrupt_newest_checkpoint_is_detected_and_the_previous_one_is_used() {
-    let logs = crash_and_recover("corrupt", (2, 1), (2, 1), true);
+    let logs = crash_and_recover("corrupt", (2, 1), (2, 1), true, Over::Plaintext);
     assert!(logs.contains("skipping an unusable checkpoint"), "no warning about the corrupt checkpoint:\n{}", tail(logs.as_bytes()));
+}
+
+#[test]
+fn killing_one_process_of_two_over_tls_then_restarting_loses_and_duplicates_nothing() {
+    crash_and_recover("crash_tls", (2, 1), (2, 1), false, Over::Tls);
 }
 
 /// Restarts the shared broker when dropped, so that a failing test leaves it running.
@@ -239,7 +272,7 @@ fn the_pipeline_waits_for_a_stopped_broker_and_finishes_with_the_same_outputs() 
     run_ok(tweetoscope(&prefix, &["generate", "--speed", "max", "--sources", "3", "--input"]).arg(bundled_sample()));
     let ck = dir.join("checkpoints");
     // Quiet for 20 s means the end; the outage is shorter than that.
-    let mut cluster = start_cluster(&prefix, dir, &ck, (2, 1), "first", "20");
+    let mut cluster = start_cluster(Over::Plaintext, &prefix, dir, &ck, (2, 1), "first", "20");
     wait_for_checkpoint_and_commits(&kafka, &ck, &mut cluster, dir, 1);
     let _back = BrokerBack;
     kafka_script("stop");

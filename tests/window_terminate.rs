@@ -18,7 +18,7 @@ fn row(time: Time, o: &TrackerOutput) -> Row {
     match o {
         TrackerOutput::Partial(p) => {
             let ts: Vec<_> = p.events.iter().map(|e| (e.t as u64, e.m as u64)).collect();
-            (time, 0, p.cascade, format!("{} {:?}", p.t_obs, ts))
+            (time, 0, p.cascade, format!("{} {:?} {}", p.t_obs, ts, p.training_only))
         }
         TrackerOutput::TooSmall { cascade, t_obs } => (time, 1, *cascade, t_obs.to_string()),
         TrackerOutput::Final(f) => (time, 2, f.cascade, format!("{} {} {:?}", f.n_tot, f.t_end, f.windows)),
@@ -35,9 +35,9 @@ fn sequential(cascades: &[Vec<TweetEvent>], s: &TrackerSettings) -> Vec<Row> {
         let mut accepted = vec![&events[0]];
         let mut rest = events[1..].iter();
         for e in rest.by_ref() {
-            if e.time - accepted.last().unwrap().time > s.t_end {
-                let terminated_at = accepted.last().unwrap().time + s.t_end;
-                let reason = if e.time <= terminated_at + s.tombstone_ttl {
+            if e.time - accepted.last().unwrap().time > s.t_end() {
+                let terminated_at = accepted.last().unwrap().time + s.t_end();
+                let reason = if e.time <= terminated_at + s.tombstone_ttl() {
                     RejectReason::TerminatedCascade
                 } else {
                     RejectReason::UnknownCascade
@@ -47,9 +47,9 @@ fn sequential(cascades: &[Vec<TweetEvent>], s: &TrackerSettings) -> Vec<Row> {
             }
             accepted.push(e);
         }
-        let terminated_at = accepted.last().unwrap().time + s.t_end;
+        let terminated_at = accepted.last().unwrap().time + s.t_end();
         for e in rest {
-            let reason = if e.time <= terminated_at + s.tombstone_ttl {
+            let reason = if e.time <= terminated_at + s.tombstone_ttl() {
                 RejectReason::TerminatedCascade
             } else {
                 RejectReason::UnknownCascade
@@ -57,14 +57,15 @@ fn sequential(cascades: &[Vec<TweetEvent>], s: &TrackerSettings) -> Vec<Row> {
             rows.push((e.time, 3, id, format!("{} {:?}", e.time, reason)));
         }
         let mut emitted = Vec::new();
-        for &w in &s.windows {
+        for &w in s.windows() {
             let seen: Vec<_> = accepted
                 .iter()
                 .filter(|e| e.time <= start + w)
                 .map(|e| (e.time - start, e.magnitude as u64))
                 .collect();
-            if seen.len() >= s.min_cascade_size {
-                rows.push((start + w, 0, id, format!("{w} {seen:?}")));
+            if seen.len() >= s.min_training_size() {
+                let training_only = seen.len() < s.min_cascade_size();
+                rows.push((start + w, 0, id, format!("{w} {seen:?} {training_only}")));
                 emitted.push(w);
             } else {
                 rows.push((start + w, 1, id, w.to_string()));
@@ -146,7 +147,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
     fn dataflow_matches_sequential_semantics(cascades in cascades(), ttl in 0u64..200) {
-        let s = TrackerSettings { windows: vec![10, 25], t_end: 40, min_cascade_size: 2, tombstone_ttl: ttl };
+        // Partials of 3 events are predicted, of 2 emitted for training only.
+        let s = TrackerSettings::new(vec![10, 25], 40, 3, 2, ttl).unwrap();
         let expected = sequential(&cascades, &s);
         for workers in [1, 2, 3, 4] {
             let got = dataflow(&cascades, &s, workers, 1);

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::options::{KafkaOptions, Speed};
-use super::progress::{Interrupts, Pace, Progress};
+use super::progress::{Pace, Progress};
+use super::signals;
+use crate::pipeline::RunHandles;
 use crate::config::InputConfig;
 use crate::io::files::read_dataset;
 use crate::io::files::Dataset;
@@ -97,8 +99,8 @@ pub fn send_timeline(
     })
 }
 /// `generate`: the dataset onto the `tweets` topic; fails when a message was not delivered.
-/// The topic must exist (else one line says to run `tweetoscope topics`), and a broker must
-/// answer within [`super::kafka::BROKER_TIMEOUT`]. SIGINT/SIGTERM stop sending; what was
+/// A broker must answer ([`super::options::KAFKA_CONNECT_TIMEOUT`]) and the topic must exist
+/// (else one line says to run `tweetoscope topics`). SIGINT/SIGTERM stop sending; what was
 /// sent is flushed and counted, and the exit code is 128 + the signal.
 pub fn command(
     input: &Path,
@@ -108,15 +110,13 @@ pub fn command(
     config_path: Option<PathBuf>,
     kafka: &KafkaOptions,
 ) -> anyhow::Result<ExitCode> {
-    let mut config = super::options::load_config(config_path.as_deref())?;
-    kafka.apply(&mut config);
-    config.validate()?;
+    // First, before any thread (librdkafka's included) starts: see `signals::install`.
+    let handles = RunHandles::default();
+    signals::install(&handles, 0)?;
+    let config = kafka.connect(config_path.as_deref(), |_| {}, |t| vec![t.tweets.clone()])?;
     let dataset = read_dataset(input, index)?;
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let interrupts = Interrupts::install(shutdown.clone(), "sending stops; what was sent is flushed")?;
-    super::kafka::preflight(&config.kafka, &[&config.kafka.topics.tweets], kafka, config_path.as_deref())?;
+    let shutdown: Arc<AtomicBool> = handles.shutdown.clone();
     let sent = Arc::new(AtomicU64::new(0));
-    interrupts.running();
     let report = {
         let pace = if speed.0.is_some() { Pace::Paced } else { Pace::Max };
         let _progress = Progress::start("generating", Some(dataset.events() as u64), pace, sent.clone());
@@ -126,9 +126,9 @@ pub fn command(
     if report.failed > 0 || report.delivered < report.sent {
         bail!("{} of {} messages were not delivered", report.sent - report.delivered, report.sent);
     }
-    if let Some(signal) = interrupts.caught() {
-        println!("interrupted by {}: {} of the dataset's {} events were sent", signal.name(), report.sent, dataset.events());
-        return Ok(ExitCode::from(signal.exit_code()));
+    if let Some(cause) = handles.stop_cause() {
+        println!("interrupted ({cause}): {} of the dataset's {} events were sent", report.sent, dataset.events());
+        return Ok(super::replay::exit(cause));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 //! `tweetoscope live`, `backtest` and `topics`: the pipeline on the `tweets` topic, and the
-//! topics it needs; and the check every Kafka command makes first ([`preflight`]).
+//! topics it needs; and the topic check every Kafka command makes first ([`require_topics`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,122 +12,108 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 
 use super::options::{KafkaOptions, RecoveryOptions, ReportOptions, RunOptions};
-use super::progress::{Interrupts, Pace, Progress};
-use super::replay::{alertmanager, finish_alerts, report};
+use super::progress::{Pace, Progress};
+use super::replay::{alertmanager, exit, finish_alerts, report};
+use super::signals;
 use crate::config::DataflowConfig;
 use crate::dataflow::source::kafka::{KafkaSourceSpec, StartAt};
 use crate::io::kafka::KafkaConfig;
 use crate::observe::live::LiveView;
 use crate::pipeline::{run as run_job, Job, RunHandles, SourceSpec};
 
-/// How long a Kafka command waits for a broker that does not answer before it fails with
-/// one line (librdkafka alone would retry, and log every retry, for minutes).
-pub const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the topic check waits for the metadata (the brokers have just answered
+/// `KafkaConfig::check_connection`).
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// librdkafka's logs and errors during [`preflight`], kept out of the terminal: the check
-/// turns the outcome into one line. They stay visible with `RUST_LOG=librdkafka=debug`.
+/// librdkafka's logs and errors during [`require_topics`], kept out of the terminal: the
+/// check turns the outcome into one line. They stay visible with `RUST_LOG=librdkafka=debug`.
 struct Quiet;
 
 impl ClientContext for Quiet {
     fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
-        tracing::debug!(target: "librdkafka", "preflight: {fac}: {message}");
+        tracing::debug!(target: "librdkafka", "topic check: {fac}: {message}");
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(target: "librdkafka", "preflight: {error}: {reason}");
+        tracing::debug!(target: "librdkafka", "topic check: {error}: {reason}");
     }
 }
 
 impl ConsumerContext for Quiet {}
 
-/// Before a Kafka command does anything: a broker answers within [`BROKER_TIMEOUT`], and
-/// every topic of `topics` exists (else: "run `tweetoscope topics …` first"). Each failure is
-/// one line that says what to do; without this, a missing topic meant one error line per
-/// message (97,000 for the sample) and an unreachable broker a minute of librdkafka retries.
-pub fn preflight(kafka: &KafkaConfig, topics: &[&str], options: &KafkaOptions, config: Option<&Path>) -> Result<()> {
+/// Every topic of `topics` exists, else one line: "topic X does not exist: run `{create}`
+/// first". Without it, `generate` to a missing topic logged one error per message (97,000
+/// for the sample) and never said what to do.
+pub fn require_topics(kafka: &KafkaConfig, topics: &[String], create: &str) -> Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
     let consumer: BaseConsumer<Quiet> = kafka
         .client_config()
-        .set("group.id", "tweetoscope-preflight")
+        .set("group.id", "tweetoscope-topic-check")
         .set_log_level(RDKafkaLogLevel::Debug)
         .create_with_context(Quiet)?;
-    let metadata = match consumer.fetch_metadata(None, BROKER_TIMEOUT) {
+    let metadata = match consumer.fetch_metadata(None, METADATA_TIMEOUT) {
         Ok(m) => m,
         Err(e) => bail!(
-            "no Kafka broker answered at {} within {} s ({}): is it running (`scripts/kafka status`)? \
-             Brokers come from --brokers, else $TWEETOSCOPE_KAFKA_BROKERS, else the config's [kafka] brokers",
+            "the brokers at {} did not list their topics within {} s ({})",
             kafka.brokers,
-            BROKER_TIMEOUT.as_secs(),
+            METADATA_TIMEOUT.as_secs(),
             e.rdkafka_error_code().map_or_else(|| e.to_string(), |c| c.to_string())
         ),
     };
     let exists = |name: &str| metadata.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
-    let missing: Vec<&str> = topics.iter().copied().filter(|t| !exists(t)).collect();
+    let missing: Vec<&str> = topics.iter().map(String::as_str).filter(|t| !exists(t)).collect();
     match missing.as_slice() {
         [] => Ok(()),
-        [one] => bail!("topic {one} does not exist: run `{}` first", options.topics_command(config)),
-        many => bail!("topics {} do not exist: run `{}` first", many.join(", "), options.topics_command(config)),
+        [one] => bail!("topic {one} does not exist: run `{create}` first"),
+        many => bail!("topics {} do not exist: run `{create}` first", many.join(", ")),
     }
-}
-
-/// The config of a Kafka command: the file, the environment, the flags, then the checks.
-fn kafka_config(run: &RunOptions, kafka: &KafkaOptions, recovery: Option<&RecoveryOptions>) -> Result<DataflowConfig> {
-    let mut config = run.load_config()?;
-    kafka.apply(&mut config);
-    if let Some(r) = recovery {
-        r.apply(&mut config);
-    }
-    config.validate()?;
-    Ok(config)
 }
 
 /// `live`: the pipeline on the `tweets` topic, producing every output topic, until a signal
-/// (exit 128 + its number, the summary marked interrupted) or `--until-idle` (exit 0).
+/// (it drains, flushes, prints the summary marked interrupted and exits 128 + the signal) or
+/// `--until-idle` (exit 0).
 pub fn live(run: &RunOptions, kafka: &KafkaOptions, recovery: &RecoveryOptions) -> Result<ExitCode> {
+    // First, before any thread (librdkafka's included) starts: see `signals::install`.
+    let handles = RunHandles::default();
+    signals::install(&handles, run.process)?;
     run.check_outputs()?;
-    let config = kafka_config(run, kafka, Some(recovery))?;
-    let interrupts = Interrupts::install(
-        Default::default(),
-        if config.checkpoint.dir.is_some() {
-            "reading stops; committed outputs and the last complete checkpoint are kept, the rest is recomputed on restart"
-        } else {
-            "reading stops; what was computed is produced and flushed"
-        },
-    )?;
-    preflight(&config.kafka, &config.kafka.topics.all(), kafka, run.config.as_deref())?;
+    let config = kafka.connect(run.config.as_deref(), |c| recovery.apply(c), |t| t.all().map(str::to_owned).to_vec())?;
+    // --until-idle is checked by its parser (finite, > 0).
     let idle_exit = recovery.until_idle.map(Duration::from_secs_f64);
     let source = SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: false, start: StartAt::Beginning, idle_exit });
     // A live pipeline continues from the models it published.
-    pipeline(run, None, config, source, true, interrupts)
+    pipeline(run, None, config, source, handles)
 }
 
-/// `backtest`: the `tweets` topic from its beginning to the end offsets seen at start.
+/// `backtest`: the `tweets` topic from its beginning to the end offsets seen at start; a
+/// signal stops it where it is (the summary says interrupted; exit 128 + the signal).
 pub fn backtest(run: &RunOptions, report_options: &ReportOptions, kafka: &KafkaOptions) -> Result<ExitCode> {
+    let handles = RunHandles::default();
+    signals::install(&handles, run.process)?;
     run.check_outputs()?;
-    report_options.check()?;
-    let config = kafka_config(run, kafka, None)?;
-    let interrupts = Interrupts::install(Default::default(), "reading stops; the summary covers what was read")?;
-    preflight(&config.kafka, &[&config.kafka.topics.tweets], kafka, run.config.as_deref())?;
+    report_options.check(run)?;
+    let config = kafka.connect(run.config.as_deref(), |_| {}, |t| vec![t.tweets.clone()])?;
     let source = SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: true, start: StartAt::Beginning, idle_exit: None });
-    // A backtest is a function of the topic only: no warm start.
-    pipeline(run, Some(report_options), config, source, false, interrupts)
+    pipeline(run, Some(report_options), config, source, handles)
 }
 
-/// Runs a Kafka job (live when `report_options` is None) and reports it.
+/// Runs a Kafka job (`live` when `report_options` is None: Kafka sink and warm start; a
+/// backtest is a function of the topic only) and reports it.
 fn pipeline(
     run: &RunOptions,
     report_options: Option<&ReportOptions>,
     config: DataflowConfig,
     source: SourceSpec,
-    live: bool,
-    interrupts: Interrupts,
+    handles: RunHandles,
 ) -> Result<ExitCode> {
+    let live = report_options.is_none();
+    run.note_ignored(report_options);
     let view = LiveView::new(config.pipeline.alert_threshold);
-    let handles = RunHandles {
-        live: Some(view.clone()),
-        alertmanager: alertmanager(run)?,
-        shutdown: interrupts.shutdown().clone(),
-        ..RunHandles::default()
-    };
+    let http = run.http(&view, live.then_some("until the pipeline stops"))?;
+    // The page's state is kept only when a server shows it.
+    let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(run)?, ..handles };
     let no_report = ReportOptions::default();
     let report_options = report_options.unwrap_or(&no_report);
     let job = Job {
@@ -138,25 +124,20 @@ fn pipeline(
         cluster: run.cluster()?,
         warm_start: live,
     };
-    let _http = run.http(&view, live.then_some("until the pipeline stops"))?;
-    interrupts.running();
     let result = {
         let _progress = Progress::start(if live { "live" } else { "backtest" }, None, Pace::Paced, handles.events.clone());
         run_job(job, handles.clone())
     };
     finish_alerts(&handles);
-    let interrupted = interrupts.caught();
+    let interrupted = handles.stop_cause();
     report(run, report_options, result?, interrupted)?;
-    Ok(interrupted.map_or(ExitCode::SUCCESS, |s| ExitCode::from(s.exit_code())))
+    Ok(interrupted.map_or(ExitCode::SUCCESS, exit))
 }
 
 /// `topics`: creates the input, output, dead-letter and progress topics that do not exist
 /// yet (`progress`, the exactly-once output's frontier, with one partition).
 pub fn topics(partitions: i32, config_path: Option<&Path>, kafka: &KafkaOptions) -> Result<()> {
-    let mut config = super::options::load_config(config_path)?;
-    kafka.apply(&mut config);
-    config.validate()?;
-    preflight(&config.kafka, &[], kafka, config_path)?;
+    let config = kafka.connect(config_path, |_| {}, |_| Vec::new())?;
     let names = config.kafka.topics.all();
     crate::io::kafka::ensure_topics(&config.kafka, &names, partitions)?;
     crate::io::kafka::ensure_topics(&config.kafka, &[&config.kafka.topics.progress], 1)?;

@@ -271,11 +271,7 @@ pub fn command(
     if let Some(path) = &json {
         super::options::check_output_file("--json", path)?;
     }
-    let mut config = super::options::load_config(config.as_deref())?;
-    kafka.apply(&mut config);
-    config.validate()?;
-    let topics = &config.kafka.topics;
-    super::kafka::preflight(&config.kafka, &[&topics.tweets, &topics.cascade_properties, &topics.alerts], kafka, None)?;
+    let config = kafka.connect(config.as_deref(), |_| {}, |t| vec![t.tweets.clone(), t.cascade_properties.clone(), t.alerts.clone()])?;
     let dataset = crate::io::files::read_dataset(input, index)?;
     let options = LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
     let report = measure(&dataset, &config, &options)?;

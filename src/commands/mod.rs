@@ -6,7 +6,9 @@
 //! accepted by every command that runs the dataflow. Timely spells the hostfile `-h`; here
 //! `-h` is help, as in every other command-line tool, and the hostfile is `--hostfile` only.
 //! Each command takes only the options that apply to it, and every number is checked by its
-//! parser (`--pace 0` is a usage error, not a hang).
+//! parser (`--pace 0` is a usage error, not a hang). `--help` sorts the options of the
+//! dataflow commands into cluster-wide ones (every process must get the same: start-up checks
+//! it, `pipeline::fingerprint`) and per-process ones.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ pub mod latency;
 pub mod options;
 pub mod progress;
 pub mod replay;
+pub mod signals;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -57,11 +60,12 @@ pub enum Command {
     /// Replay recorded cascades (SEISMIC folder or file, or course CSV + index) through the
     /// whole pipeline and print the accuracy per window.
     Run {
-        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
-        #[arg(long)]
+        /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index). In a
+        /// cluster, every process must read the same cascades (their digest is compared).
+        #[arg(long, help_heading = options::CLUSTER_WIDE)]
         input: PathBuf,
         /// The course-layout index CSV of --input.
-        #[arg(long)]
+        #[arg(long, help_heading = options::CLUSTER_WIDE)]
         index: Option<PathBuf>,
         /// Run options.
         #[command(flatten)]
@@ -103,20 +107,20 @@ pub enum Command {
     /// isolation.level=read_committed).
     Live {
         /// Kafka options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         kafka: KafkaOptions,
         /// Run options.
         #[command(flatten)]
         run: RunOptions,
         /// Recovery options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         recovery: RecoveryOptions,
     },
     /// Replay the `tweets` topic from its beginning to the end offsets seen at start, as fast
     /// as possible, and report the accuracy per window (as `run`).
     Backtest {
         /// Kafka options.
-        #[command(flatten)]
+        #[command(flatten, next_help_heading = options::CLUSTER_WIDE)]
         kafka: KafkaOptions,
         /// Run options.
         #[command(flatten)]
@@ -248,6 +252,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The exit code of a failed command: 128 + the signal when a signal stopped the cluster's
+/// start-up (here or on another process), else 1. (A run stopped by a signal is not an
+/// error: it reports, marked interrupted, and exits with the signal's code itself.)
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    use crate::pipeline::{ClusterError, PipelineError};
+    for cause in error.chain() {
+        if let Some(PipelineError::Cluster(c)) = cause.downcast_ref::<PipelineError>() {
+            return c.exit_code();
+        }
+        if let Some(c) = cause.downcast_ref::<ClusterError>() {
+            return c.exit_code();
+        }
+    }
+    1
+}
+
 /// An error and its causes on one line, `context: cause: root cause`, each cause once: a
 /// cause whose text the line already holds (librdkafka's errors repeat their code as their
 /// source) is not printed again.
@@ -336,6 +356,20 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
         let e = anyhow::Error::new(crate::io::files::InputError::Io { path: "d.csv".into(), source: io });
         assert_eq!(error_line(&e.context("reading the dataset")), "reading the dataset: d.csv: No such file or directory");
+    }
+
+    #[test]
+    fn flags_override_the_environment_and_the_file_and_validation_comes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, password) = (dir.path().join("c.toml"), dir.path().join("pw"));
+        std::fs::write(&password, "from-flag\n").unwrap();
+        // sasl_ssl with no password in the file: valid only once a later layer gives one.
+        std::fs::write(&config, "[kafka]\nbrokers = \"file:1\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password = \"from-file-layer\"\n").unwrap();
+        let cli = Cli::try_parse_from(["tweetoscope", "topics", "--config", config.to_str().unwrap(), "--brokers", "flag:1", "--sasl-password-file", password.to_str().unwrap()]).unwrap();
+        let Some(Command::Topics { config, kafka, .. }) = cli.command else { panic!("topics expected") };
+        let c = kafka.load(config.as_deref(), |_| {}).unwrap();
+        assert_eq!(c.kafka.brokers, "flag:1");
+        assert_eq!(c.kafka.sasl_password.as_ref().map(|p| p.0.as_str()), Some("from-flag"));
     }
 
     #[test]

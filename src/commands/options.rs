@@ -21,6 +21,12 @@ pub const BUNDLED_SAMPLE: &str = "data/seismic-tideh100/raw/training";
 /// Where the HTTP server binds by default: loopback only.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9464";
 
+/// `--help` heading of the options every process of a cluster must get alike.
+pub const CLUSTER_WIDE: &str = "Cluster-wide options (every process of a cluster must get the same; checked at start-up)";
+
+/// `--help` heading of the options that may differ between the processes of a cluster.
+pub const PER_PROCESS: &str = "Per-process options (may differ between the processes of a cluster)";
+
 /// A number > 0 and finite (`--pace`, `--speed`, `--until-idle`, …).
 pub fn positive(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -69,35 +75,42 @@ pub fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 #[derive(Debug, Clone, Args, Default)]
 pub struct RunOptions {
     /// Dataflow configuration TOML (default: dataflows/embedded.toml, compiled in).
-    #[arg(long)]
+    #[arg(long, help_heading = CLUSTER_WIDE)]
     pub config: Option<PathBuf>,
-    /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order.
-    #[arg(long, value_name = "DIR")]
+    /// Write every output topic as `<DIR>/<topic>.jsonl`, in a deterministic order. In a
+    /// cluster, process 0 writes the whole cluster's outputs; other processes ignore it.
+    #[arg(long, value_name = "DIR", help_heading = PER_PROCESS)]
     pub out: Option<PathBuf>,
-    /// Write the per-window summary as JSON to this file.
-    #[arg(long, value_name = "FILE")]
+    /// Write the per-window summary as JSON to this file (process 0 of a cluster).
+    #[arg(long, value_name = "FILE", help_heading = PER_PROCESS)]
     pub summary: Option<PathBuf>,
     /// Serve /metrics, the live page (/) and /api/state here; `off` disables. If the default
     /// address is taken (another process on this host), the run goes on without it.
-    #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
+    #[arg(long, default_value = DEFAULT_HTTP_ADDR, help_heading = PER_PROCESS)]
     pub metrics_addr: String,
     /// Push every popular-cascade alert (prediction above the alert threshold) to this
     /// Alertmanager, `http://HOST:PORT` (API v2): one `PopularCascade` alert per cascade and
     /// window, from a background queue that never blocks the dataflow. Off when absent.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = PER_PROCESS)]
     pub alertmanager: Option<String>,
     /// Worker threads per process (timely's -w).
-    #[arg(short = 'w', long = "threads", default_value_t = 1)]
+    #[arg(short = 'w', long = "threads", default_value_t = 1, help_heading = CLUSTER_WIDE)]
     pub threads: usize,
     /// Number of processes (timely's -n).
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    #[arg(short = 'n', long = "processes", default_value_t = 1, help_heading = CLUSTER_WIDE)]
     pub processes: usize,
     /// Index of this process, 0-based (timely's -p).
-    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    #[arg(short = 'p', long = "process", default_value_t = 0, help_heading = PER_PROCESS)]
     pub process: usize,
     /// Hostfile: one `host:port` per line, in process order (timely's -h; here `-h` is help).
-    #[arg(long = "hostfile", value_name = "FILE")]
+    /// Each process listens on its own line and dials the others' (a process's own line may
+    /// differ, e.g. `0.0.0.0:2101`).
+    #[arg(long = "hostfile", value_name = "FILE", help_heading = PER_PROCESS)]
     pub hostfile: Option<PathBuf>,
+    /// With several processes: give up, naming the missing process and its address, when
+    /// not every process has connected within SECS seconds [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = positive, allow_negative_numbers = true, help_heading = PER_PROCESS)]
+    pub connect_timeout: Option<f64>,
 }
 
 /// Options of a replay of recorded files (`run` and the default).
@@ -105,11 +118,11 @@ pub struct RunOptions {
 pub struct ReplayOptions {
     /// Replay at this multiple of real time (event seconds per wall second) instead of as
     /// fast as possible.
-    #[arg(long, value_name = "F", value_parser = positive, allow_negative_numbers = true)]
+    #[arg(long, value_name = "F", value_parser = positive, allow_negative_numbers = true, help_heading = CLUSTER_WIDE)]
     pub pace: Option<f64>,
     /// Keep serving the page and metrics after the replay ends, until SIGINT (Ctrl-C) or
     /// SIGTERM.
-    #[arg(long)]
+    #[arg(long, help_heading = PER_PROCESS)]
     pub serve: bool,
 }
 
@@ -117,12 +130,12 @@ pub struct ReplayOptions {
 #[derive(Debug, Clone, Args, Default)]
 pub struct ReportOptions {
     /// After the run, write DIR/report.md and SVG plots (accuracy per window and model) from
-    /// the outputs of --out, or of DIR/outputs when --out is not given.
-    #[arg(long, value_name = "DIR")]
+    /// the outputs of --out, or of DIR/outputs when --out is not given (process 0 of a cluster).
+    #[arg(long, value_name = "DIR", help_heading = PER_PROCESS)]
     pub report: Option<PathBuf>,
     /// With --report on simulated data: the `truth.csv` written by `tweetoscope simulate`,
     /// for parameter recovery (estimated vs true p, β, n*).
-    #[arg(long, value_name = "FILE", requires = "report")]
+    #[arg(long, value_name = "FILE", requires = "report", help_heading = PER_PROCESS)]
     pub truth: Option<PathBuf>,
 }
 
@@ -155,7 +168,11 @@ impl RecoveryOptions {
     }
 }
 
-/// Kafka options shared by the Kafka commands (they override the config's `[kafka]`).
+/// Kafka options shared by the Kafka commands (`topics`, `generate`, `backtest`, `live`,
+/// `latency`). Settings are layered: the config's `[kafka]` table, then the environment
+/// (`TWEETOSCOPE_KAFKA_*`, see `io::kafka::ENV_VARS`), then these flags, then one validation.
+/// The password itself is never a flag (a command line is visible to every user of the
+/// machine): `sasl_password_file`, `--sasl-password-file` or `TWEETOSCOPE_KAFKA_SASL_PASSWORD`.
 #[derive(Debug, Clone, Args, Default)]
 pub struct KafkaOptions {
     /// Bootstrap servers, `host:port[,…]` (else $TWEETOSCOPE_KAFKA_BROKERS, else the config's).
@@ -164,18 +181,85 @@ pub struct KafkaOptions {
     /// Prefix every topic name (e.g. one namespace per test or per environment).
     #[arg(long)]
     pub topic_prefix: Option<String>,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl (TLS + SASL, what managed clusters use).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, value_name = "MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, value_name = "USER")]
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret). The password itself
+    /// is never a flag: this, the config's sasl_password_file, or $TWEETOSCOPE_KAFKA_SASL_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the brokers' TLS certificates.
+    #[arg(long, value_name = "FILE")]
+    pub ssl_ca_location: Option<String>,
 }
 
+/// How long a Kafka command waits for a broker that does not answer at all before it fails
+/// (a broker that refuses the client fails it at once: `KafkaConfig::check_connection`).
+pub const KAFKA_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl KafkaOptions {
-    /// Applies these options and the environment to a config.
+    /// Applies the environment, then these flags, to a config (no validation).
     pub fn apply(&self, config: &mut DataflowConfig) {
-        config.kafka = config.kafka.clone().with_env();
+        let k = &mut config.kafka;
+        k.apply_env();
         if let Some(b) = &self.brokers {
-            config.kafka.brokers = b.clone();
+            k.brokers = b.clone();
+        }
+        if let Some(p) = &self.security_protocol {
+            k.security_protocol = p.clone();
+        }
+        if let Some(m) = &self.sasl_mechanism {
+            k.sasl_mechanism = Some(m.clone());
+        }
+        if let Some(u) = &self.sasl_username {
+            k.sasl_username = Some(u.clone());
+        }
+        if let Some(f) = &self.sasl_password_file {
+            k.sasl_password = None;
+            k.sasl_password_file = Some(f.clone());
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            k.ssl_ca_location = Some(ca.clone());
         }
         if let Some(p) = &self.topic_prefix {
-            config.kafka.topics = config.kafka.topics.with_prefix(p);
+            k.topics = k.topics.with_prefix(p);
         }
+    }
+
+    /// A Kafka command's settings: the config file (default: the embedded one), then the
+    /// environment, then these flags, then `more` (the command's own flags), then ONE
+    /// validation, which also reads the password file.
+    pub fn load(&self, config: Option<&Path>, more: impl FnOnce(&mut DataflowConfig)) -> Result<DataflowConfig, crate::config::ConfigError> {
+        let mut c = match config {
+            Some(path) => DataflowConfig::load_layer(path)?,
+            None => DataflowConfig::parse_layer(super::EMBEDDED_CONFIG)?,
+        };
+        self.apply(&mut c);
+        more(&mut c);
+        c.finish_kafka()?;
+        Ok(c)
+    }
+
+    /// [`KafkaOptions::load`], then one connection to the brokers, so that refused credentials
+    /// or certificates end the command at once with the fix, then a check that `topics` (the
+    /// command's, from the loaded config) exist: a missing one is one line saying to run
+    /// `tweetoscope topics …`, where the producer used to log one error per message.
+    pub fn connect(
+        &self,
+        config: Option<&Path>,
+        more: impl FnOnce(&mut DataflowConfig),
+        topics: impl FnOnce(&crate::io::kafka::TopicNames) -> Vec<String>,
+    ) -> anyhow::Result<DataflowConfig> {
+        let loaded = self.load(config, more)?;
+        loaded.kafka.check_connection(KAFKA_CONNECT_TIMEOUT)?;
+        super::kafka::require_topics(&loaded.kafka, &topics(&loaded.kafka.topics), &self.topics_command(config))?;
+        Ok(loaded)
     }
 
     /// The `tweetoscope topics …` line that creates the topics these options name.
@@ -269,8 +353,12 @@ pub fn check_input_file(option: &'static str, path: &Path) -> Result<(), CliErro
 }
 
 impl RunOptions {
-    /// Checks `--out` (created) and `--summary` (which may be inside it) before the run.
+    /// Checks `--out` (created) and `--summary` (which may be inside it) before the run
+    /// (process 0's: the other processes of a cluster ignore them).
     pub fn check_outputs(&self) -> Result<(), CliError> {
+        if self.process != 0 {
+            return Ok(());
+        }
         if let Some(dir) = &self.out {
             check_output_dir("--out", dir)?;
         }
@@ -292,7 +380,28 @@ impl RunOptions {
                 .map(str::to_owned)
                 .collect(),
         };
-        Ok(Cluster::new(self.threads, self.processes, self.process, addresses)?)
+        let cluster = Cluster::new(self.threads, self.processes, self.process, addresses)?;
+        // --connect-timeout is checked by its parser (finite, > 0).
+        Ok(match self.connect_timeout {
+            None => cluster,
+            Some(s) => cluster.with_connect_timeout(std::time::Duration::from_secs_f64(s)),
+        })
+    }
+
+    /// Says which per-process options this process ignores: in a cluster, process 0 writes
+    /// the outputs, the summary and the report of the whole cluster.
+    pub fn note_ignored(&self, report: Option<&ReportOptions>) {
+        if self.process == 0 {
+            return;
+        }
+        let report = report.is_some_and(|r| r.report.is_some());
+        let ignored: Vec<&str> = [("--out", self.out.is_some()), ("--summary", self.summary.is_some()), ("--report", report)]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
+        if !ignored.is_empty() {
+            eprintln!("note: process {} ignores {}: process 0 writes them for the whole cluster", self.process, ignored.join(", "));
+        }
     }
 
     /// Starts the HTTP server as `--metrics-addr` says, serving `live` (None when off, or
@@ -338,8 +447,11 @@ impl ReportOptions {
         run.out.clone().or_else(|| self.report.as_ref().map(|d| d.join("outputs")))
     }
 
-    /// Checks `--report` (writable) and `--truth` (readable) before the run.
-    pub fn check(&self) -> Result<(), CliError> {
+    /// Checks `--report` (writable) and `--truth` (readable) before the run (process 0's).
+    pub fn check(&self, run: &RunOptions) -> Result<(), CliError> {
+        if run.process != 0 {
+            return Ok(());
+        }
         if let Some(dir) = &self.report {
             check_output_dir("--report", dir)?;
         }

@@ -1,10 +1,8 @@
-//! What a long command shows and listens to: a progress bar on stderr, and SIGINT/SIGTERM.
+//! What a long command shows: a progress bar on stderr (signals: `signals.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use anyhow::{Context, Result};
 
 /// How a bar estimates what is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,88 +82,6 @@ impl Drop for Progress {
     }
 }
 
-/// SIGINT or SIGTERM, as a command reports and exits with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Signal(pub i32);
-
-impl Signal {
-    /// `SIGINT`, `SIGTERM`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            signal_hook::consts::SIGINT => "SIGINT",
-            signal_hook::consts::SIGTERM => "SIGTERM",
-            _ => "a signal",
-        }
-    }
-
-    /// The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
-    pub fn exit_code(self) -> u8 {
-        u8::try_from(128 + self.0).unwrap_or(1)
-    }
-}
-
-/// SIGINT and SIGTERM for a command that can stop cleanly once running.
-///
-/// Before [`Interrupts::running`] (connecting, loading, restoring: nothing to flush yet), a
-/// signal ends the process at once with 128 + its number. Once running, the first signal
-/// sets the shutdown flag: the sources stop, the pipeline drains, producers flush, and the
-/// command prints its summary marked "interrupted" and exits with 128 + the number. A second
-/// signal ends the process at once.
-#[derive(Clone)]
-pub struct Interrupts {
-    /// The flag the pipeline (or the generator) watches.
-    shutdown: Arc<AtomicBool>,
-    /// The first signal caught (0: none).
-    caught: Arc<AtomicI32>,
-    /// Whether a signal now stops cleanly rather than at once.
-    running: Arc<AtomicBool>,
-}
-
-impl Interrupts {
-    /// Installs the handler (once per process); `stopping` says what a clean stop does, for
-    /// the line printed when the first signal comes.
-    pub fn install(shutdown: Arc<AtomicBool>, stopping: &'static str) -> Result<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let this = Self { shutdown, caught: Arc::default(), running: Arc::default() };
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing the signal handler")?;
-        let handler = this.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for number in signals.forever() {
-                    let signal = Signal(number);
-                    let first = handler.caught.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-                    if !first || !handler.running.load(Ordering::SeqCst) {
-                        eprintln!("{}: interrupted", signal.name());
-                        std::process::exit(i32::from(signal.exit_code()));
-                    }
-                    eprintln!("{}: stopping ({stopping}); send it again to quit at once", signal.name());
-                    handler.shutdown.store(true, Ordering::SeqCst);
-                }
-            })
-            .context("starting the signal thread")?;
-        Ok(this)
-    }
-
-    /// From now on a signal stops the command cleanly.
-    pub fn running(&self) {
-        self.running.store(true, Ordering::SeqCst);
-    }
-
-    /// The signal that stopped the command, if one did.
-    pub fn caught(&self) -> Option<Signal> {
-        match self.caught.load(Ordering::SeqCst) {
-            0 => None,
-            n => Some(Signal(n)),
-        }
-    }
-
-    /// The shutdown flag.
-    pub fn shutdown(&self) -> &Arc<AtomicBool> {
-        &self.shutdown
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,12 +94,5 @@ mod tests {
         assert_eq!(human_rate(1_254_000.0), "1.25M/s");
         assert_eq!(human_rate(0.0), "0/s");
         assert_eq!(human_rate(f64::NAN), "0/s");
-    }
-
-    #[test]
-    fn signals_exit_with_the_shell_convention() {
-        assert_eq!(Signal(signal_hook::consts::SIGINT).exit_code(), 130);
-        assert_eq!(Signal(signal_hook::consts::SIGTERM).exit_code(), 143);
-        assert_eq!(Signal(signal_hook::consts::SIGTERM).name(), "SIGTERM");
     }
 }

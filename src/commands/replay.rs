@@ -10,13 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::options::{ReplayOptions, ReportOptions, RunOptions};
-use super::progress::{Interrupts, Pace, Progress, Signal};
-use super::{resolve_bundled, BUNDLED_SAMPLE};
+use super::progress::{Pace, Progress};
+use super::{resolve_bundled, signals, BUNDLED_SAMPLE};
 use crate::io::files::read_dataset;
 use crate::observe::alertmanager::{Pusher, PusherOptions};
 use crate::observe::live::LiveView;
 use crate::observe::summary::RunReport;
-use crate::pipeline::{run, Job, RunHandles, SourceSpec};
+use crate::pipeline::{run, Job, RunHandles, SourceSpec, StopCause};
 
 /// The embedded default: the config's `[input]`, else the bundled sample.
 pub fn embedded(options: &RunOptions, replay_options: &ReplayOptions, report_options: &ReportOptions) -> Result<ExitCode> {
@@ -28,8 +28,9 @@ pub fn embedded(options: &RunOptions, replay_options: &ReplayOptions, report_opt
 }
 
 /// Replays a dataset through the pipeline, with a progress bar, then prints the table.
-/// SIGINT/SIGTERM stop the replay where it is: the table and `--summary` then cover what was
-/// read, say "interrupted", and the exit code is 128 + the signal.
+/// SIGINT/SIGTERM stop the replay where it is (every process of a cluster): the table and
+/// `--summary` then cover what was read and say "interrupted", and the exit code is 128 + the
+/// signal.
 pub fn replay(
     options: &RunOptions,
     replay_options: &ReplayOptions,
@@ -37,15 +38,26 @@ pub fn replay(
     input: PathBuf,
     index: Option<PathBuf>,
 ) -> Result<ExitCode> {
+    // First, before any thread starts: see `signals::install`.
+    let handles = RunHandles::default();
+    signals::install(&handles, options.process)?;
     // Every output is checked before the replay, not after it.
     options.check_outputs()?;
-    report_options.check()?;
+    report_options.check(options)?;
     let config = options.load_config()?;
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
+    options.note_ignored(Some(report_options));
     let live = LiveView::new(config.pipeline.alert_threshold);
-    let handles = RunHandles { live: Some(live.clone()), alertmanager: alertmanager(options)?, ..RunHandles::default() };
-    let interrupts = Interrupts::install(handles.shutdown.clone(), "the replay ends where it is; the summary covers what was read")?;
+    // Only a page that stays up long enough to be opened is advertised.
+    let announce = match (replay_options.serve, replay_options.pace) {
+        (true, _) => Some("during the replay and after it, until Ctrl-C (--serve)"),
+        (false, Some(_)) => Some("until the replay ends (--serve keeps them up after it)"),
+        (false, None) => None,
+    };
+    let http = options.http(&live, announce)?;
+    // The page's state is kept only when a server shows it.
+    let handles = RunHandles { live: http.as_ref().map(|_| live), alertmanager: alertmanager(options)?, ..handles };
     let local: usize = (0..cluster.threads_per_process())
         .map(|t| crate::io::timeline::worker_share(&dataset, cluster.process() * cluster.threads_per_process() + t, cluster.peers()))
         .sum();
@@ -57,35 +69,32 @@ pub fn replay(
         cluster,
         warm_start: false,
     };
-    // Only a page that stays up long enough to be opened is advertised.
-    let announce = match (replay_options.serve, replay_options.pace) {
-        (true, _) => Some("during the replay and after it, until Ctrl-C (--serve)"),
-        (false, Some(_)) => Some("until the replay ends (--serve keeps them up after it)"),
-        (false, None) => None,
-    };
-    let http = options.http(&live, announce)?;
-    interrupts.running();
     let result = {
         let pace = if replay_options.pace.is_some() { Pace::Paced } else { Pace::Max };
         let _progress = Progress::start("replaying", Some(local as u64), pace, handles.events.clone());
         run(job, handles.clone())
     };
     finish_alerts(&handles);
-    let interrupted = interrupts.caught();
+    let interrupted = handles.stop_cause();
     report(options, report_options, result?, interrupted)?;
-    if let Some(signal) = interrupted {
+    if let Some(cause) = interrupted {
         // Stopped during the replay: no serving of a half-finished run.
-        return Ok(ExitCode::from(signal.exit_code()));
+        return Ok(exit(cause));
     }
     if let (true, Some(server)) = (replay_options.serve, http) {
         eprintln!("replay done; serving http://{}/ until Ctrl-C (SIGINT) or SIGTERM", server.addr);
-        while !interrupts.shutdown().load(Ordering::Relaxed) {
+        while !handles.shutdown.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }
         drop(server);
-        return Ok(interrupts.caught().map_or(ExitCode::SUCCESS, |s| ExitCode::from(s.exit_code())));
+        return Ok(handles.stop_cause().map_or(ExitCode::SUCCESS, exit));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a run a signal stopped: 128 + the signal (130, 143).
+pub fn exit(cause: StopCause) -> ExitCode {
+    ExitCode::from(u8::try_from(cause.exit_code()).unwrap_or(1))
 }
 
 /// Starts pushing popular-cascade alerts to `--alertmanager`, if given.
@@ -106,14 +115,18 @@ pub fn finish_alerts(handles: &RunHandles) {
 /// Prints the table and writes `--summary` and `--report`. An interrupted run says so: a
 /// line after the table, and `"interrupted": true` in the JSON (always present, false for a
 /// run that finished).
-pub fn report(options: &RunOptions, report_options: &ReportOptions, report: Option<RunReport>, interrupted: Option<Signal>) -> Result<()> {
+pub fn report(options: &RunOptions, report_options: &ReportOptions, report: Option<RunReport>, interrupted: Option<StopCause>) -> Result<()> {
     let Some(report) = report else {
-        eprintln!("process {} finished; process 0 prints the summary", options.process);
+        match interrupted {
+            Some(cause) => eprintln!("process {} stopped ({cause}); process 0 prints the summary", options.process),
+            None => eprintln!("process {} finished; process 0 prints the summary", options.process),
+        }
         return Ok(());
     };
     print!("{}", report.table());
-    if let Some(signal) = interrupted {
-        println!("interrupted by {}: these figures cover the input read until then", signal.name());
+    if let Some(cause) = interrupted {
+        println!("interrupted ({cause}): these figures cover the input read until then");
+        eprintln!("interrupted: {cause}; the summary covers the input read until then");
     }
     if let Some(path) = &options.summary {
         let mut json = serde_json::to_value(&report)?;

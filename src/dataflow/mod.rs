@@ -30,6 +30,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback};
 use timely::dataflow::{Scope, StreamVec};
 use tweetoscope_model::hawkes::HawkesModel;
+use tweetoscope_model::predictive::TrainerSettings;
 
 use self::outcome::OutcomePart;
 use self::predict::PredictPart;
@@ -38,9 +39,14 @@ use self::train::TrainPart;
 use self::window::tracker::{TrackerOutput, TrackerSettings};
 use self::window::WindowPart;
 use crate::checkpoint::{decode_parts, CheckpointError, Checkpointing, LoadedCheckpoint, StagePart};
-use crate::config::{DataflowConfig, ForestConfig, SeismicConfig};
+use crate::config::{ConfigError, DataflowConfig, ForestConfig, PredictorMode, SeismicConfig};
+use self::train::trainer::TrainSettings;
+use crate::io::schema::{
+    to_json, AlertRecord, CourseSampleRecord, LearnedSampleRecord, ModelRecord, ParametersRecord, RecordType, SerieRecord,
+    SizeRecord,
+};
 use crate::records::{
-    json, DeadLetter, Estimate, FinalSize, Model, Outcome, OutputRecord, Partial, Prediction, Sample, Topic, TweetEvent,
+    finite, DeadLetter, FinalSize, Model, Outcome, OutputRecord, Partial, Prediction, Sample, Topic, TweetEvent,
 };
 use crate::telemetry::SummaryEvent;
 use crate::Time;
@@ -48,7 +54,22 @@ use crate::Time;
 /// The container builder used by every operator here.
 pub(crate) type Builder<D> = CapacityContainerBuilder<Vec<D>>;
 
-/// Everything the stages need, derived once from the dataflow config.
+/// The learned layer's settings, as the predict and train stages use them.
+#[derive(Debug, Clone)]
+pub struct PredictorSettings {
+    /// Which predictor makes the default prediction.
+    pub mode: PredictorMode,
+    /// Schedule, training window, learner and fallback (validated by the model crate).
+    pub trainer: TrainerSettings,
+    /// Event time from training a model to using it (the feedback loop's delay, ≥ 1).
+    pub model_delay: Time,
+    /// Nominal coverage of the prediction intervals.
+    pub interval_level: f64,
+    /// Residuals of the last this many ended cascades calibrate a window's intervals.
+    pub calibration_size: usize,
+}
+
+/// Everything the stages need, derived once from a validated dataflow config.
 #[derive(Debug, Clone)]
 pub struct StageSettings {
     /// Window and terminate semantics.
@@ -60,29 +81,36 @@ pub struct StageSettings {
     /// Prediction size that raises an alert.
     pub alert_threshold: f64,
     /// The predictive layer.
+    pub predictor: PredictorSettings,
+    /// The course forest.
     pub forest: ForestConfig,
     /// SEISMIC's learned correction.
     pub seismic: SeismicConfig,
-    /// Models to start from (warm start from the models topic); empty for a cold start.
-    pub initial_models: Vec<crate::records::Model>,
+    /// Models to start from (warm start); empty for a cold start.
+    pub initial_models: Vec<Model>,
 }
 
 impl StageSettings {
-    /// Derives the stage settings from a validated config.
-    pub fn from_config(config: &DataflowConfig) -> Result<Self, crate::config::ConfigError> {
+    /// Derives the stage settings from a config (validating it).
+    pub fn from_config(config: &DataflowConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let p = &config.pipeline;
+        let invalid = |key, e: &dyn std::fmt::Display| ConfigError::Invalid { key, rule: e.to_string() };
+        let tracker = TrackerSettings::new(p.windows.clone(), p.t_end, p.min_cascade_size, p.min_training_size, p.tombstone_ttl)
+            .map_err(|e| invalid("pipeline", &e))?;
+        let q = &config.predictor;
         Ok(Self {
-            tracker: TrackerSettings {
-                windows: p.windows.clone(),
-                t_end: p.t_end,
-                min_cascade_size: p.min_cascade_size,
-                tombstone_ttl: p.tombstone_ttl,
-            },
+            tracker,
             granularity: p.granularity,
-            hawkes: HawkesModel::new(config.hawkes.clone())
-                .map_err(|e| crate::config::ConfigError::Invalid { key: "hawkes", rule: e.to_string() })?,
+            hawkes: HawkesModel::new(config.hawkes.clone()).map_err(|e| invalid("hawkes", &e))?,
             alert_threshold: p.alert_threshold,
+            predictor: PredictorSettings {
+                mode: q.mode,
+                trainer: q.trainer()?,
+                model_delay: q.model_delay,
+                interval_level: q.interval_level,
+                calibration_size: q.calibration_size,
+            },
             forest: config.forest.clone(),
             seismic: config.seismic.clone(),
             initial_models: Vec::new(),
@@ -170,8 +198,6 @@ struct Stages<'s> {
     partials: StreamVec<'s, Time, Partial>,
     /// Terminated cascades.
     finals: StreamVec<'s, Time, FinalSize>,
-    /// Fits and SEISMIC per partial cascade.
-    estimates: StreamVec<'s, Time, Estimate>,
     /// Predictions.
     predictions: StreamVec<'s, Time, Prediction>,
     /// Accuracy, samples and exclusions once final sizes are known.
@@ -197,7 +223,7 @@ pub fn build<'s>(
         stages.outcomes.clone().map(LiveEvent::Outcome),
     ]);
     PipelineStreams {
-        records: want_records.then(|| output_records(scope, &stages, settings.alert_threshold)),
+        records: want_records.then(|| output_records(scope, &stages, settings.alert_threshold, settings.predictor.mode)),
         summary: summary_events(scope, &stages, settings.alert_threshold),
         dead_letters: stages.tracked.clone().flat_map(|o| match o {
             TrackerOutput::Rejected(r) => Some(DeadLetter {
@@ -235,17 +261,22 @@ fn build_stages<'s>(
         _ => None,
     });
     let estimates = estimate::estimate_stage(partials.clone(), settings.hawkes.clone());
-    let (loop_handle, models) = scope.feedback::<Vec<Model>>(settings.forest.model_delay);
-    let predictions = predict::predict(estimates.clone(), models, settings.initial_models.clone(), ck.clone());
+    let (loop_handle, models) = scope.feedback::<Vec<Model>>(settings.predictor.model_delay);
+    let predictions =
+        predict::predict(estimates, models, settings.predictor.clone(), settings.initial_models.clone(), ck.clone());
     let outcomes = outcome::outcome(predictions.clone(), finals.clone(), ck.clone());
     let samples = outcomes.clone().flat_map(|o| match o {
         Outcome::Sample(s) => Some(s),
         _ => None,
     });
-    let trained =
-        train::train(samples.clone(), settings.forest.clone(), settings.seismic.clone(), settings.initial_models.clone(), ck);
+    let train_settings = TrainSettings {
+        predictor: settings.predictor.clone(),
+        forest: settings.forest.clone(),
+        seismic: settings.seismic.clone(),
+    };
+    let trained = train::train(samples.clone(), train_settings, settings.initial_models.clone(), ck);
     trained.clone().broadcast().connect_loop(loop_handle);
-    Stages { input_counts, tracked, partials, finals, estimates, predictions, outcomes, samples, trained }
+    Stages { input_counts, tracked, partials, finals, predictions, outcomes, samples, trained }
 }
 
 /// The summary events of every stage.
@@ -254,14 +285,19 @@ fn summary_events<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f
     scope.concatenate(vec![
         s.input_counts,
         s.tracked.flat_map(|o| summary_of(&o)),
-        s.predictions.map(move |p| SummaryEvent::from_prediction(&p, alert_threshold)),
+        s.predictions.flat_map(move |p| (!p.training_only).then(|| SummaryEvent::from_prediction(&p, alert_threshold))),
         s.outcomes.flat_map(|o| o.summary_event()),
-        s.trained.map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples, version: m.version }),
+        s.trained.map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples(), version: m.version }),
     ])
 }
 
-/// The output records of every topic.
-fn output_records<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f64) -> StreamVec<'s, Time, OutputRecord> {
+/// The output records of every topic (training-only partials write none but their sample).
+fn output_records<'s>(
+    scope: Scope<'s, Time>,
+    s: &Stages<'s>,
+    alert_threshold: f64,
+    mode: PredictorMode,
+) -> StreamVec<'s, Time, OutputRecord> {
     let s = s.clone();
     let record = |topic: Topic, cascade, t_obs, rank, key: Option<String>, value| OutputRecord {
         sort_key: (topic, cascade, t_obs, rank),
@@ -269,30 +305,45 @@ fn output_records<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f
         value,
     };
     scope.concatenate(vec![
-        s.partials.map(move |p| record(Topic::CascadeSeries, p.cascade, p.t_obs, 0, None, json::serie(&p))),
+        s.partials.flat_map(move |p| {
+            (!p.training_only).then(|| record(Topic::CascadeSeries, p.cascade, p.t_obs, 0, None, to_json(&SerieRecord::of(&p))))
+        }),
         s.finals.flat_map(move |f| {
-            let value = json::size(&f);
+            let value = to_json(&SizeRecord::of(&f));
             f.windows
                 .iter()
                 .map(|w| record(Topic::CascadeProperties, f.cascade, *w, 1, Some(w.to_string()), value.clone()))
                 .collect::<Vec<_>>()
         }),
-        s.estimates.map(move |e| {
-            record(Topic::CascadeProperties, e.cascade, e.t_obs, 0, Some(e.t_obs.to_string()), json::parameters(&e))
+        s.predictions.clone().flat_map(move |p| {
+            let key = Some(p.t_obs.to_string());
+            (!p.training_only).then(|| record(Topic::CascadeProperties, p.cascade, p.t_obs, 0, key, to_json(&ParametersRecord::of(&p))))
         }),
-        s.samples.map(move |x| record(Topic::Samples, x.cascade, x.t_obs, 0, Some(x.t_obs.to_string()), json::sample(&x))),
-        s.trained.map(move |m| record(Topic::Models, 0, m.t_obs, 0, Some(m.t_obs.to_string()), json::model(&m))),
+        s.samples.flat_map(move |x| sample_record(&x, mode).map(|v| record(Topic::Samples, x.cascade, x.t_obs, 0, Some(x.t_obs.to_string()), v))),
+        s.trained.map(move |m| record(Topic::Models, 0, m.t_obs, 0, Some(m.t_obs.to_string()), to_json(&ModelRecord::of(&m)))),
         s.predictions.flat_map(move |p| {
-            (p.n_pred > alert_threshold).then(|| record(Topic::Alerts, p.cascade, p.t_obs, 0, None, json::alert(&p)))
+            p.is_alert(alert_threshold).then(|| record(Topic::Alerts, p.cascade, p.t_obs, 0, None, to_json(&AlertRecord::of(&p))))
         }),
         s.outcomes.flat_map(|o| o.stat_record()),
     ])
+}
+
+/// The `samples` record of a sample: the learned layer's in the default mode, the course's
+/// in course mode (its format unchanged); `None` when that kind of sample is missing.
+fn sample_record(x: &Sample, mode: PredictorMode) -> Option<String> {
+    match mode {
+        PredictorMode::Learned => x.learned.as_ref().map(|l| to_json(&LearnedSampleRecord::of(x.cascade, x.t_obs, l))),
+        PredictorMode::Course => x.course.map(|c| {
+            to_json(&CourseSampleRecord { kind: RecordType::Sample, cid: x.cascade.to_string(), x: c.x.map(finite), w: finite(c.w) })
+        }),
+    }
 }
 
 /// The summary event of a window/terminate output (rejections are counted from the
 /// dead-letter stream, which also carries the source's rejections).
 fn summary_of(o: &TrackerOutput) -> Option<SummaryEvent> {
     Some(match o {
+        TrackerOutput::Partial(p) if p.training_only => SummaryEvent::TooSmall { t_obs: p.t_obs },
         TrackerOutput::Partial(p) => SummaryEvent::Partial { t_obs: p.t_obs },
         TrackerOutput::TooSmall { t_obs, .. } => SummaryEvent::TooSmall { t_obs: *t_obs },
         TrackerOutput::Final(_) => SummaryEvent::Terminated,

@@ -1,18 +1,27 @@
 //! Kafka clients: configuration (passed through to librdkafka, secrets redacted), a
 //! producer that counts deliveries, and partition/offset look-ups for the source.
 //!
-//! Settings come from the dataflow config's `[kafka]` table; the environment overrides the
-//! brokers and credentials (`TWEETOSCOPE_KAFKA_BROKERS`, `TWEETOSCOPE_KAFKA_SASL_USERNAME`,
-//! `TWEETOSCOPE_KAFKA_SASL_PASSWORD`) so that secrets need not live in files.
+//! Settings are layered: the dataflow config's `[kafka]` table, then the environment
+//! ([`ENV_VARS`]: brokers, protocol, credentials — so that secrets need not live in config
+//! files), then the command line's flags, then ONE check ([`KafkaConfig::finish`]) that also
+//! reads `sasl_password_file` (a Kubernetes Secret mounted as a file). Secrets are [`Secret`]s:
+//! never in `Debug` output, logs or errors.
+//!
+//! TLS and SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) are librdkafka's own, built against
+//! OpenSSL (the `ssl` feature of rdkafka, see Cargo.toml). [`KafkaConfig::check_connection`]
+//! connects once before a command starts, so that a wrong password, an untrusted CA or a wrong
+//! protocol ends the command within seconds with one line that names the fix
+//! ([`ConnectFailure`]) instead of librdkafka retrying forever.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::{Deserialize, Serialize};
@@ -38,19 +47,26 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Client id reported to the brokers (shows in broker logs and quotas).
     pub client_id: String,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    /// `plaintext`, `ssl` (TLS), `sasl_plaintext` or `sasl_ssl` (TLS + SASL: what managed
+    /// clusters use).
     pub security_protocol: String,
     /// SASL mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`) when SASL is used.
     pub sasl_mechanism: Option<String>,
     /// SASL user name.
     pub sasl_username: Option<String>,
-    /// SASL password (prefer the environment variable).
+    /// SASL password. Better not in a config file (config files end up in ConfigMaps and
+    /// repositories): use `sasl_password_file` or `TWEETOSCOPE_KAFKA_SASL_PASSWORD`.
     pub sasl_password: Option<Secret>,
-    /// CA certificate file for TLS.
+    /// A file holding the SASL password (surrounding whitespace and the trailing newline are
+    /// ignored): the Kubernetes way, a Secret mounted as a read-only volume. Read once, at
+    /// start. Give either this or `sasl_password`, not both.
+    pub sasl_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the brokers' certificates; without it, the system's
+    /// CAs (enough for clusters with publicly signed certificates).
     pub ssl_ca_location: Option<String>,
-    /// Client certificate file for mutual TLS.
+    /// Client certificate file (PEM) for mutual TLS.
     pub ssl_certificate_location: Option<String>,
-    /// Client key file for mutual TLS.
+    /// Client key file (PEM) for mutual TLS.
     pub ssl_key_location: Option<String>,
     /// Password of the client key.
     pub ssl_key_password: Option<Secret>,
@@ -76,6 +92,7 @@ impl Default for KafkaConfig {
             sasl_mechanism: None,
             sasl_username: None,
             sasl_password: None,
+            sasl_password_file: None,
             ssl_ca_location: None,
             ssl_certificate_location: None,
             ssl_key_location: None,
@@ -212,24 +229,169 @@ pub enum KafkaSetupError {
     /// A topic does not exist or has no partitions.
     #[error("kafka topic {0:?} does not exist or has no partitions")]
     NoSuchTopic(String),
+    /// The password file could not be read.
+    #[error("kafka config: cannot read sasl_password_file {path}: {source}")]
+    SecretFile { path: PathBuf, source: std::io::Error },
+    /// The brokers refused this client for a reason that retrying cannot fix.
+    #[error("kafka: cannot connect to {brokers}: {failure} (librdkafka: {detail})")]
+    Connect { brokers: String, failure: ConnectFailure, detail: String },
+    /// No broker answered in time.
+    #[error("kafka: no broker answered at {brokers} within {seconds} s{detail}: check `brokers` (--brokers, TWEETOSCOPE_KAFKA_BROKERS) and that the cluster is up")]
+    Unreachable { brokers: String, seconds: u64, detail: String },
 }
 
+/// Why the brokers refused a connection, each with the fix (one line, for the error message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// SASL said no: wrong password or unknown user (brokers do not say which).
+    Authentication { user: String, mechanism: String },
+    /// The listener does not enable this SASL mechanism.
+    Mechanism { mechanism: String },
+    /// The broker's certificate does not chain to a trusted CA.
+    UntrustedCertificate { ca: Option<String> },
+    /// The broker's certificate does not name the host the client connected to.
+    HostName,
+    /// The listener requires a client certificate (mutual TLS) and none, or an untrusted
+    /// one, was sent.
+    ClientCertificate { sent: bool },
+    /// A plaintext (or SASL_PLAINTEXT) client connected to a TLS listener.
+    PlaintextToTls,
+    /// A TLS client connected to a plaintext listener.
+    TlsToPlaintext,
+    /// The listener expects SASL and the client did not authenticate (or the reverse).
+    SaslMismatch,
+    /// Another TLS failure.
+    Tls,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Authentication { user, mechanism } => write!(
+                f,
+                "SASL authentication failed for user {user:?} ({mechanism}): wrong password or unknown user; fix: check sasl_username and the password (TWEETOSCOPE_KAFKA_SASL_PASSWORD or sasl_password_file)"
+            ),
+            Self::Mechanism { mechanism } => write!(
+                f,
+                "the listener does not enable SASL mechanism {mechanism}; fix: set sasl_mechanism to one the cluster enables (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            ),
+            Self::UntrustedCertificate { ca: Some(ca) } => write!(
+                f,
+                "the broker's TLS certificate is not signed by the CA in ssl_ca_location ({ca}); fix: point ssl_ca_location at the cluster's CA certificate"
+            ),
+            Self::UntrustedCertificate { ca: None } => write!(
+                f,
+                "the broker's TLS certificate is not signed by a CA this system trusts; fix: set ssl_ca_location to the cluster's CA certificate"
+            ),
+            Self::HostName => write!(
+                f,
+                "the broker's TLS certificate is not valid for the host name in `brokers`; fix: connect with a name the certificate lists (its subjectAltName), not another name or IP for the same host"
+            ),
+            Self::ClientCertificate { sent: false } => write!(
+                f,
+                "the listener requires a client certificate (mutual TLS); fix: set ssl_certificate_location and ssl_key_location"
+            ),
+            Self::ClientCertificate { sent: true } => write!(
+                f,
+                "the listener rejected the client certificate; fix: use a certificate (ssl_certificate_location, ssl_key_location) signed by a CA the brokers trust"
+            ),
+            Self::PlaintextToTls => write!(
+                f,
+                "the listener speaks TLS but security_protocol is plaintext or sasl_plaintext; fix: set security_protocol = \"sasl_ssl\" (or \"ssl\") and ssl_ca_location"
+            ),
+            Self::TlsToPlaintext => write!(
+                f,
+                "the listener does not speak TLS; fix: use the cluster's TLS port, or security_protocol = \"plaintext\" / \"sasl_plaintext\""
+            ),
+            Self::SaslMismatch => write!(
+                f,
+                "the listener and the client disagree on SASL; fix: set security_protocol to the listener's (sasl_ssl with sasl_mechanism and credentials, or ssl)"
+            ),
+            Self::Tls => write!(
+                f,
+                "the TLS handshake failed; fix: check ssl_ca_location, ssl_certificate_location and ssl_key_location, and that `brokers` names the TLS port"
+            ),
+        }
+    }
+}
+
+/// The environment variables that override the config file (and that flags override). Empty
+/// values count as unset.
+pub const ENV_VARS: [&str; 7] = [
+    "TWEETOSCOPE_KAFKA_BROKERS",
+    "TWEETOSCOPE_KAFKA_SECURITY_PROTOCOL",
+    "TWEETOSCOPE_KAFKA_SASL_MECHANISM",
+    "TWEETOSCOPE_KAFKA_SASL_USERNAME",
+    "TWEETOSCOPE_KAFKA_SASL_PASSWORD",
+    "TWEETOSCOPE_KAFKA_SASL_PASSWORD_FILE",
+    "TWEETOSCOPE_KAFKA_SSL_CA_LOCATION",
+];
+
+/// The SASL mechanisms this build supports (librdkafka's built-in ones; GSSAPI needs Cyrus
+/// SASL and OAUTHBEARER a token provider, neither built in).
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
 impl KafkaConfig {
-    /// Applies the environment overrides.
-    pub fn with_env(mut self) -> Self {
-        if let Ok(b) = std::env::var("TWEETOSCOPE_KAFKA_BROKERS") {
-            self.brokers = b;
-        }
-        if let Ok(u) = std::env::var("TWEETOSCOPE_KAFKA_SASL_USERNAME") {
-            self.sasl_username = Some(u);
-        }
-        if let Ok(p) = std::env::var("TWEETOSCOPE_KAFKA_SASL_PASSWORD") {
-            self.sasl_password = Some(Secret(p));
-        }
-        self
+    /// Applies the environment layer (over the config file's values).
+    pub fn apply_env(&mut self) {
+        self.apply_env_from(|name| std::env::var(name).ok());
     }
 
-    /// Checks the settings without contacting a broker.
+    /// Applies the environment layer from a lookup function (tests pass a map). A password
+    /// given here replaces both of the file's password settings.
+    pub fn apply_env_from(&mut self, get: impl Fn(&str) -> Option<String>) {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let [brokers, protocol, mechanism, username, password, password_file, ca] = ENV_VARS;
+        if let Some(v) = get(brokers) {
+            self.brokers = v;
+        }
+        if let Some(v) = get(protocol) {
+            self.security_protocol = v;
+        }
+        if let Some(v) = get(mechanism) {
+            self.sasl_mechanism = Some(v);
+        }
+        if let Some(v) = get(username) {
+            self.sasl_username = Some(v);
+        }
+        let (password, password_file) = (get(password), get(password_file));
+        if password.is_some() || password_file.is_some() {
+            self.sasl_password = password.map(Secret);
+            self.sasl_password_file = password_file.map(PathBuf::from);
+        }
+        if let Some(v) = get(ca) {
+            self.ssl_ca_location = Some(v);
+        }
+    }
+
+    /// After every layer (file, environment, flags): reads `sasl_password_file`, then checks
+    /// everything a client needs (structure, credentials, certificate files). The one
+    /// validation of a Kafka command's settings.
+    pub fn finish(&mut self) -> Result<(), KafkaSetupError> {
+        self.read_secret_files()?;
+        self.validate()?;
+        self.validate_connection_settings()
+    }
+
+    /// Reads `sasl_password_file` into `sasl_password` (once; the path is then cleared).
+    pub fn read_secret_files(&mut self) -> Result<(), KafkaSetupError> {
+        let Some(path) = self.sasl_password_file.take() else { return Ok(()) };
+        if self.sasl_password.is_some() {
+            return Err(KafkaSetupError::Invalid(
+                "both sasl_password and sasl_password_file are set (in one layer: the file or the environment); keep one".into(),
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| KafkaSetupError::SecretFile { path: path.clone(), source })?;
+        let password = text.trim();
+        if password.is_empty() {
+            return Err(KafkaSetupError::Invalid(format!("sasl_password_file {} is empty", path.display())));
+        }
+        self.sasl_password = Some(Secret(password.to_owned()));
+        Ok(())
+    }
+
+    /// Checks the settings without contacting a broker and without credentials (every
+    /// command checks this; the Kafka commands then [`KafkaConfig::finish`]).
     pub fn validate(&self) -> Result<(), KafkaSetupError> {
         let invalid = |m: &str| Err(KafkaSetupError::Invalid(m.to_owned()));
         if self.brokers.trim().is_empty() {
@@ -239,12 +401,11 @@ impl KafkaConfig {
         if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&protocol.as_str()) {
             return invalid("security_protocol must be plaintext, ssl, sasl_plaintext or sasl_ssl");
         }
-        if protocol.starts_with("sasl") {
-            if self.sasl_mechanism.is_none() {
-                return invalid("SASL needs sasl_mechanism");
-            }
-            if self.sasl_username.is_none() || self.sasl_password.as_ref().is_none_or(|p| p.0.is_empty()) {
-                return invalid("SASL needs sasl_username and sasl_password (or TWEETOSCOPE_KAFKA_SASL_* variables)");
+        if let Some(m) = &self.sasl_mechanism {
+            if !SASL_MECHANISMS.iter().any(|k| k.eq_ignore_ascii_case(m)) {
+                return Err(KafkaSetupError::Invalid(format!(
+                    "sasl_mechanism {m:?} is not supported: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                )));
             }
         }
         if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
@@ -256,6 +417,141 @@ impl KafkaConfig {
         Ok(())
     }
 
+    /// What a client needs to connect: SASL credentials when SASL is on, TLS files that
+    /// exist, and no credentials or certificates that the protocol would silently ignore.
+    pub fn validate_connection_settings(&self) -> Result<(), KafkaSetupError> {
+        let invalid = |m: String| Err(KafkaSetupError::Invalid(m));
+        let protocol = self.security_protocol.to_ascii_lowercase();
+        let (sasl, tls) = (protocol.starts_with("sasl"), protocol.ends_with("ssl"));
+        let password = self.sasl_password.as_ref().is_some_and(|p| !p.0.is_empty()) || self.sasl_password_file.is_some();
+        if sasl {
+            if self.sasl_mechanism.is_none() {
+                return invalid(format!("security_protocol = {protocol:?} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"));
+            }
+            if self.sasl_username.is_none() || !password {
+                return invalid(format!(
+                    "security_protocol = {protocol:?} needs sasl_username and a password: sasl_password_file, or TWEETOSCOPE_KAFKA_SASL_PASSWORD (or _FILE)"
+                ));
+            }
+        } else if self.sasl_username.is_some() || password {
+            return invalid(format!(
+                "SASL credentials are set but security_protocol = {protocol:?} would not send them: use sasl_ssl"
+            ));
+        }
+        let files = [
+            ("ssl_ca_location", &self.ssl_ca_location),
+            ("ssl_certificate_location", &self.ssl_certificate_location),
+            ("ssl_key_location", &self.ssl_key_location),
+        ];
+        for (key, value) in files {
+            let Some(path) = value else { continue };
+            if !tls {
+                return invalid(format!("{key} is set but security_protocol = {protocol:?} does not use TLS: use ssl or sasl_ssl"));
+            }
+            if let Err(e) = std::fs::metadata(path) {
+                return invalid(format!("{key} {path}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects to the brokers once (a metadata request) and fails fast, with the fix, when
+    /// they refuse this client: wrong credentials, untrusted or misnamed certificates,
+    /// mismatched protocols. Waits at most `timeout` for a broker that does not answer.
+    pub fn check_connection(&self, timeout: Duration) -> Result<(), KafkaSetupError> {
+        let (answered, seen) = self.probe(self.client_config(), timeout)?;
+        if answered {
+            return Ok(());
+        }
+        let Some((mut failure, detail)) = seen.iter().find_map(|m| self.classify(m).map(|f| (f, m.clone()))) else {
+            let detail = seen.last().map(|m| format!(" (last: {m})")).unwrap_or_default();
+            return Err(KafkaSetupError::Unreachable { brokers: self.brokers.clone(), seconds: timeout.as_secs(), detail });
+        };
+        if matches!(failure, ConnectFailure::UntrustedCertificate { .. }) {
+            // OpenSSL says "certificate verify failed" both for an unknown CA and for a
+            // certificate of another host: without the host name check, a trusted chain
+            // gets past the handshake.
+            let mut lenient = self.client_config();
+            lenient.set("ssl.endpoint.identification.algorithm", "none");
+            let (answered, seen) = self.probe(lenient, Duration::from_secs(5))?;
+            let past_handshake = seen.iter().filter_map(|m| self.classify(m)).any(|f| !matches!(f, ConnectFailure::UntrustedCertificate { .. }));
+            if answered || past_handshake {
+                failure = ConnectFailure::HostName;
+            }
+        }
+        Err(KafkaSetupError::Connect { brokers: self.brokers.clone(), failure, detail })
+    }
+
+    /// Connects with `config` until a metadata request is answered (true), a refusal that
+    /// [`KafkaConfig::classify`] names is reported, or `timeout`; returns what librdkafka said.
+    fn probe(&self, config: ClientConfig, timeout: Duration) -> Result<(bool, Vec<String>), KafkaSetupError> {
+        let consumer: BaseConsumer<ProbeContext> = config
+            .clone()
+            // librdkafka reports a peer's disconnects at the info level (rdkafka's default
+            // follows the global log filter, warn here).
+            .set_log_level(RDKafkaLogLevel::Info)
+            .set("group.id", "tweetoscope-connection-check")
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "1000")
+            .create_with_context(ProbeContext::default())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = consumer.fetch_metadata(None, Duration::from_millis(500));
+            // Serve the error and log events of the attempt.
+            let _ = consumer.poll(Duration::from_millis(50));
+            let seen = consumer.context().seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if answer.is_ok() {
+                return Ok((true, seen));
+            }
+            if Instant::now() >= deadline || seen.iter().any(|m| self.classify(m).is_some()) {
+                return Ok((false, seen));
+            }
+        }
+    }
+
+    /// Names the fix for one of librdkafka's error or log messages, when it is one that
+    /// retrying cannot fix.
+    fn classify(&self, message: &str) -> Option<ConnectFailure> {
+        let m = message.to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+        if has(&["unsupported sasl mechanism"]) {
+            return Some(ConnectFailure::Mechanism { mechanism: self.sasl_mechanism.clone().unwrap_or_default() });
+        }
+        if has(&["authentication failed", "invalid credentials", "invalid username or password"]) {
+            return Some(ConnectFailure::Authentication {
+                user: self.sasl_username.clone().unwrap_or_default(),
+                mechanism: self.sasl_mechanism.clone().unwrap_or_default(),
+            });
+        }
+        if has(&["hostname mismatch", "host name mismatch", "ip address mismatch"]) {
+            return Some(ConnectFailure::HostName);
+        }
+        if has(&["certificate verify failed", "unable to get local issuer", "self-signed certificate", "self signed certificate", "broker certificate could not be verified"]) {
+            return Some(ConnectFailure::UntrustedCertificate { ca: self.ssl_ca_location.clone() });
+        }
+        if has(&["certificate required", "alert bad certificate", "alert unknown ca", "peer did not return a certificate"]) {
+            return Some(ConnectFailure::ClientCertificate { sent: self.ssl_certificate_location.is_some() });
+        }
+        let tls = self.security_protocol.to_ascii_lowercase().ends_with("ssl");
+        // A Kafka listener closes a plaintext client's first request (ApiVersions) only when
+        // it expects a TLS handshake instead.
+        if has(&["connecting to a ssl listener", "connecting to an ssl listener"])
+            || (!tls && m.contains("closed by peer") && m.contains("state apiversion_query"))
+        {
+            return Some(ConnectFailure::PlaintextToTls);
+        }
+        if has(&["connecting to a plaintext broker listener", "wrong version number", "packet length too long", "unknown protocol", "record layer failure", "http request"]) {
+            return Some(ConnectFailure::TlsToPlaintext);
+        }
+        if has(&["sasl handshake", "sasl_plaintext listener"]) {
+            return Some(ConnectFailure::SaslMismatch);
+        }
+        if has(&["ssl handshake failed", "ssl routines"]) {
+            return Some(ConnectFailure::Tls);
+        }
+        None
+    }
+
     /// The transactional id of the exactly-once output producer.
     pub fn transactional_id(&self) -> String {
         self.transactional_id.clone().unwrap_or_else(|| format!("tweetoscope-{}", self.topics.progress))
@@ -263,12 +559,13 @@ impl KafkaConfig {
 
     /// The librdkafka configuration shared by consumers and producers.
     pub fn client_config(&self) -> ClientConfig {
+        let mechanism = self.sasl_mechanism.as_ref().map(|m| m.to_ascii_uppercase());
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id)
             .set("security.protocol", &self.security_protocol);
         let optional = [
-            ("sasl.mechanism", self.sasl_mechanism.as_deref()),
+            ("sasl.mechanism", mechanism.as_deref()),
             ("sasl.username", self.sasl_username.as_deref()),
             ("sasl.password", self.sasl_password.as_ref().map(|s| s.0.as_str())),
             ("ssl.ca.location", self.ssl_ca_location.as_deref()),
@@ -387,21 +684,18 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resul
     Ok(out)
 }
 
-/// The latest model of each window in the `models` topic (warm start). Unreadable records
-/// are skipped with a warning: a bad model must not prevent the pipeline from starting.
+/// The latest models of each window in the `models` topic (the warm start of a live
+/// pipeline). Unreadable records are skipped with a warning: a bad record must not prevent
+/// the pipeline from starting.
 pub fn read_latest_models(config: &KafkaConfig) -> Result<Vec<crate::records::Model>, KafkaSetupError> {
-    let mut latest: std::collections::BTreeMap<u64, crate::records::Model> = std::collections::BTreeMap::new();
+    let mut updates = Vec::new();
     for (_, value) in read_topic(config, &config.topics.models, Duration::from_secs(60))? {
-        match crate::records::json::parse_model(&String::from_utf8_lossy(&value)) {
-            Ok(m) => {
-                if latest.get(&m.t_obs).is_none_or(|old| old.version <= m.version) {
-                    latest.insert(m.t_obs, m);
-                }
-            }
+        match crate::io::schema::ModelRecord::parse(&String::from_utf8_lossy(&value)) {
+            Ok(m) => updates.push(m),
             Err(e) => tracing::warn!(error = %e, "skipping an unreadable model record"),
         }
     }
-    Ok(latest.into_values().collect())
+    Ok(crate::records::Model::latest_per_window(updates))
 }
 
 /// The partitions of a topic, sorted.
@@ -419,6 +713,39 @@ pub fn partitions_of(consumer: &BaseConsumer, topic: &str, timeout: Duration) ->
     }
     Ok(ids)
 }
+
+/// Collects what librdkafka reports while [`KafkaConfig::check_connection`] connects (its
+/// errors, and its log lines down to the info level, where a peer's disconnects are), instead
+/// of logging them: the check turns them into one line.
+#[derive(Default)]
+struct ProbeContext {
+    seen: Mutex<Vec<String>>,
+}
+
+impl ProbeContext {
+    fn record(&self, message: String) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < 100 && !seen.contains(&message) {
+            seen.push(message);
+        }
+    }
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", "connection check: {fac} {message}");
+        if (level as i32) <= (RDKafkaLogLevel::Info as i32) {
+            self.record(format!("{fac}: {message}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", "connection check: {error}: {reason}");
+        self.record(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
 
 /// Delivery counters of a producer.
 #[derive(Debug, Default)]
@@ -509,6 +836,7 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let c = KafkaConfig {
             sasl_password: Some(Secret("hunter2".into())),
+            sasl_password_file: Some("/run/secrets/password".into()),
             ssl_key_password: Some(Secret("s3cret".into())),
             ..KafkaConfig::default()
         };
@@ -516,17 +844,108 @@ mod tests {
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
     }
 
+    fn sasl(protocol: &str) -> KafkaConfig {
+        KafkaConfig {
+            security_protocol: protocol.into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("u".into()),
+            ..KafkaConfig::default()
+        }
+    }
+
     #[test]
     fn sasl_settings_are_validated() {
         let mut c = KafkaConfig { security_protocol: "sasl_ssl".into(), ..KafkaConfig::default() };
-        assert!(c.validate().is_err());
+        assert!(c.clone().finish().is_err());
         c.sasl_mechanism = Some("SCRAM-SHA-512".into());
         c.sasl_username = Some("u".into());
-        assert!(c.validate().is_err(), "password missing");
+        let err = c.clone().finish().unwrap_err().to_string();
+        assert!(err.contains("TWEETOSCOPE_KAFKA_SASL_PASSWORD"), "password missing: {err}");
         c.sasl_password = Some(Secret("p".into()));
-        assert!(c.validate().is_ok());
+        c.clone().finish().unwrap();
+        c.sasl_mechanism = Some("GSSAPI".into());
+        assert!(c.validate().is_err(), "not built in");
+        c.sasl_mechanism = Some("scram-sha-256".into());
+        assert_eq!(c.client_config().get("sasl.mechanism"), Some("SCRAM-SHA-256"));
         c.security_protocol = "carrier-pigeon".into();
         assert!(c.validate().is_err());
+        // credentials that plaintext would silently drop, certificates without TLS
+        let plain = KafkaConfig { sasl_username: Some("u".into()), ..KafkaConfig::default() };
+        assert!(plain.clone().finish().is_err());
+        let plain = KafkaConfig { ssl_ca_location: Some("/etc/hostname".into()), ..KafkaConfig::default() };
+        assert!(plain.clone().finish().unwrap_err().to_string().contains("does not use TLS"));
+        let mut missing = sasl("sasl_ssl");
+        missing.sasl_password = Some(Secret("p".into()));
+        missing.ssl_ca_location = Some("/nonexistent/ca.crt".into());
+        assert!(missing.finish().unwrap_err().to_string().contains("/nonexistent/ca.crt"));
+    }
+
+    #[test]
+    fn the_password_can_come_from_a_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let mut c = sasl("sasl_ssl");
+        c.sasl_password_file = Some(file.clone());
+        c.finish().unwrap();
+        assert_eq!(c.sasl_password, Some(Secret("s3cret-from-file".into())));
+        assert_eq!(c.client_config().get("sasl.password"), Some("s3cret-from-file"));
+        // both in one layer: ambiguous
+        let mut both = sasl("sasl_ssl");
+        both.sasl_password = Some(Secret("x".into()));
+        both.sasl_password_file = Some(file.clone());
+        assert!(both.finish().unwrap_err().to_string().contains("both"));
+        // unreadable or empty: named, never quoted
+        let mut gone = sasl("sasl_ssl");
+        gone.sasl_password_file = Some(dir.path().join("nope"));
+        assert!(gone.finish().unwrap_err().to_string().contains("nope"));
+        std::fs::write(&file, "\n").unwrap();
+        let mut empty = sasl("sasl_ssl");
+        empty.sasl_password_file = Some(file);
+        assert!(empty.finish().unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_a_later_password_replaces_both() {
+        let env: BTreeMap<&str, &str> = [
+            ("TWEETOSCOPE_KAFKA_BROKERS", "b:1"),
+            ("TWEETOSCOPE_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("TWEETOSCOPE_KAFKA_SASL_PASSWORD_FILE", "/run/secrets/kafka/password"),
+            ("TWEETOSCOPE_KAFKA_SASL_USERNAME", ""),
+        ]
+        .into();
+        let mut c = sasl("plaintext");
+        c.sasl_password = Some(Secret("from-file".into()));
+        c.apply_env_from(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!((c.brokers.as_str(), c.security_protocol.as_str()), ("b:1", "sasl_ssl"));
+        assert_eq!(c.sasl_username.as_deref(), Some("u"), "an empty variable counts as unset");
+        assert_eq!(c.sasl_password, None, "the environment's password file replaces the file's password");
+        assert_eq!(c.sasl_password_file, Some(PathBuf::from("/run/secrets/kafka/password")));
+    }
+
+    #[test]
+    fn refusals_are_classified_with_their_fix() {
+        let c = KafkaConfig { ssl_ca_location: Some("/ca.crt".into()), ..sasl("sasl_ssl") };
+        let cases = [
+            ("Local: Authentication failure: SASL authentication error: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512", "wrong password or unknown user"),
+            ("ssl handshake failed: error:0A000086:SSL routines::certificate verify failed: broker certificate could not be verified", "/ca.crt"),
+            ("SSL handshake failed: error:0A000086:SSL routines::certificate verify failed (Hostname mismatch)", "host name"),
+            ("SSL_read: error:0A00045C:SSL routines::tlsv13 alert certificate required", "ssl_certificate_location"),
+            ("Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration (connecting to a SSL listener?)", "sasl_ssl"),
+            ("SSL handshake failed: error:0A00010B:SSL routines::wrong version number", "TLS port"),
+            ("ssl://127.0.0.1:9092/bootstrap: SSL handshake failed: Disconnected: SSL connection closed by peer: connecting to a PLAINTEXT broker listener? (after 2ms in state SSL_HANDSHAKE)", "TLS port"),
+            ("Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after 2ms in state APIVERSION_QUERY)", "ssl_key_location"),
+        ];
+        for (message, fix) in cases {
+            let failure = c.classify(message).unwrap_or_else(|| panic!("unclassified: {message}"));
+            assert!(failure.to_string().contains(fix), "{message} → {failure}");
+            assert!(failure.to_string().contains("fix:"), "{failure}");
+        }
+        assert_eq!(c.classify("Connect to ipv4#127.0.0.1:1 failed: Connection refused"), None, "retryable");
+        let plain = KafkaConfig::default();
+        let closed = "127.0.0.1:9094/bootstrap: Disconnected: connection closed by peer: receive 0 after POLLIN (after 14ms in state APIVERSION_QUERY)";
+        assert!(plain.classify(closed).unwrap().to_string().contains("sasl_ssl"));
+        assert_eq!(c.classify(closed), None, "a TLS client: not a protocol mismatch");
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod files;
 pub mod jsonl;
 pub mod kafka;
 pub mod kafka_tx;
+pub mod schema;
 pub mod timeline;
 pub mod wire;

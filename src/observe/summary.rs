@@ -24,6 +24,7 @@ struct WindowAcc {
     alerts: u64,
     are: Vec<f64>,
     are_hawkes: Vec<f64>,
+    are_course: Vec<f64>,
     are_seismic: Vec<f64>,
     seismic_infinite: u64,
     are_seismic_corrected: Vec<f64>,
@@ -31,18 +32,34 @@ struct WindowAcc {
     samples: u64,
     excluded: u64,
     models: u64,
+    /// Predictions with an interval whose true size is known, and how many it covered.
+    with_interval: u64,
+    covered: u64,
 }
 
 /// Folds summary events.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SummaryAccumulator {
     windows: BTreeMap<Time, WindowAcc>,
     terminated: u64,
     rejected: BTreeMap<RejectReason, u64>,
     events: u64,
+    /// Nominal coverage of the intervals (`predictor.interval_level`), for the report.
+    interval_level: f64,
+}
+
+impl Default for SummaryAccumulator {
+    fn default() -> Self {
+        Self::new(0.8)
+    }
 }
 
 impl SummaryAccumulator {
+    /// An empty summary of a run whose intervals have nominal coverage `interval_level`.
+    pub fn new(interval_level: f64) -> Self {
+        Self { windows: BTreeMap::new(), terminated: 0, rejected: BTreeMap::new(), events: 0, interval_level }
+    }
+
     /// Folds one event.
     pub fn add(&mut self, e: SummaryEvent) {
         match e {
@@ -58,10 +75,15 @@ impl SummaryAccumulator {
                 w.fits_failed += u64::from(!fit_ok);
                 w.alerts += u64::from(alert);
             }
-            SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_seismic, are_seismic_corrected } => {
+            SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_course, are_seismic, are_seismic_corrected, covered } => {
                 let w = self.windows.entry(t_obs).or_default();
                 w.are.push(are);
                 w.are_hawkes.push(are_hawkes);
+                w.are_course.push(are_course);
+                if let Some(c) = covered {
+                    w.with_interval += 1;
+                    w.covered += u64::from(c);
+                }
                 match are_seismic {
                     Some(a) => w.are_seismic.push(a),
                     None => w.seismic_infinite += 1,
@@ -92,6 +114,12 @@ impl SummaryAccumulator {
                 fits_at_bound: w.at_bound,
                 are_hawkes: Summary::of(&w.are_hawkes).into(),
                 are: Summary::of(&w.are).into(),
+                are_course: Summary::of(&w.are_course).into(),
+                interval: IntervalReport {
+                    level: self.interval_level,
+                    coverage: (w.with_interval > 0).then(|| w.covered as f64 / w.with_interval as f64),
+                    count: w.with_interval,
+                },
                 are_seismic: Summary::of(&w.are_seismic).into(),
                 seismic_infinite: w.seismic_infinite,
                 are_seismic_corrected: Summary::of(&w.are_seismic_corrected).into(),
@@ -131,6 +159,17 @@ impl From<Summary> for AreReport {
     }
 }
 
+/// The measured coverage of the prediction intervals at one window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IntervalReport {
+    /// Nominal coverage.
+    pub level: f64,
+    /// Share of the true sizes inside their interval (`null` without any interval yet).
+    pub coverage: Option<f64>,
+    /// Predictions with an interval whose true size is known.
+    pub count: u64,
+}
+
 /// The figures of one window (the `--summary` JSON schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowReport {
@@ -148,8 +187,13 @@ pub struct WindowReport {
     pub fits_at_bound: u64,
     /// Accuracy of plain Hawkes.
     pub are_hawkes: AreReport,
-    /// Accuracy of the corrected prediction.
+    /// Accuracy of the default prediction (the learned layer, or the course forest in
+    /// course mode).
     pub are: AreReport,
+    /// Accuracy of Hawkes + the course forest.
+    pub are_course: AreReport,
+    /// How often the default prediction's interval held the true size.
+    pub interval: IntervalReport,
     /// Accuracy of the SEISMIC baseline (package defaults, n* = 100), over the predictions
     /// it made finite.
     pub are_seismic: AreReport,
@@ -186,50 +230,76 @@ pub struct RunReport {
     pub seconds: f64,
 }
 
+/// A median ARE for the table: "—" when no prediction of that model has a known outcome
+/// (0 would read as perfect).
+fn median_cell(a: &AreReport) -> String {
+    if a.count == 0 {
+        "—".to_owned()
+    } else {
+        format!("{:.3}", a.median)
+    }
+}
+
 impl RunReport {
-    /// The human-readable table printed at the end of a run.
+    /// The human-readable table printed at the end of a run (under 100 columns), with a
+    /// legend and the notes that explain its cells.
     pub fn table(&self) -> String {
-        let mut s = String::new();
-        s.push_str(&format!(
-            "{:>6} {:>9} {:>11} {:>15} {:>15} {:>15} {:>15} {:>15} {:>17} {:>7}\n",
-            "T_obs",
-            "cascades",
-            "predictions",
-            "ARE hawkes mean",
-            "ARE hawkes med",
-            "ARE RF mean",
-            "ARE RF med",
-            "ARE SEISMIC med",
-            "ARE SEISMIC+c med",
-            "alerts"
-        ));
+        let mut s = format!(
+            "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>14} {:>6}\n",
+            "T_obs", "cascades", "predicted", "default", "Hawkes", "course", "SEISMIC", "SEISMIC+c", "in interval", "alerts"
+        );
+        let mut notes = Vec::new();
         for w in &self.windows {
+            let interval = match w.interval.coverage {
+                Some(c) => format!("{:.0} % of {}", 100.0 * c, w.interval.count),
+                None => "—".to_owned(),
+            };
             s.push_str(&format!(
-                "{:>6} {:>9} {:>11} {:>15.3} {:>15.3} {:>15.3} {:>15.3} {:>15} {:>17} {:>7}\n",
+                "{:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>14} {:>6}\n",
                 w.t_obs,
                 w.cascades,
                 w.predictions,
-                w.are_hawkes.mean,
-                w.are_hawkes.median,
-                w.are.mean,
-                w.are.median,
-                format!("{:.3}{}", w.are_seismic.median, if w.seismic_infinite > 0 { format!(" (+{}∞)", w.seismic_infinite) } else { String::new() }),
-                format!(
-                    "{:.3}{}",
-                    w.are_seismic_corrected.median,
-                    if w.seismic_uncorrected > 0 { format!(" (+{}–)", w.seismic_uncorrected) } else { String::new() }
-                ),
+                median_cell(&w.are),
+                median_cell(&w.are_hawkes),
+                median_cell(&w.are_course),
+                median_cell(&w.are_seismic),
+                median_cell(&w.are_seismic_corrected),
+                interval,
                 w.alerts
             ));
+            if w.seismic_infinite > 0 {
+                let sizes = if w.seismic_infinite == 1 { "size" } else { "sizes" };
+                notes.push(format!("at {} s SEISMIC predicted {} {sizes} infinite (left out)", w.t_obs, w.seismic_infinite));
+            }
         }
-        let rate = if self.seconds > 0.0 { self.events as f64 / self.seconds } else { 0.0 };
+        s.push_str("median ARE = |predicted − true| / true, per model, once cascades end (— : none yet);\n");
         s.push_str(&format!(
-            "{} events in {:.3} s ({:.0} events/s); {} cascades terminated",
-            self.events, self.seconds, rate, self.terminated
+            "default = the run's predictor; in interval = true sizes inside the default's {:.0} % interval\n",
+            100.0 * self.windows.first().map_or(0.8, |w| w.interval.level)
         ));
+        for note in notes {
+            s.push_str(&format!("{note}\n"));
+        }
+        s.push_str(&self.totals());
+        s
+    }
+
+    /// The run's totals line, with the rejections explained.
+    fn totals(&self) -> String {
+        let rate = if self.seconds > 0.0 { self.events as f64 / self.seconds } else { 0.0 };
+        let cascades = if self.terminated == 1 { "cascade" } else { "cascades" };
+        let mut s = format!(
+            "{} events in {:.2} s ({:.0} events/s); {} {cascades} ended",
+            self.events, self.seconds, rate, self.terminated
+        );
         let rejected: u64 = self.rejected.values().sum();
         if rejected > 0 {
-            s.push_str(&format!("; {rejected} events rejected {:?}", self.rejected));
+            let reasons: Vec<String> = self.rejected.iter().map(|(r, n)| format!("{n} {}", r.replace('_', " "))).collect();
+            s.push_str(&format!(
+                "; {rejected} events rejected ({}): retweets after their cascade ended (idle for t_end) or of \
+                 a tweet never seen are not part of any cascade",
+                reasons.join(", ")
+            ));
         }
         s.push('\n');
         s
@@ -243,9 +313,33 @@ mod tests {
     #[test]
     fn report_is_independent_of_event_order() {
         let events = vec![
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.1, are_hawkes: 0.3, are_seismic: Some(0.5), are_seismic_corrected: None },
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.7, are_hawkes: 0.2, are_seismic: None, are_seismic_corrected: Some(0.3) },
-            SummaryEvent::Accuracy { t_obs: 600, are: 0.2, are_hawkes: 0.9, are_seismic: Some(0.4), are_seismic_corrected: Some(0.1) },
+            SummaryEvent::Accuracy {
+                t_obs: 600,
+                are: 0.1,
+                are_hawkes: 0.3,
+                are_course: 0.3,
+                are_seismic: Some(0.5),
+                are_seismic_corrected: None,
+                covered: Some(true),
+            },
+            SummaryEvent::Accuracy {
+                t_obs: 600,
+                are: 0.7,
+                are_hawkes: 0.2,
+                are_course: 0.2,
+                are_seismic: None,
+                are_seismic_corrected: Some(0.3),
+                covered: Some(false),
+            },
+            SummaryEvent::Accuracy {
+                t_obs: 600,
+                are: 0.2,
+                are_hawkes: 0.9,
+                are_course: 0.9,
+                are_seismic: Some(0.4),
+                are_seismic_corrected: Some(0.1),
+                covered: None,
+            },
             SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true, at_bound: false },
         ];
         let mut a = SummaryAccumulator::default();
@@ -257,7 +351,18 @@ mod tests {
         assert_eq!(r.windows[0].are.median, 0.2);
         assert_eq!(r.windows[0].alerts, 1);
         assert_eq!((r.windows[0].are_seismic_corrected.count, r.windows[0].seismic_uncorrected), (2, 1));
-        assert!(r.table().contains("ARE SEISMIC+c med"));
-        assert!(r.table().contains("600"));
+        assert_eq!((r.windows[0].interval.count, r.windows[0].interval.coverage), (2, Some(0.5)));
+        let table = r.table();
+        assert!(table.contains("SEISMIC+c") && table.contains("600") && table.contains("50 % of 2"), "{table}");
+        assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
+    }
+
+    #[test]
+    fn an_empty_window_shows_a_dash_not_a_perfect_zero() {
+        let mut a = SummaryAccumulator::default();
+        a.add(SummaryEvent::Prediction { t_obs: 1200, fit_ok: true, alert: false, at_bound: false });
+        let table = a.report(1.0).table();
+        let row = table.lines().find(|l| l.trim_start().starts_with("1200")).unwrap();
+        assert!(row.contains('—') && !row.contains("0.000"), "{row}");
     }
 }

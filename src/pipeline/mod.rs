@@ -2,21 +2,32 @@
 //! processes). Entry points take their inputs, handles and a shutdown flag, so that the
 //! binary, the embedded mode and the tests all call the same function.
 //!
-//! [`run`] is four named steps: the stage settings (with a warm start), recovery (the
+//! [`run`] is five named steps: with several processes, the start-up of the cluster (every
+//! pair connected, every process agreeing on what it runs: [`handshake`], [`fingerprint`],
+//! then [`control`] for the run), the stage settings (with a warm start), recovery (the
 //! checkpoint to resume from and the exactly-once output), the sinks, then the execution of
 //! the dataflow on every worker ([`worker`]) and the end of the run (flushes, the report).
+//!
+//! Every process builds the same dataflow whatever its per-process options: the options
+//! that change the dataflow's shape are in the fingerprint, except `--out`, of which only
+//! process 0's counts and every process learns it at start-up.
 
 pub mod cluster;
+mod control;
+pub mod fingerprint;
+mod handshake;
 mod recovery;
 mod worker;
 
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use self::cluster::{Cluster, ClusterError};
+pub use self::cluster::{signal_name, Cluster, ClusterError, DEFAULT_CONNECT_TIMEOUT};
+use self::control::Link;
 use self::recovery::Recovery;
 use crate::config::{ConfigError, DataflowConfig};
 use crate::dataflow::source::kafka::KafkaSourceSpec;
@@ -35,7 +46,8 @@ pub enum PipelineError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Bad cluster layout.
+    /// Bad cluster layout, or the cluster could not start or lost a process (the message
+    /// names the process and its address).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// Timely could not start (e.g. a peer address could not be bound).
@@ -93,7 +105,8 @@ pub struct Job {
     pub config: DataflowConfig,
     /// The input.
     pub source: SourceSpec,
-    /// Where to write the JSON-lines output files, if anywhere.
+    /// Where to write the JSON-lines output files, if anywhere: process 0 writes them (the
+    /// sink gathers every record on worker 0), other processes ignore it.
     pub out_dir: Option<PathBuf>,
     /// Whether to produce the output topics (and dead letters) to Kafka.
     pub kafka_sink: bool,
@@ -104,18 +117,60 @@ pub struct Job {
     pub warm_start: bool,
 }
 
+/// Why a run was asked to stop: the signal, and the process that received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopCause {
+    /// The signal number (2 SIGINT, 15 SIGTERM; 0 when stopped otherwise).
+    pub signal: i32,
+    /// The process that received it (this one, or a peer that passed the stop on).
+    pub process: usize,
+}
+
+impl StopCause {
+    /// 128 + the signal, as a shell reports a process ended by it (1 without a signal).
+    pub fn exit_code(&self) -> i32 {
+        if self.signal > 0 {
+            128 + self.signal
+        } else {
+            1
+        }
+    }
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} received {}", self.process, signal_name(self.signal))
+    }
+}
+
 /// What the caller shares with a running job (progress bars, the page, alerts, stopping).
 #[derive(Clone, Default)]
 pub struct RunHandles {
     /// Input events emitted so far by this process's sources.
     pub events: Arc<AtomicU64>,
     /// Set to stop the sources; the pipeline then drains what it has read and finishes,
-    /// without treating the cascades still open as terminated.
+    /// without treating the cascades still open as terminated. In a cluster, a stop is
+    /// passed on to every process.
     pub shutdown: Arc<AtomicBool>,
+    /// Why `shutdown` was set (the first cause wins): see [`RunHandles::stop`].
+    pub stop_cause: Arc<Mutex<Option<StopCause>>>,
     /// The live page's state, fed with this process's predictions and outcomes.
     pub live: Option<LiveView>,
     /// Where predictions above the alert threshold are pushed as Alertmanager alerts.
     pub alertmanager: Option<Arc<Pusher>>,
+}
+
+impl RunHandles {
+    /// Stops the run (every process of a cluster), remembering the first cause.
+    pub fn stop(&self, cause: StopCause) {
+        self.stop_cause.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(cause);
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the run was stopped, if it was by [`RunHandles::stop`].
+    pub fn stop_cause(&self) -> Option<StopCause> {
+        *self.stop_cause.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The sinks of a run, set up before the workers start.
@@ -137,8 +192,14 @@ type WorkerResult = (SummaryAccumulator, Option<std::io::Error>);
 struct WorkerShared {
     /// Stage settings.
     settings: StageSettings,
-    /// The job (source, config, out dir).
+    /// The job (source, config).
     job: Job,
+    /// Where this process writes the output files (process 0 only).
+    out_dir: Option<PathBuf>,
+    /// Whether the file sink exists (process 0 writes files): agreed by every process.
+    files: bool,
+    /// Whether the output records are built (files or Kafka): agreed by every process.
+    records: bool,
     /// The sinks.
     sinks: Sinks,
     /// Checkpointing, when on.
@@ -155,36 +216,89 @@ struct WorkerShared {
 
 /// Runs a job to completion (or, in live mode, until `handles.shutdown` is set). Returns the
 /// report on process 0 (worker 0 holds the summary), `None` on the other processes.
+///
+/// With several processes, start-up first connects them all and checks that they agree
+/// (the command, the config, the input, `-w`, `-n`, the version), within the cluster's
+/// connect timeout; a process that fails later tells the others why.
 pub fn run(job: Job, handles: RunHandles) -> Result<Option<RunReport>, PipelineError> {
     let started = Instant::now();
-    let settings = stage_settings(&job)?;
-    if let Some(dir) = &job.out_dir {
+    // Only process 0 writes files (worker 0 gathers the records).
+    let out_dir = job.out_dir.clone().filter(|_| job.cluster.process() == 0);
+    if let Some(dir) = &out_dir {
         // Fail early, in the caller's thread, on an unwritable folder.
         std::fs::create_dir_all(dir).map_err(|source| PipelineError::Output { path: dir.clone(), source })?;
     }
+    let mut link = Link::start(&job, out_dir.is_some(), &handles)?;
+    let files = link.as_ref().map_or(out_dir.is_some(), Link::process0_writes_files);
+    let result = run_connected(job, handles, out_dir, files, link.as_mut(), started);
+    if let (Err(e), Some(link)) = (&result, &link) {
+        link.abort(&e.to_string());
+    }
+    result
+}
+
+/// The rest of [`run`], once every process is there.
+fn run_connected(
+    job: Job,
+    handles: RunHandles,
+    out_dir: Option<PathBuf>,
+    files: bool,
+    mut link: Option<&mut Link>,
+    started: Instant,
+) -> Result<Option<RunReport>, PipelineError> {
+    let settings = stage_settings(&job)?;
     let recovery = Recovery::prepare(&job)?;
     let sinks = build_sinks(&job, recovery.as_ref())?;
+    let records = files || sinks.producer.is_some() || sinks.exactly_once;
     let shared = Arc::new(WorkerShared {
         settings,
         checkpoint: recovery.as_ref().map(|r| r.checkpoint.clone()),
         job,
+        out_dir,
+        files,
+        records,
         sinks,
         handles,
         result: Mutex::default(),
         source_errors: Mutex::default(),
         started,
     });
-    let timely_config = shared.job.cluster.timely_config();
+    let data = link.as_deref_mut().map(Link::take_data);
     let in_workers = shared.clone();
-    let guards = timely::execute(timely_config, move |w| worker::run(w, &in_workers))
-        .map_err(|message| PipelineError::Timely { message })?;
-    for r in guards.join() {
+    let guards = execute(&shared.job.cluster, data, move |w| worker::run(w, &in_workers))?;
+    let joined = guards.join();
+    for r in joined {
         r.map_err(|message| PipelineError::WorkerFailed { message })?;
+    }
+    // The dataflow is complete on every process: the peers may leave.
+    if let Some(link) = link {
+        link.finish();
     }
     if let Some(recovery) = recovery {
         recovery.finish()?;
     }
     finish(&shared, started)
+}
+
+/// Starts the workers: timely's own set-up for one process, or the connections made by
+/// `handshake` for several (timely's networking from our sockets).
+fn execute<F>(cluster: &Cluster, data: Option<Vec<Option<TcpStream>>>, work: F) -> Result<timely::communication::WorkerGuards<()>, PipelineError>
+where
+    F: Fn(&mut timely::worker::Worker) + Send + Sync + 'static,
+{
+    use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+    use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+    let timely_error = |message: String| PipelineError::Timely { message };
+    let Some(sockets) = data else {
+        return timely::execute(cluster.timely_config(), work).map_err(timely_error);
+    };
+    let hooks = timely::communication::Hooks::default();
+    let threads = cluster.threads_per_process();
+    let local = ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
+    let (builders, comms) = initialize_networking_from_sockets(local, sockets, cluster.process(), threads, hooks)
+        .map_err(|e| timely_error(e.to_string()))?;
+    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+    timely::execute::execute_from(builders, Box::new(comms), timely::WorkerConfig::default(), work).map_err(timely_error)
 }
 
 /// The stage settings of the job; a live run continues from the models it published.
@@ -228,7 +342,7 @@ fn finish(shared: &WorkerShared, started: Instant) -> Result<Option<RunReport>, 
     let taken = shared.result.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     match taken {
         None => Ok(None),
-        Some((_, Some(source))) => Err(PipelineError::Output { path: shared.job.out_dir.clone().unwrap_or_default(), source }),
+        Some((_, Some(source))) => Err(PipelineError::Output { path: shared.out_dir.clone().unwrap_or_default(), source }),
         Some((acc, None)) => Ok(Some(acc.report(seconds))),
     }
 }

@@ -21,7 +21,6 @@ use crate::records::{DeadLetter, OutputRecord, TweetEvent};
 use crate::Time;
 
 /// What worker 0 keeps while the dataflow runs.
-#[derive(Default)]
 struct Worker0 {
     /// The run summary, folded from every worker's summary events.
     summary: Rc<RefCell<SummaryAccumulator>>,
@@ -32,15 +31,19 @@ struct Worker0 {
 /// Builds this worker's dataflow and steps it until it completes.
 pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
     let index = worker.index();
-    let mine = Worker0::default();
+    let mine = Worker0 {
+        summary: Rc::new(RefCell::new(SummaryAccumulator::new(shared.settings.predictor.interval_level))),
+        write_error: Rc::default(),
+    };
     let probe = ProbeHandle::<Time>::new();
     worker.dataflow::<Time, _, _>(|scope| {
         // The source's offsets at each boundary, for this worker's window stage to write.
         let cuts = SharedSourceCuts::default();
         let (events, source_dead_letters) = source_stream(scope, shared, &cuts);
-        let want_records = shared.job.out_dir.is_some() || shared.sinks.producer.is_some() || shared.sinks.exactly_once;
+        // Agreed by every process (see `pipeline::run`): the dataflow's shape must not
+        // depend on options that differ between processes.
         let checkpoint = shared.checkpoint.clone().map(|c| (c, cuts));
-        let streams = dataflow::build(events, &shared.settings, want_records, shared.handles.shutdown.clone(), checkpoint);
+        let streams = dataflow::build(events, &shared.settings, shared.records, shared.handles.shutdown.clone(), checkpoint);
         connect(scope, shared, &mine, &probe, streams, source_dead_letters);
     });
     step_until_done(worker, &probe, shared);
@@ -122,27 +125,31 @@ fn connect_outputs<'s>(
             dead_letters.map(move |d| OutRecord {
                 topic: dead_topic.clone(),
                 key: Some(d.reason.as_str().to_owned()),
-                value: d.to_json(),
+                value: crate::io::schema::to_json(&crate::io::schema::DeadLetterRecord::of(&d)),
             }),
         ]);
         let sender = if scope.index() == 0 { shared.sinks.transactions.lock().ok().and_then(|mut s| s.take()) } else { None };
         sink::produce_exactly_once(all.probe_with(probe), sender, shared.sinks.resume_from, shared.handles.shutdown.clone());
     }
-    if let Some(dir) = &shared.job.out_dir {
-        let writer = match scope.index() {
-            0 => JsonlWriter::create(dir).map_err(|e| mine.write_error.borrow_mut().replace(e)).ok(),
+    if shared.files {
+        // The sink exists on every worker (it gathers to worker 0); only process 0, which
+        // has the folder, opens files.
+        let writer = match (scope.index(), &shared.out_dir) {
+            (0, Some(dir)) => JsonlWriter::create(dir).map_err(|e| mine.write_error.borrow_mut().replace(e)).ok(),
             _ => None,
         };
         sink::write_records(records, writer, mine.write_error.clone());
     }
 }
 
-/// Feeds the live page and Alertmanager with this worker's predictions and outcomes.
+/// Feeds the live page and Alertmanager with this worker's predictions and outcomes. The
+/// operator exists even when neither is set: the page and Alertmanager are per-process
+/// options, and the dataflow must have the same shape on every process.
 fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
+    // Built on every process whether or not it serves a page or pushes alerts: every
+    // process must build the same dataflow (a process whose default HTTP address was taken
+    // has no page, and an operator missing there would hang the cluster).
     let (view, pusher) = (shared.handles.live.clone(), shared.handles.alertmanager.clone());
-    if view.is_none() && pusher.is_none() {
-        return;
-    }
     let threshold = shared.settings.alert_threshold;
     live.inspect_core(move |event| {
         let Ok((stamp, data)) = event else { return };
@@ -153,7 +160,7 @@ fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
                     if let Some(v) = &view {
                         v.prediction(time, p);
                     }
-                    if let Some(pusher) = pusher.as_ref().filter(|_| p.n_pred > threshold) {
+                    if let Some(pusher) = pusher.as_ref().filter(|_| p.is_alert(threshold)) {
                         pusher.popular_cascade(time, p);
                     }
                 }

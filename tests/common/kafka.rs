@@ -174,3 +174,88 @@ pub fn terminate(child: Child) -> std::process::Output {
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     wait_bounded(child, Duration::from_secs(60), "a pipeline stopped with SIGTERM")
 }
+
+/// The broker's secured listeners and their material, as `scripts/kafka start` wrote them in
+/// `$KAFKA_HOME_CACHE/secure` (default `.cache/kafka/secure`): SASL_SSL (SCRAM-SHA-512,
+/// SCRAM-SHA-256 and PLAIN, user `tweetoscope`) and mutual TLS, both with the CA `ca.crt`.
+pub struct Secure {
+    /// `host:port` of the SASL_SSL listener.
+    pub sasl_ssl: String,
+    /// `host:port` of the mutual-TLS listener.
+    pub mtls: String,
+    /// The folder of ca.crt, client.crt, client.key, tweetoscope.password.
+    pub dir: std::path::PathBuf,
+    /// The SASL user.
+    pub user: String,
+    /// Its password (to grep outputs for it).
+    pub password: String,
+}
+
+impl Secure {
+    /// Reads what scripts/kafka wrote, or fails saying how to get it.
+    pub fn get() -> Self {
+        let cache = std::env::var_os("KAFKA_HOME_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| super::root().join(".cache/kafka"));
+        let dir = cache.join("secure");
+        let listeners = std::fs::read_to_string(dir.join("listeners")).unwrap_or_else(|e| {
+            panic!("{}: {e}\nStart the broker with `scripts/kafka start`: it opens the secured listeners (scripts/test starts it).", dir.join("listeners").display())
+        });
+        let find = |name: &str| {
+            listeners
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} listener in {}", dir.join("listeners").display()))
+                .trim()
+                .to_owned()
+        };
+        let user = "tweetoscope".to_owned();
+        let password = std::fs::read_to_string(dir.join(format!("{user}.password"))).unwrap().trim().to_owned();
+        assert!(password.len() >= 16, "the test password is too short to grep for");
+        Self { sasl_ssl: find("sasl_ssl"), mtls: find("ssl"), dir, user, password }
+    }
+
+    /// `ca.crt`, `client.crt`, … in the material folder.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// The password file of the SASL user.
+    pub fn password_file(&self) -> String {
+        self.file(&format!("{}.password", self.user))
+    }
+
+    /// A library client of the SASL_SSL listener (SCRAM-SHA-512) on the topics of `prefix`.
+    pub fn client(&self, prefix: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: self.sasl_ssl.clone(),
+            security_protocol: "sasl_ssl".into(),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some(self.user.clone()),
+            sasl_password: Some(tweetoscope::io::kafka::Secret(self.password.clone())),
+            ssl_ca_location: Some(self.file("ca.crt")),
+            topics: TopicNames::default().with_prefix(prefix),
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// `tweetoscope SUBCOMMAND ARGS…` on the SASL_SSL listener, all settings as flags (the
+    /// password from its file), none from the environment.
+    pub fn tweetoscope(&self, prefix: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = without_kafka_env(binary());
+        cmd.arg(args[0])
+            .args(["--topic-prefix", prefix, "--brokers", &self.sasl_ssl, "--security-protocol", "sasl_ssl"])
+            .args(["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", &self.user])
+            .args(["--sasl-password-file", &self.password_file(), "--ssl-ca-location", &self.file("ca.crt")])
+            .args(&args[1..]);
+        cmd
+    }
+}
+
+/// A command with none of the `TWEETOSCOPE_KAFKA_*` variables of the test's environment.
+pub fn without_kafka_env(mut cmd: std::process::Command) -> std::process::Command {
+    for name in tweetoscope::io::kafka::ENV_VARS {
+        cmd.env_remove(name);
+    }
+    cmd
+}

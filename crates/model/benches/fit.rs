@@ -66,7 +66,7 @@ fn workloads() -> Vec<(usize, Workload)> {
 }
 
 fn bench_fit(c: &mut Criterion) {
-    let model = HawkesModel::new(HawkesSettings::default()).unwrap();
+    let model = HawkesModel::new(HawkesSettings::course()).unwrap();
     let mut group = c.benchmark_group("fit");
     for (n, set) in workloads() {
         if n >= 10_000 {
@@ -109,7 +109,7 @@ fn time_one(model: &HawkesModel, ev: &[Event], t: f64) -> Duration {
 }
 
 fn summary() {
-    let model = HawkesModel::new(HawkesSettings::default()).unwrap();
+    let model = HawkesModel::new(HawkesSettings::course()).unwrap();
     println!("\nPer-fit time, median over cascades (each the median of 7 batches):");
     println!(
         "{:>8} {:>9} {:>12} {:>12} {:>12}  vs course SciPy Powell",

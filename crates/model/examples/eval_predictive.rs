@@ -173,7 +173,7 @@ fn load_auspol(shared: &str, seed: u64) -> Res<Vec<Cascade>> {
 fn load_sim(index: &str, n: usize, seed: u64) -> Res<Vec<Cascade>> {
     let text = std::fs::read_to_string(index)?;
     let target = SizeTarget::from_sizes(&SizeTarget::parse_course_index(&text)?)?;
-    let h = HawkesSettings::default();
+    let h = HawkesSettings::course();
     let moments = PriorMoments {
         mean_p: h.prior_mean_p,
         mean_beta: h.prior_mean_beta,
@@ -212,7 +212,7 @@ struct Partial {
 }
 
 fn partials(cascades: &[Cascade], t_obs: f64, min_size: usize, train_min_size: usize) -> Res<Vec<Partial>> {
-    let course = HawkesModel::new(HawkesSettings::default())?;
+    let course = HawkesModel::new(HawkesSettings::course())?;
     let data = HawkesModel::new(HawkesSettings { mark_law: MarkLaw::CascadeMedian, ..HawkesSettings::default() })?;
     let sp = SeismicParams::default();
     let mut out = Vec::new();

@@ -83,7 +83,7 @@ fn variants() -> [(&'static str, HawkesModel); 3] {
     let model = |prior| {
         HawkesModel::new(HawkesSettings {
             prior,
-            ..HawkesSettings::default()
+            ..HawkesSettings::course()
         })
         .unwrap()
     };
@@ -125,7 +125,7 @@ fn prior_matches_reference() {
     )
     .unwrap();
     let prior = &golden["model"]["prior"];
-    let model = HawkesModel::new(HawkesSettings::default()).unwrap();
+    let model = HawkesModel::new(HawkesSettings::course()).unwrap();
     let p = model.prior();
     for i in 0..2 {
         assert!(rel(p.mean[i], f(&prior["mean"][i])) < 1e-14);

@@ -13,6 +13,7 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
 use super::stash::{passed, Hold, TimeStash};
+use crate::io::schema::{to_json, DeadLetterRecord};
 use crate::records::DeadLetter;
 use crate::io::jsonl::JsonlWriter;
 use crate::io::kafka::{CountingProducer, TopicNames};
@@ -85,7 +86,7 @@ pub fn produce_dead_letters(letters: StreamVec<'_, Time, DeadLetter>, producer: 
     letters.sink(Pipeline, "ProduceDeadLetters", move |(input, _frontier)| {
         input.for_each_stamp(|_cap, data| {
             for d in data.flat_map(|d| d.drain(..)) {
-                if let Err(e) = producer.send(&topic, Some(d.reason.as_str()), &d.to_json()) {
+                if let Err(e) = producer.send(&topic, Some(d.reason.as_str()), &to_json(&DeadLetterRecord::of(&d))) {
                     tracing::error!(error = %e, "kafka send of a dead letter failed");
                 }
             }

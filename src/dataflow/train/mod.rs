@@ -1,4 +1,5 @@
-//! The `train` stage: one model per observation window, retrained online from samples.
+//! The `train` stage: per observation window, the learned model and the course forest,
+//! retrained online from the samples of ended cascades, and the intervals' calibration.
 //!
 //! Samples are exchanged by window, so a window's training set lives on one worker. They
 //! are processed in event-time order (sorted by cascade within a time), and a model trained
@@ -19,19 +20,18 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
 use self::thread::{ended_runs, TrainingThread, Wait, MAX_RUNS_IN_FLIGHT};
-use self::trainer::{TrainResult, WindowTrainer};
+use self::trainer::{TrainSettings, WindowLearning, WindowResult};
 use super::stash::{passed, Hold, TimeStash};
 use super::{Builder, Checkpoint};
 use crate::checkpoint::{StageCheckpoints, StagePart};
-use crate::config::{ForestConfig, SeismicConfig};
 use crate::records::{Model, Sample};
 use crate::{mix64, owns, Time};
 
 /// The train stage's part of a checkpoint at F.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrainPart {
-    /// Each window's training set and schedule (for the windows this worker owned).
-    pub trainers: Vec<(Time, WindowTrainer)>,
+    /// Each window's training sets and schedules (for the windows this worker owned).
+    pub trainers: Vec<(Time, WindowLearning)>,
     /// Models emitted at times in [F − δ, F): they reach `predict` through the feedback
     /// loop at or after F, so they are in flight across the cut; a restart re-emits them.
     pub in_loop: Vec<(Time, Model)>,
@@ -44,7 +44,7 @@ impl StagePart for TrainPart {
 /// The train stage of one worker.
 struct TrainStage {
     /// The windows' training sets and schedules (only the owner of a window gets samples).
-    trainers: HashMap<Time, WindowTrainer>,
+    trainers: HashMap<Time, WindowLearning>,
     /// Samples by time, with a capability to emit the models trained then.
     samples: TimeStash<Sample>,
     /// Models emitted recently, by time: the ones still in the feedback loop at a cut.
@@ -57,22 +57,20 @@ struct TrainStage {
     thread: Option<TrainingThread>,
     /// The capabilities of the runs on the thread, in submission order (= result order).
     in_flight: VecDeque<Capability<Time>>,
-    /// Retraining schedule and hyper-parameters.
-    config: ForestConfig,
-    /// SEISMIC correction settings.
-    seismic: SeismicConfig,
+    /// Schedules, hyper-parameters and the feedback loop's delay.
+    settings: TrainSettings,
 }
 
 type Output<'a> = OutputBuilderSession<'a, Time, Builder<Model>>;
 
 impl TrainStage {
     /// Emits a finished run's model at its planned time.
-    fn finish(&mut self, cap: Capability<Time>, result: TrainResult, output: &mut Output<'_>) {
+    fn finish(&mut self, cap: Capability<Time>, result: WindowResult, output: &mut Output<'_>) {
         let time = *cap.time();
         let Some(model) = self.trainers.get_mut(&result.t_obs()).and_then(|t| t.finish(result)) else { return };
         if self.checkpoints.is_some() {
             // The next boundary is after `time`: older models have left the loop.
-            let delay = self.config.model_delay;
+            let delay = self.settings.predictor.model_delay;
             while self.recent.front().is_some_and(|(t, _)| *t + delay <= time) {
                 self.recent.pop_front();
             }
@@ -90,11 +88,11 @@ impl TrainStage {
 
     /// The part at boundary F: the trainers, and the models emitted in [F − δ, F).
     fn part_at(&mut self, f: Time) -> Option<TrainPart> {
-        let delay = self.config.model_delay;
+        let delay = self.settings.predictor.model_delay;
         while self.recent.front().is_some_and(|(t, _)| *t + delay < f) {
             self.recent.pop_front();
         }
-        let mut trainers: Vec<(Time, WindowTrainer)> = self.trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
+        let mut trainers: Vec<(Time, WindowLearning)> = self.trainers.iter().map(|(w, t)| (*w, t.clone())).collect();
         trainers.sort_by_key(|(w, _)| *w);
         let in_loop = self.recent.iter().filter(|(t, _)| *t < f).cloned().collect();
         Some(TrainPart { trainers, in_loop })
@@ -114,7 +112,10 @@ impl TrainStage {
     /// the thread (or inline, after the runs before it, when there is no thread).
     fn train_window(&mut self, t_obs: Time, cap: &Capability<Time>, output: &mut Output<'_>) {
         let now = *cap.time();
-        let Some(job) = self.trainers.get_mut(&t_obs).and_then(|t| t.plan(&self.config, &self.seismic, t_obs, now)) else {
+        if self.trainers.get(&t_obs).is_some_and(|t| t.next_run_refits(&self.settings)) {
+            self.finish_runs(Wait::All, output);
+        }
+        let Some(job) = self.trainers.get_mut(&t_obs).and_then(|t| t.plan(&self.settings, t_obs, now)) else {
             return;
         };
         if self.in_flight.len() >= MAX_RUNS_IN_FLIGHT {
@@ -142,16 +143,13 @@ impl TrainStage {
                 self.checkpoint_upto(time, output);
             }
             let pending = self.samples.take(time).expect("just seen");
-            if !self.config.enabled {
-                continue;
-            }
             let cap = pending.capability.expect("samples hold a capability");
             let mut batch = pending.records;
             batch.sort_by_key(|s| (s.t_obs, s.cascade));
             let mut windows: Vec<Time> = batch.iter().map(|s| s.t_obs).collect();
             windows.dedup();
             for s in &batch {
-                self.trainers.entry(s.t_obs).or_default().push(s, self.config.max_samples);
+                self.trainers.entry(s.t_obs).or_default().push(s, &self.settings);
             }
             for t_obs in windows {
                 self.train_window(t_obs, &cap, output);
@@ -166,8 +164,7 @@ impl TrainStage {
 /// Trains the per-window models from the samples stream.
 pub fn train<'s>(
     samples: StreamVec<'s, Time, Sample>,
-    config: ForestConfig,
-    seismic: SeismicConfig,
+    settings: TrainSettings,
     initial: Vec<Model>,
     checkpoint: Option<Checkpoint>,
 ) -> StreamVec<'s, Time, Model> {
@@ -176,7 +173,11 @@ pub fn train<'s>(
     let scope = samples.scope();
     samples.unary_frontier::<Builder<Model>, _, _, _>(pact, "Train", move |cap, info| {
         // Every worker resumes every window: only the one that owns a window gets its samples.
-        let mut trainers: HashMap<Time, WindowTrainer> = initial.iter().map(|m| (m.t_obs, WindowTrainer::resume(m))).collect();
+        let mut windows: Vec<Time> = initial.iter().map(|m| m.t_obs).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        let mut trainers: HashMap<Time, WindowLearning> =
+            windows.iter().map(|w| (*w, WindowLearning::resume(initial.iter().filter(|m| m.t_obs == *w)))).collect();
         let (mut recent, mut replay) = (VecDeque::new(), None);
         if let Some(restored) = checkpoint.as_ref().and_then(|c| c.restored.as_ref()) {
             let mine = |t_obs: Time| owns(mix64(t_obs), index, peers);
@@ -194,8 +195,7 @@ pub fn train<'s>(
             replay,
             thread: TrainingThread::start(scope.worker().sync_activator_for(info.address.to_vec())),
             in_flight: VecDeque::new(),
-            config,
-            seismic,
+            settings,
         };
         move |(input, frontier), output| {
             if let Some((cap, models)) = stage.replay.take() {

@@ -7,30 +7,30 @@ use std::sync::mpsc;
 use timely::dataflow::operators::Capability;
 use timely::scheduling::SyncActivator;
 
-use super::trainer::{TrainJob, TrainResult};
+use super::trainer::{WindowJob, WindowResult};
 use crate::Time;
 
 /// Most training runs one worker has in flight at once; beyond it, the worker waits for
 /// the oldest (bounds memory when samples arrive faster than forests train).
 pub const MAX_RUNS_IN_FLIGHT: usize = 4;
 
-/// The worker's training thread. Training (forest + SEISMIC correction) is the heaviest
+/// The worker's training thread. Training (learned model, forest, SEISMIC correction) is the heaviest
 /// step of the pipeline, tens of milliseconds a run: inline it stalls the worker's window
 /// and estimate stages and, live, every prediction queued behind it. Runs are pure
-/// ([`TrainJob::run`]) and come back in submission order, and each model is still emitted at
+/// ([`WindowJob::run`]) and come back in submission order, and each model is still emitted at
 /// its planned time, so outputs do not change; only the wall-clock overlap does.
 pub struct TrainingThread {
     /// Jobs to run, in order (dropping it ends the thread).
-    jobs: mpsc::Sender<TrainJob>,
+    jobs: mpsc::Sender<WindowJob>,
     /// Their results, in the same order.
-    results: mpsc::Receiver<TrainResult>,
+    results: mpsc::Receiver<WindowResult>,
 }
 
 impl TrainingThread {
     /// Starts the thread; it wakes the operator after each run. `None` if no thread can be
     /// started (the operator then trains inline).
     pub fn start(activator: SyncActivator) -> Option<Self> {
-        let (jobs, job_rx) = mpsc::channel::<TrainJob>();
+        let (jobs, job_rx) = mpsc::channel::<WindowJob>();
         let (result_tx, results) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("tweetoscope-train".into()).spawn(move || {
             for job in job_rx {
@@ -49,7 +49,7 @@ impl TrainingThread {
     }
 
     /// Hands a job to the thread; the job comes back when the thread has died.
-    pub fn submit(&self, job: TrainJob) -> Result<(), TrainJob> {
+    pub fn submit(&self, job: WindowJob) -> Result<(), WindowJob> {
         self.jobs.send(job).map_err(|mpsc::SendError(job)| job)
     }
 }
@@ -68,7 +68,7 @@ pub enum Wait {
 /// The runs that have ended, oldest first, with their capabilities. If the thread died (a
 /// run panicked), the runs still in flight are dropped with an error rather than holding
 /// event time forever.
-pub fn ended_runs(thread: Option<&TrainingThread>, in_flight: &mut VecDeque<Capability<Time>>, wait: Wait) -> Vec<(Capability<Time>, TrainResult)> {
+pub fn ended_runs(thread: Option<&TrainingThread>, in_flight: &mut VecDeque<Capability<Time>>, wait: Wait) -> Vec<(Capability<Time>, WindowResult)> {
     let mut ended = Vec::new();
     let Some(th) = thread else { return ended };
     while !in_flight.is_empty() {

@@ -42,21 +42,93 @@ pub enum TrackerOutput {
     Final(FinalSize),
     /// A rejected event, at its own time.
     Rejected(Rejection),
-    /// A window of a cascade that had too few events to be estimated, at `start + T_obs`.
+    /// A window of a cascade that had too few events to be estimated (fewer than
+    /// `min_training_size`), at `start + T_obs`.
     TooSmall { cascade: CascadeId, t_obs: Time },
 }
 
-/// The tracker's settings.
+/// Why tracker settings cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackerSettingsError {
+    /// No window, windows not strictly increasing, a zero window, or one after `t_end`.
+    #[error("windows {windows:?} must be strictly increasing, positive and ≤ t_end ({t_end} s)")]
+    Windows {
+        /// The windows given.
+        windows: Vec<Time>,
+        /// The termination idle time.
+        t_end: Time,
+    },
+    /// Sizes out of order: 2 ≤ `min_training_size` ≤ `min_cascade_size`.
+    #[error("need 2 ≤ min_training_size ({training}) ≤ min_cascade_size ({predicted})")]
+    Sizes {
+        /// Smallest predicted partial.
+        predicted: usize,
+        /// Smallest training partial.
+        training: usize,
+    },
+}
+
+/// The tracker's settings, built by [`TrackerSettings::new`] (so always consistent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackerSettings {
     /// Observation windows, increasing, all ≤ `t_end`.
-    pub windows: Vec<Time>,
+    windows: Vec<Time>,
     /// Idle time that terminates a cascade.
-    pub t_end: Time,
-    /// Smallest partial cascade that is emitted.
-    pub min_cascade_size: usize,
+    t_end: Time,
+    /// Smallest partial cascade that is predicted.
+    min_cascade_size: usize,
+    /// Smallest partial cascade that is emitted (for training only below `min_cascade_size`).
+    min_training_size: usize,
     /// How long a terminated id is remembered.
-    pub tombstone_ttl: Time,
+    tombstone_ttl: Time,
+}
+
+impl TrackerSettings {
+    /// Windows `windows` (strictly increasing, positive, ≤ `t_end`); termination after
+    /// `t_end` idle seconds; partials of at least `min_cascade_size` events predicted, of at
+    /// least `min_training_size` (2 ≤ it ≤ `min_cascade_size`) emitted for training only;
+    /// terminated ids remembered `tombstone_ttl` seconds.
+    pub fn new(
+        windows: Vec<Time>,
+        t_end: Time,
+        min_cascade_size: usize,
+        min_training_size: usize,
+        tombstone_ttl: Time,
+    ) -> Result<Self, TrackerSettingsError> {
+        let ordered = windows.windows(2).all(|w| w[0] < w[1]);
+        if windows.is_empty() || !ordered || windows[0] == 0 || windows[windows.len() - 1] > t_end {
+            return Err(TrackerSettingsError::Windows { windows, t_end });
+        }
+        if min_training_size < 2 || min_training_size > min_cascade_size {
+            return Err(TrackerSettingsError::Sizes { predicted: min_cascade_size, training: min_training_size });
+        }
+        Ok(Self { windows, t_end, min_cascade_size, min_training_size, tombstone_ttl })
+    }
+
+    /// The observation windows.
+    pub fn windows(&self) -> &[Time] {
+        &self.windows
+    }
+
+    /// Idle time that terminates a cascade.
+    pub fn t_end(&self) -> Time {
+        self.t_end
+    }
+
+    /// Smallest partial cascade that is predicted.
+    pub fn min_cascade_size(&self) -> usize {
+        self.min_cascade_size
+    }
+
+    /// Smallest partial cascade that is emitted (for training only below `min_cascade_size`).
+    pub fn min_training_size(&self) -> usize {
+        self.min_training_size
+    }
+
+    /// How long a terminated id is remembered.
+    pub fn tombstone_ttl(&self) -> Time {
+        self.tombstone_ttl
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,12 +308,13 @@ impl CascadeTracker {
         let Some(c) = self.open.get_mut(&cascade) else { return };
         let t_obs = windows[c.next_window];
         debug_assert_eq!(c.start + t_obs, deadline);
-        if c.events.len() >= self.settings.min_cascade_size {
+        let n = c.events.len();
+        if n >= self.settings.min_training_size {
             c.emitted.push(t_obs);
-            out.push((
-                deadline,
-                TrackerOutput::Partial(Partial { cascade, t_obs, msg: c.msg.clone(), events: c.events.clone() }),
-            ));
+            let training_only = n < self.settings.min_cascade_size;
+            let partial =
+                Partial { cascade, t_obs, msg: c.msg.clone(), events: c.events.clone(), start: c.start, training_only };
+            out.push((deadline, TrackerOutput::Partial(partial)));
         } else {
             out.push((deadline, TrackerOutput::TooSmall { cascade, t_obs }));
         }
@@ -265,7 +338,13 @@ impl CascadeTracker {
         debug_assert_eq!(c.next_window, self.settings.windows.len());
         out.push((
             deadline,
-            TrackerOutput::Final(FinalSize { cascade, n_tot: c.n, t_end: c.last - c.start, windows: c.emitted }),
+            TrackerOutput::Final(FinalSize {
+                cascade,
+                n_tot: c.n,
+                t_end: c.last - c.start,
+                windows: c.emitted,
+                ended_at: deadline,
+            }),
         ));
         let expiry = deadline + self.settings.tombstone_ttl;
         self.tombstones.insert(cascade, expiry);
@@ -278,7 +357,7 @@ mod tests {
     use super::*;
 
     fn settings() -> TrackerSettings {
-        TrackerSettings { windows: vec![10, 20], t_end: 30, min_cascade_size: 2, tombstone_ttl: 100 }
+        TrackerSettings::new(vec![10, 20], 30, 2, 2, 100).unwrap()
     }
 
     fn ev(cascade: CascadeId, time: Time, kind: EventKind) -> TweetEvent {

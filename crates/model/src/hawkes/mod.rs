@@ -81,7 +81,8 @@ pub enum MarkLaw {
     CascadeMedian,
 }
 
-/// Settings of the model (SPEC §4.1); `Default` gives the course values. Also the
+/// Settings of the model (SPEC §4.1); `Default` gives the default mode (course law, prior and
+/// bounds, mark scale from the data), [`HawkesSettings::course`] the course values. Also the
 /// `[hawkes]` table of a dataflow config: unknown keys are rejected, missing ones default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,12 +107,22 @@ pub struct HawkesSettings {
     pub beta_min: f64,
     /// Upper bound of β, in 1/s (course: one per minute).
     pub beta_max: f64,
-    /// Where the scale of the mark law comes from (course: [`MarkLaw::Fixed`]).
+    /// Where the scale of the mark law comes from (default mode: [`MarkLaw::CascadeMedian`],
+    /// the scale of the cascade's own marks; course: [`MarkLaw::Fixed`]).
     pub mark_law: MarkLaw,
 }
 
 impl Default for HawkesSettings {
+    /// The default mode (SPEC §4.2): the course's law, prior and bounds, with the mark scale
+    /// taken from each cascade's own marks (real follower counts are ~25× the course law's).
     fn default() -> Self {
+        Self { mark_law: MarkLaw::CascadeMedian, ..Self::course() }
+    }
+}
+
+impl HawkesSettings {
+    /// The course's values (SPEC §4.1): the fixed power law α = 2.4, μ = 10 for every cascade.
+    pub fn course() -> Self {
         Self {
             alpha: 2.4,
             mu: 10.0,

@@ -32,7 +32,7 @@ fn cascade(k: usize) -> Vec<Event> {
 fn model(prior: PriorKind) -> HawkesModel {
     HawkesModel::new(HawkesSettings {
         prior,
-        ..HawkesSettings::default()
+        ..HawkesSettings::course()
     })
     .unwrap()
 }
@@ -338,7 +338,7 @@ fn profile_derivatives_match_finite_differences() {
 
 #[test]
 fn default_settings_are_the_course_values() {
-    let m = HawkesModel::new(HawkesSettings::default()).unwrap();
+    let m = HawkesModel::new(HawkesSettings::course()).unwrap();
     assert_eq!(m.expected_magnitude(), 35.00000000000001);
     assert_eq!(m.p_bounds(), (1e-8, 0.028571418571428565));
     assert_eq!(
@@ -353,7 +353,7 @@ fn default_settings_are_the_course_values() {
 
 #[test]
 fn invalid_settings_are_rejected() {
-    let d = HawkesSettings::default();
+    let d = HawkesSettings::course();
     let bad = [
         HawkesSettings {
             alpha: 2.0,
@@ -597,18 +597,18 @@ fn extreme_settings_give_finite_fits_or_errors() {
         HawkesSettings {
             beta_min: 1e-300,
             beta_max: 1e300,
-            ..HawkesSettings::default()
+            ..HawkesSettings::course()
         },
         HawkesSettings {
             beta_min: 1e-12,
             beta_max: 1e6,
             prior: PriorKind::LogNormal,
-            ..HawkesSettings::default()
+            ..HawkesSettings::course()
         },
         HawkesSettings {
             alpha: 2.001,
             prior: PriorKind::Flat,
-            ..HawkesSettings::default()
+            ..HawkesSettings::course()
         },
     ];
     for s in settings {
@@ -737,14 +737,15 @@ fn fit_finds_the_mle_a_12_point_grid_missed() {
 fn median_model() -> HawkesModel {
     HawkesModel::new(HawkesSettings {
         mark_law: MarkLaw::CascadeMedian,
-        ..HawkesSettings::default()
+        ..HawkesSettings::course()
     })
     .unwrap()
 }
 
 #[test]
-fn the_default_mark_law_is_the_fixed_course_law() {
-    assert_eq!(HawkesSettings::default().mark_law, MarkLaw::Fixed);
+fn the_course_mark_law_is_fixed_and_the_default_takes_the_cascades_scale() {
+    assert_eq!(HawkesSettings::course().mark_law, MarkLaw::Fixed);
+    assert_eq!(HawkesSettings::default(), HawkesSettings { mark_law: MarkLaw::CascadeMedian, ..HawkesSettings::course() });
     let m = model(PriorKind::Course);
     let c = cascade(3);
     assert_eq!(m.mark_scale(&c, 600.0).unwrap(), 1.0);

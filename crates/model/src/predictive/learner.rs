@@ -471,6 +471,8 @@ pub struct Selection {
     pub n_train: usize,
     /// Validation size.
     pub n_validation: usize,
+    /// The fallback validated at least as well as every candidate: the model is the fallback.
+    pub fallback_won: bool,
 }
 
 /// A window's model: a regressor of ln(N/n) over [`FEATURE_SET`].
@@ -518,6 +520,21 @@ impl PredictiveModel {
     ///
     /// Errors: fewer than 2 samples, ragged input, non-finite values, invalid settings.
     pub fn train(x: &[FeatureVector], y: &[f64], settings: &LearnerSettings, seed: u64) -> Result<Self, PredictiveError> {
+        Self::train_against(x, y, settings, seed, None)
+    }
+
+    /// [`PredictiveModel::train`], with one more candidate: `incumbent`, a model trained
+    /// elsewhere (a warm start from an earlier run), scored on the same validation samples
+    /// as it is. It is returned unchanged when it validates best, so a cold window of a
+    /// warm-started run keeps the earlier model until one trained on the new stream does
+    /// better. Give no incumbent that saw the validation samples (its score would be biased).
+    pub fn train_against(
+        x: &[FeatureVector],
+        y: &[f64],
+        settings: &LearnerSettings,
+        seed: u64,
+        incumbent: Option<&PredictiveModel>,
+    ) -> Result<Self, PredictiveError> {
         settings.validate()?;
         if x.len() != y.len() {
             return Err(PredictiveError::LengthMismatch { rows: x.len(), targets: y.len() });
@@ -638,10 +655,47 @@ impl PredictiveModel {
             fallback_score,
             n_train: first_val,
             n_validation: n_val_total,
+            fallback_won: false,
         };
-        // The fallback is not "simpler" than a fitted constant: it must validate best.
-        let fallback_wins = fallback_score <= best_score;
-        let (offset, regressor) = if fallback_wins {
+        if let Some(incumbent) = incumbent {
+            let score = metric.score(x[first_val..].iter().map(|r| incumbent.predict_log_ratio(r)), y_val_all);
+            if score <= best_score && score <= fallback_score {
+                return Ok(incumbent.clone());
+            }
+        }
+        // The fallback is not "simpler" than a fitted constant: it must validate best (`fit`).
+        let sel = Selection { fallback_won: fallback_score <= best_score, ..sel };
+        Self::fit(x, y, settings, seed, sel)
+    }
+
+    /// Trains the configuration `selection` (an earlier [`PredictiveModel::train`]'s choice)
+    /// on all the samples, without a new hyper-parameter search: the cheap run between two
+    /// searches (`TrainJob::run_with`). The fallback if it validated best then.
+    ///
+    /// Errors: as [`PredictiveModel::train`].
+    pub fn refit(x: &[FeatureVector], y: &[f64], settings: &LearnerSettings, seed: u64, selection: &Selection) -> Result<Self, PredictiveError> {
+        settings.validate()?;
+        if x.len() != y.len() {
+            return Err(PredictiveError::LengthMismatch { rows: x.len(), targets: y.len() });
+        }
+        if y.is_empty() {
+            return Err(PredictiveError::TooFewSamples { have: 0, need: 1 });
+        }
+        if let Some(row) = y.iter().position(|v| !v.is_finite()) {
+            return Err(PredictiveError::NonFinite { row, what: "target" });
+        }
+        if let Some(row) = x.iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+            return Err(PredictiveError::NonFinite { row, what: "feature" });
+        }
+        Self::fit(x, y, settings, seed, *selection)
+    }
+
+    /// Fits the chosen configuration on all samples (or takes the fallback when it validated
+    /// best: `selection.fallback_won`).
+    fn fit(x: &[FeatureVector], y: &[f64], settings: &LearnerSettings, seed: u64, sel: Selection) -> Result<Self, PredictiveError> {
+        let nf = settings.features.len();
+        let all = settings.project(x);
+        let (offset, regressor) = if sel.fallback_won {
             (Offset::Zero, Regressor::Fallback(settings.fallback))
         } else {
             let off = Offset::fit(sel.offset, x, y, settings.fallback);
@@ -661,7 +715,7 @@ impl PredictiveModel {
             offset,
             regressor,
             selection: sel,
-            n_samples: n,
+            n_samples: y.len(),
         })
     }
 
@@ -760,6 +814,22 @@ mod tests {
         let back: PredictiveModel = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         back.check_feature_set().unwrap();
+    }
+
+    #[test]
+    fn a_warm_incumbent_is_kept_until_a_model_trained_here_validates_better() {
+        let s = LearnerSettings::default();
+        let (x, y) = samples(400, 4);
+        let incumbent = PredictiveModel::train(&x, &y, &s, 1).unwrap();
+        // Twelve new samples of the same law: too few to beat a model trained on 400.
+        let (x_new, y_new) = samples(12, 5);
+        let kept = PredictiveModel::train_against(&x_new, &y_new, &s, 2, Some(&incumbent)).unwrap();
+        assert_eq!(kept, incumbent);
+        // A stream where nothing grows: the incumbent is wrong there and loses.
+        let zeros = vec![0.0; 12];
+        let replaced = PredictiveModel::train_against(&x_new, &zeros, &s, 2, Some(&incumbent)).unwrap();
+        assert_ne!(replaced, incumbent);
+        assert!(replaced.predict_log_ratio(&x_new[0]) < 0.1);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use learner::{
     Fallback, LearnerKind, LearnerSettings, Metric, Offset, OffsetKind, PredictiveModel, Regressor, Selection,
     MULTI_FOLD_BELOW,
 };
-pub use trainer::{TrainJob, TrainerSettings, WindowTrainer};
+pub use trainer::{TrainJob, TrainerSettings, WindowTrainer, SEARCH_ALWAYS_BELOW};
 
 /// Largest predicted log-ratio ŷ = ln(N/n) that [`size_from_log_ratio`] honours: a growth
 /// of e^12 ≈ 160,000× (beyond any observed cascade; it keeps N finite for any n).

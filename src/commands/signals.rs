@@ -1,0 +1,70 @@
+//! SIGINT, SIGTERM and SIGHUP for the commands that run the dataflow (`run`, `backtest`,
+//! `live` and the embedded default).
+//!
+//! The first signal stops the run ([`RunHandles::stop`]): the sources stop, the pipeline
+//! drains, and in a cluster the stop is passed on to every process. A second signal, or a
+//! stop that has not finished after [`STOP_GRACE`], ends the process at once. Either way the
+//! exit code is 128 + the signal (130 for SIGINT, 143 for SIGTERM), except for `live`, whose
+//! normal end is a signal: it exits 0 once drained (see `kafka::run`).
+//!
+//! The signals are blocked in the calling thread before any other thread exists (threads
+//! inherit the mask, librdkafka's included) and taken with `sigwait` on a thread of their
+//! own, which is how we learn which signal came without process-global state.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::pipeline::{RunHandles, StopCause};
+
+/// How long a stop may take before the process ends anyway: every process of a cluster is
+/// gone within 5 s of a signal (the stop reaches the peers within a tenth of a second).
+pub const STOP_GRACE: Duration = Duration::from_secs(4);
+
+/// Takes SIGINT, SIGTERM and SIGHUP for `handles` (this process being `process`). Call it
+/// first, before any thread is started: a thread started earlier would not block them, and
+/// the kernel could deliver a signal there, killing the process without a word.
+pub fn install(handles: &RunHandles, process: usize) -> Result<()> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block().context("blocking the stop signals")?;
+    let waiter = handles.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            loop {
+                let Ok(signal) = set.wait() else { continue };
+                if stopping {
+                    eprintln!("error: {} again while stopping: exiting now", signal.as_str());
+                    std::process::exit(128 + signal as i32);
+                }
+                stopping = true;
+                waiter.stop(StopCause { signal: signal as i32, process });
+            }
+        })
+        .context("starting the signal thread")?;
+    let watched = handles.clone();
+    std::thread::Builder::new()
+        .name("stop-watchdog".into())
+        .spawn(move || watchdog(&watched))
+        .context("starting the stop watchdog")?;
+    Ok(())
+}
+
+/// Ends the process `STOP_GRACE` after a stop (here or from a peer) began, if it still runs.
+fn watchdog(handles: &RunHandles) {
+    while !handles.shutdown.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let since = Instant::now();
+    std::thread::sleep(STOP_GRACE);
+    let cause = handles.stop_cause();
+    let what = cause.map_or_else(|| "a stop request".to_owned(), |c| c.to_string());
+    eprintln!("error: still stopping {:.0} s after {what}: exiting now", since.elapsed().as_secs_f64());
+    std::process::exit(cause.map_or(1, |c| c.exit_code()));
+}
