@@ -351,6 +351,29 @@ mod tests {
         assert!(Cli::try_parse_from(["tweetoscope", "backtest", "--report", "r", "--truth", "t"]).is_ok());
     }
 
+    /// Errors with a `source()` keep it out of their own Display: printed as a chain (anyhow's
+    /// `{:#}`, which the binary's line is), each cause comes once. (The error line also drops
+    /// a cause its context already holds, for third-party errors; this checks ours without it.)
+    #[test]
+    fn our_errors_keep_their_cause_out_of_their_display() {
+        let io = || std::io::Error::other("boom");
+        let errors: Vec<anyhow::Error> = vec![
+            crate::io::files::InputError::Io { path: "d.csv".into(), source: io() }.into(),
+            crate::checkpoint::StoreError::Io { path: "ck".into(), source: io() }.into(),
+            crate::config::ConfigError::Read { path: "c.toml".into(), source: io() }.into(),
+            options::CliError::Read { path: "hosts".into(), source: io() }.into(),
+            simulate::SimulateError::Io { path: "out".into(), source: io() }.into(),
+            crate::pipeline::PipelineError::Output { path: "out".into(), source: io() }.into(),
+            crate::observe::report::ReportError::Io { path: "r".into(), source: io() }.into(),
+            crate::observe::alertmanager::AlertmanagerError::Io { addr: "a:1".into(), source: io() }.into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("boom").count(), 1, "{chain}");
+            assert!(!e.to_string().contains("boom"), "the cause is in the Display too: {e}");
+        }
+    }
+
     #[test]
     fn an_error_line_names_each_cause_once() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
