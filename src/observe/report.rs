@@ -27,7 +27,7 @@ use crate::Time;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
     /// A line of an input file could not be parsed.
     #[error("{path}:{line}: {message}")]

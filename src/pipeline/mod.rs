@@ -57,7 +57,7 @@ pub enum PipelineError {
         message: String,
     },
     /// An output could not be written.
-    #[error("output {path}: {source}")]
+    #[error("output {path}")]
     Output {
         /// The file or folder.
         path: PathBuf,
