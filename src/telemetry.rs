@@ -3,7 +3,7 @@
 //!
 //! Labels are bounded: windows (a handful, from the config), outcomes and reasons (fixed
 //! enums), Kafka partitions (a few). A cascade id is never a label; per-cascade facts go to
-//! the live page's state ([`crate::live`]) instead.
+//! the live page's state ([`crate::observe::live`]) instead.
 
 use std::sync::OnceLock;
 

@@ -69,7 +69,7 @@ pub struct Truth {
     pub p: f64,
     /// β (1/s).
     pub beta: f64,
-    /// Branching factor p·E[m] with the simulator's mark mean.
+    /// Branching factor p·E(m) with the simulator's mark mean.
     pub n_star: f64,
     /// Events simulated.
     pub size: usize,

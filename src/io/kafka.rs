@@ -650,9 +650,12 @@ pub fn ensure_topics(config: &KafkaConfig, names: &[&str], partitions: i32) -> R
     Ok(())
 }
 
+/// A message as read back: its key (if any) and its value.
+pub type KeyedMessage = (Option<Vec<u8>>, Vec<u8>);
+
 /// Reads a whole topic from its beginning to the end offsets seen now: (key, value) pairs.
 /// Bounded: stops at those offsets, or fails after `timeout`.
-pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaSetupError> {
+pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<KeyedMessage>, KafkaSetupError> {
     use rdkafka::message::Message;
     let consumer = config.consumer()?;
     let mut list = rdkafka::TopicPartitionList::new();
