@@ -59,7 +59,12 @@ pub enum SimulateError {
     Model(#[from] SimulationError),
     /// A file could not be read or written.
     #[error("{path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The true parameters of one simulated cascade.
