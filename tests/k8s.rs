@@ -1422,8 +1422,9 @@ fn readme_openssl_commands() -> String {
 /// folders to a scratch one, the keystore password files read as the image's `configure`
 /// does), with a keystore made by k8s/README.md's openssl commands; then the rendered
 /// postStart script sets the client user's credential from the password file, and
-/// `tweetoscope topics` with prod's rendered client config (its paths substituted) connects
-/// over SASL_SSL, verifying the certificate; a wrong password is refused.
+/// `tweetoscope topics` and `generate` with prod's rendered client config (its paths
+/// substituted) connect over SASL_SSL, verifying the certificate (which is checked to name the
+/// hosts prod's clients dial); a wrong password is refused.
 #[test]
 fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl() {
     require("java");
@@ -1439,8 +1440,31 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
     }
     // The operator's material, as k8s/README.md makes it.
     let mut openssl = Command::new("bash");
-    openssl.args(["-euo", "pipefail", "-c", &readme_openssl_commands()]).env("NS", "tweetoscope").current_dir(d("pki"));
+    let namespace = objects(prod, "Namespace").next().expect("prod's Namespace")["metadata"]["name"].as_str().unwrap().to_owned();
+    openssl.args(["-euo", "pipefail", "-c", &readme_openssl_commands()]).env("NS", &namespace).current_dir(d("pki"));
     run_ok(&mut openssl);
+    // The certificate in the keystore the broker loads names every host a prod client dials:
+    // the bootstrap (the Service in the clients' config) and the name the broker advertises
+    // (librdkafka checks the host name on both connections).
+    let k = deployed_dataflow(prod).kafka;
+    let advertised = kafka_listeners(&env_of(broker)["KAFKA_ADVERTISED_LISTENERS"]);
+    let (listener, _) = sasl_ssl_listener("prod", prod);
+    let dialed = [k.brokers.split_once(':').unwrap().0.to_owned(), advertised[&listener].0.replace("$(POD_NAMESPACE)", &namespace)];
+    let keystore = &env_of(broker)["KAFKA_SSL_KEYSTORE_FILENAME"];
+    let keystore_password = &env_of(broker)["KAFKA_SSL_KEYSTORE_CREDENTIALS"];
+    for host in &dialed {
+        let script = format!(
+            "openssl pkcs12 -in {keystore} -passin file:{keystore_password} -nokeys -clcerts | openssl x509 -noout -checkhost {host}"
+        );
+        let out = run_ok(Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(d("pki")));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(&format!("Hostname {host} does match certificate")), "{host}: {said}");
+    }
+    // …and not just any name (the check can fail).
+    let out = run_ok(Command::new("bash").args(["-euo", "pipefail", "-c", &format!(
+        "openssl pkcs12 -in {keystore} -passin file:{keystore_password} -nokeys -clcerts | openssl x509 -noout -checkhost kafka.example.com"
+    )]).current_dir(d("pki")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does NOT match"), "{}", String::from_utf8_lossy(&out.stdout));
     // The component's ConfigMap, where the broker mounts it.
     let sasl = config_map(prod, "kafka-sasl");
     for (file, text) in sasl["data"].as_object().unwrap() {
@@ -1538,6 +1562,11 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
     };
     let out = run_ok(client_cmd().args(["topics", "--partitions", "1", "--config"]).arg(d("client.toml")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("topics ready"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The producer path too (the generator Job's command): every message acknowledged.
+    let out = run_ok(client_cmd().args(["generate", "--input", "data/seismic-tideh100/raw/training/RT1.txt", "--speed", "max", "--config"]).arg(d("client.toml")).current_dir(root()));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = said.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(said.contains("acknowledged by the broker") && counts.len() == 3 && counts[0] > 0 && counts[1] == counts[0] && counts[2] == 0, "generate over SASL_SSL: {said}");
     // The listener checks the password (and the test is not passing by accident).
     std::fs::write(d("wrong-password"), "not-the-password").unwrap();
     std::fs::write(d("wrong.toml"), client.replace(password.to_str().unwrap(), d("wrong-password").to_str().unwrap())).unwrap();
