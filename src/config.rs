@@ -17,7 +17,7 @@ use crate::Time;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read { path: PathBuf, source: std::io::Error },
     /// The file is not valid TOML for this schema (unknown key, wrong type, …).
     #[error("invalid config file {path}: {message}")]

@@ -97,7 +97,7 @@ fn start_cluster(over: Over, prefix: &str, dir: &Path, ck: &Path, (processes, th
             let mut cmd = over.tweetoscope(prefix, &["live", "--metrics-addr", "off", "--until-idle", idle, "--config"]);
             cmd.arg(&config).arg("--checkpoint-dir").arg(ck).args(["-w", &threads.to_string()]);
             if processes > 1 {
-                cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "-h"]).arg(&hostfile);
+                cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "--hostfile"]).arg(&hostfile);
             }
             cmd.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
                 .stdout(Stdio::piped())

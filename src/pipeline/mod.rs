@@ -57,7 +57,7 @@ pub enum PipelineError {
         message: String,
     },
     /// An output could not be written.
-    #[error("output {path}: {source}")]
+    #[error("output {path}")]
     Output {
         /// The file or folder.
         path: PathBuf,
@@ -86,6 +86,8 @@ pub enum PipelineError {
 
 /// Where the input events come from.
 #[derive(Debug, Clone)]
+// One per job: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceSpec {
     /// A recorded dataset replayed from memory (each worker takes its share).
     Replay {
