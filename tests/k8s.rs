@@ -390,7 +390,7 @@ fn three_pods_hostfiles_form_one_cluster_on_loopback() {
         let hosts = std::fs::read_to_string(dir.path().join(format!("hosts-{i}"))).unwrap();
         assert_eq!(hosts.lines().collect::<Vec<_>>(), ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>());
         // The entrypoint said which process this is, and exec'd with those flags.
-        assert!(stderr_of(dir.path(), i).contains(&format!("process {i} of {N}: -n {N} -p {i} -h")), "{}", stderr_of(dir.path(), i));
+        assert!(stderr_of(dir.path(), i).contains(&format!("process {i} of {N}: -n {N} -p {i} --hostfile")), "{}", stderr_of(dir.path(), i));
     }
     // One cluster: process 0's outputs are those of a single-process run.
     let single = dir.path().join("single");
