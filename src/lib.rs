@@ -12,6 +12,8 @@
 //! - [`config`], [`records`]: configuration and the records that flow between stages.
 //! - `tweetoscope_model` (crate `crates/model`): Hawkes, forest, SEISMIC — pure numerics.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod commands;
 pub mod config;

@@ -8,7 +8,7 @@
 //!   every time < F and before any time ≥ F" is well defined for each operator, and the
 //!   union of those states over operators and workers is a consistent cut. Each operator
 //!   writes its part when its own input frontier passes F; the source records the Kafka
-//!   offsets it had read when its capability passed F ([`SourceCuts`]) and the window stage
+//!   offsets it had read when its capability passed F (the source stage's `SourceCuts`) and the window stage
 //!   of the same worker writes them. Records in flight across the cut are saved by the
 //!   operator that holds them (the window stage saves events stamped before F but timed
 //!   after it; the train stage saves the models it emitted in the last δ seconds, which

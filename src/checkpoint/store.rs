@@ -30,10 +30,20 @@ use crate::Time;
 pub enum StoreError {
     /// A file operation failed.
     #[error("checkpoint {path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A part's header, length or checksum is wrong.
     #[error("checkpoint part {path} is corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file at fault.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A part written in another format version (by another version of tweetoscope).
     #[error(
         "checkpoint part {path} is in checkpoint format v{found}{old}, this tweetoscope reads v{FORMAT_VERSION} only: \

@@ -401,9 +401,12 @@ mod tests {
         assert_eq!(p.lines[0], "a-0.a-headless.n.svc.cluster.local:2101");
     }
 
+    /// A case: the arguments, the environment, and a phrase the error must contain.
+    type ErrorCase = (HostfileArgs, Vec<(&'static str, &'static str)>, &'static str);
+
     #[test]
     fn missing_or_inconsistent_settings_are_errors() {
-        let cases: Vec<(HostfileArgs, Vec<(&str, &str)>, &str)> = vec![
+        let cases: Vec<ErrorCase> = vec![
             (defaults(), vec![(ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "no ordinal"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_NAMESPACE, "n")], "no replica count"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "3")], "no namespace"),

@@ -93,7 +93,7 @@ pub enum Command {
         /// Number of sources stamped on the messages.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         sources: u64,
-        /// Dataflow configuration TOML (its [input] table places course-layout cascades on
+        /// Dataflow configuration TOML (its `[input]` table places course-layout cascades on
         /// the timeline; its [kafka] table names the broker and topics).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -158,7 +158,7 @@ pub enum Command {
         /// At most this many events per cascade.
         #[arg(long, default_value_t = 100_000, value_parser = at_least_one())]
         max_events: usize,
-        /// Dataflow configuration TOML (its [hawkes] table gives marks and prior).
+        /// Dataflow configuration TOML (its `[hawkes]` table gives marks and prior).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -183,7 +183,7 @@ pub enum Command {
         /// After the last event, wait at most this many seconds for the last predictions.
         #[arg(long, default_value_t = 10.0, value_parser = non_negative, allow_negative_numbers = true)]
         drain: f64,
-        /// Dataflow configuration TOML (its [input] gives the cascades' start times; use the
+        /// Dataflow configuration TOML (its `[input]` gives the cascades' start times; use the
         /// one the pipeline runs with).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -222,7 +222,7 @@ pub enum Command {
         /// Observation time T (s): events with t ≤ T are used.
         #[arg(long = "t-obs", value_parser = non_negative, allow_negative_numbers = true)]
         t_obs: f64,
-        /// Dataflow configuration TOML (its [hawkes] table is used).
+        /// Dataflow configuration TOML (its `[hawkes]` table is used).
         #[arg(long)]
         config: Option<PathBuf>,
     },

@@ -90,7 +90,7 @@ mod tests {
     fn rates_read_like_rates() {
         assert_eq!(human_rate(9.9526), "10.0/s");
         assert_eq!(human_rate(412.4), "412/s");
-        assert_eq!(human_rate(10_634.2786), "10.6k/s");
+        assert_eq!(human_rate(10_634.278_6), "10.6k/s");
         assert_eq!(human_rate(1_254_000.0), "1.25M/s");
         assert_eq!(human_rate(0.0), "0/s");
         assert_eq!(human_rate(f64::NAN), "0/s");

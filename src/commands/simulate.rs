@@ -59,7 +59,12 @@ pub enum SimulateError {
     Model(#[from] SimulationError),
     /// A file could not be read or written.
     #[error("{path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The true parameters of one simulated cascade.
@@ -69,7 +74,7 @@ pub struct Truth {
     pub p: f64,
     /// β (1/s).
     pub beta: f64,
-    /// Branching factor p·E[m] with the simulator's mark mean.
+    /// Branching factor p·E(m) with the simulator's mark mean.
     pub n_star: f64,
     /// Events simulated.
     pub size: usize,

@@ -52,13 +52,30 @@ impl Dataset {
 pub enum InputError {
     /// The file or folder could not be read.
     #[error("{path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A line is malformed.
     #[error("{path}:{line}: {message}")]
-    Malformed { path: PathBuf, line: usize, message: String },
+    Malformed {
+        /// The file at fault.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong, for the error line.
+        message: String,
+    },
     /// The input as a whole makes no sense (e.g. a data CSV without its index).
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, for the error line.
+        message: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InputError + '_ {

@@ -1,6 +1,6 @@
 //! Per-cascade alerts pushed straight to Alertmanager (`tweetoscope --alertmanager URL`).
 //!
-//! Every prediction above the alert threshold (the ones [`crate::live`] lists as alerts)
+//! Every prediction above the alert threshold (the ones [`crate::observe::live`] lists as alerts)
 //! becomes one `PopularCascade` alert, POSTed to Alertmanager's API v2
 //! (`POST {URL}/api/v2/alerts`, a JSON list of alerts), as the course's dashboard did. The
 //! Prometheus rule `PopularCascades` (ops/prometheus/rules/tweetoscope.yml) is the aggregate

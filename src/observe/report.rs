@@ -28,13 +28,30 @@ use crate::Time;
 pub enum ReportError {
     /// A file could not be read or written.
     #[error("{path}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A line of an input file could not be parsed.
     #[error("{path}:{line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        /// The file at fault.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong, for the error line.
+        message: String,
+    },
     /// A plot could not be drawn.
     #[error("plot {path}: {message}")]
-    Plot { path: PathBuf, message: String },
+    Plot {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, for the error line.
+        message: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {

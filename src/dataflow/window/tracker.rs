@@ -44,7 +44,12 @@ pub enum TrackerOutput {
     Rejected(Rejection),
     /// A window of a cascade that had too few events to be estimated (fewer than
     /// `min_training_size`), at `start + T_obs`.
-    TooSmall { cascade: CascadeId, t_obs: Time },
+    TooSmall {
+        /// The cascade.
+        cascade: CascadeId,
+        /// The observation window (s).
+        t_obs: Time,
+    },
 }
 
 /// Why tracker settings cannot work.
