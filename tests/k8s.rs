@@ -1353,7 +1353,9 @@ fn no_password_literal_in_any_rendered_manifest() {
     fn find(all: &[Value], kind: &str, prefix: &str) -> usize {
         all.iter().position(|o| o["kind"] == kind && o["metadata"]["name"].as_str().unwrap().starts_with(prefix)).unwrap()
     }
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Value>)>)> = vec![
+    /// An edit of the rendered objects that slips a password in.
+    type Edit = Box<dyn Fn(&mut Vec<Value>)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("TWEETOSCOPE_KAFKA_SASL_PASSWORD in the environment", Box::new(|all: &mut Vec<Value>| {
             let i = find(all, "StatefulSet", "tweetoscope");
             all[i]["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap().push(serde_json::json!({"name": "TWEETOSCOPE_KAFKA_SASL_PASSWORD", "value": "hunter2"}));
