@@ -10,7 +10,12 @@
 //!   and Grafana's admin comes from a Secret; the timely cluster and Kafka have a
 //!   PodDisruptionBudget and required anti-affinity; every pod is non-root with a read-only
 //!   root filesystem, explicit writable volumes and ephemeral-storage limits; readiness and
-//!   liveness probes differ, and the tweetoscope ones are endpoints the binary serves.
+//!   liveness probes differ, and the tweetoscope ones are endpoints the binary serves;
+//! - Kafka over SASL_SSL (issues 19 and 22, k8s/components/kafka-sasl-ssl, listed by prod only):
+//!   the broker's only network listener for clients is SASL_SSL with SCRAM-SHA-512, its keystore
+//!   from a Secret and its JAAS file password-free; every Kafka client mounts the Secret
+//!   kafka-client read-only and the CA from a ConfigMap, and its config points at that listener;
+//!   no rendered manifest holds a password; dev stays PLAINTEXT.
 
 mod common;
 
@@ -99,10 +104,38 @@ fn one(name: &str, path: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(name.to_owned(), read(path))])
 }
 
+/// The overlays that list the SASL_SSL component, from their kustomization.yaml (uncommented).
+fn secured_overlays() -> BTreeSet<String> {
+    rendered()
+        .keys()
+        .filter(|o| {
+            read(&format!("k8s/overlays/{o}/kustomization.yaml"))
+                .lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.trim().trim_start_matches("- ").trim() == "../../components/kafka-sasl-ssl")
+        })
+        .cloned()
+        .collect()
+}
+
+/// The dataflow config an overlay's Kafka clients run with: the SASL_SSL one where the
+/// component is listed.
+fn kafka_dataflow_of(overlay: &str) -> &'static str {
+    if secured_overlays().contains(overlay) { "dataflows/kafka-sasl-ssl.toml" } else { "dataflows/kafka.toml" }
+}
+
 #[test]
 fn config_maps_hold_the_repos_own_files_byte_for_byte() {
+    // Prod runs Kafka over SASL_SSL, dev over PLAINTEXT (issue 22).
+    assert_eq!(secured_overlays(), BTreeSet::from(["prod".to_owned()]));
     for (overlay, all) in rendered() {
-        assert_holds(overlay, config_map(all, "tweetoscope-config"), &one("kafka.toml", "dataflows/kafka.toml"));
+        // Under the key every client's --config names, whichever file the overlay deploys.
+        assert_holds(overlay, config_map(all, "tweetoscope-config"), &one("kafka.toml", kafka_dataflow_of(overlay)));
+        if secured_overlays().contains(overlay) {
+            assert_holds(overlay, config_map(all, "kafka-sasl"), &BTreeMap::from([
+                ("kafka_server_jaas.conf".to_owned(), read("k8s/components/kafka-sasl-ssl/kafka_server_jaas.conf")),
+                ("upsert-scram-user.sh".to_owned(), read("k8s/components/kafka-sasl-ssl/upsert-scram-user.sh")),
+            ]));
+        }
         assert_holds(overlay, config_map(all, "prometheus-rules"), &files_of("ops/prometheus/rules", "yml"));
         assert_holds(overlay, config_map(all, "alertmanager-config"), &one("alertmanager.yml", "ops/alertmanager/alertmanager.yml"));
         assert_holds(overlay, config_map(all, "grafana-dashboards"), &files_of("ops/grafana/dashboards", "json"));
@@ -168,11 +201,21 @@ fn the_kafka_dataflow_has_the_embedded_pipeline_settings_and_the_in_cluster_brok
     assert_eq!(kafka.forest, embedded.forest);
     assert_eq!(kafka.kafka.topics, tweetoscope::io::kafka::TopicNames::default(), "the topics Job creates the default names");
     kafka.kafka.validate().unwrap();
-    // The brokers are the Kafka Service of the manifests.
-    let (host, port) = kafka.kafka.brokers.split_once(':').unwrap();
+    // The SASL_SSL variant differs in the [kafka] connection settings only: the same pipeline,
+    // the same topics, the same source limits.
+    let secured = DataflowConfig::load(&root().join("dataflows/kafka-sasl-ssl.toml")).unwrap();
+    let mut same = secured.clone();
+    let k = &mut same.kafka;
+    (k.brokers, k.security_protocol, k.sasl_mechanism, k.sasl_username, k.sasl_password_file, k.ssl_ca_location) =
+        (kafka.kafka.brokers.clone(), kafka.kafka.security_protocol.clone(), None, None, None, None);
+    assert_eq!(same, kafka, "dataflows/kafka-sasl-ssl.toml differs from dataflows/kafka.toml beyond the [kafka] connection settings");
+    assert_eq!(secured.kafka.security_protocol, "sasl_ssl");
+    // The brokers are the Kafka Service of the manifests, on a port the Service has.
     for (overlay, all) in rendered() {
+        let config = DataflowConfig::parse(config_map(all, "tweetoscope-config")["data"]["kafka.toml"].as_str().unwrap()).unwrap();
+        let (host, port) = config.kafka.brokers.split_once(':').unwrap();
         let svc = named(all, "Service", host);
-        assert!(svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(port)), "{overlay}");
+        assert!(svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(port)), "{overlay}: {host} has no port {port}");
     }
 }
 
@@ -347,7 +390,7 @@ fn three_pods_hostfiles_form_one_cluster_on_loopback() {
         let hosts = std::fs::read_to_string(dir.path().join(format!("hosts-{i}"))).unwrap();
         assert_eq!(hosts.lines().collect::<Vec<_>>(), ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>());
         // The entrypoint said which process this is, and exec'd with those flags.
-        assert!(stderr_of(dir.path(), i).contains(&format!("process {i} of {N}: -n {N} -p {i} -h")), "{}", stderr_of(dir.path(), i));
+        assert!(stderr_of(dir.path(), i).contains(&format!("process {i} of {N}: -n {N} -p {i} --hostfile")), "{}", stderr_of(dir.path(), i));
     }
     // One cluster: process 0's outputs are those of a single-process run.
     let single = dir.path().join("single");
@@ -570,19 +613,19 @@ fn network_policies(all: &[Value]) -> Vec<&Value> {
 /// The endpoints of `network_endpoints` outside the overlay's namespace.
 const OUTSIDE: [&str; 6] = ["api-server", "elsewhere", "internet", "kube-dns", "metadata", "private-host"];
 
-#[test]
-fn network_policies_allow_exactly_the_dataflows_graph() {
-    // k8s/base/network-policies.yaml, edge for edge.
+/// The edges of the dataflow's graph (k8s/base/network-policies.yaml) with Kafka's client
+/// port: 9092 (PLAINTEXT) in base, 9094 (SASL_SSL) with k8s/components/kafka-sasl-ssl.
+fn dataflow_graph(kafka_port: u16) -> BTreeSet<String> {
     let mut expected: BTreeSet<String> = [
         // timely's processes dial each other; the pipeline reads and writes Kafka, pushes alerts.
         "tweetoscope -> tweetoscope:2101/TCP",
-        "tweetoscope -> kafka:9092/TCP",
+        "tweetoscope -> kafka:KAFKA/TCP",
         "tweetoscope -> alertmanager:9093/TCP",
         // The Jobs create the topics and replay the sample.
-        "kafka-topics -> kafka:9092/TCP",
-        "generator -> kafka:9092/TCP",
+        "kafka-topics -> kafka:KAFKA/TCP",
+        "generator -> kafka:KAFKA/TCP",
         // Broker to broker and to the controller (several nodes).
-        "kafka -> kafka:9092/TCP",
+        "kafka -> kafka:KAFKA/TCP",
         "kafka -> kafka:9093/TCP",
         // Monitoring.
         "prometheus -> tweetoscope:9464/TCP",
@@ -601,15 +644,29 @@ fn network_policies_allow_exactly_the_dataflows_graph() {
         "alertmanager -> internet:587/TCP",
     ]
     .into_iter()
-    .map(String::from)
+    .map(|e| e.replace("KAFKA", &kafka_port.to_string()))
     .collect();
     // DNS for every pod of the namespace, the stranger included (and nothing else for it).
     for pod in ["tweetoscope", "kafka", "kafka-topics", "generator", "prometheus", "alertmanager", "grafana", "stranger"] {
         expected.insert(format!("{pod} -> kube-dns:53/UDP"));
         expected.insert(format!("{pod} -> kube-dns:53/TCP"));
     }
+    expected
+}
+
+#[test]
+fn network_policies_allow_exactly_the_dataflows_graph() {
     for (overlay, all) in rendered() {
-        let (namespace, endpoints) = network_endpoints(all);
+        let secured = secured_overlays().contains(overlay);
+        let expected = dataflow_graph(if secured { 9094 } else { 9092 });
+        let (namespace, mut endpoints) = network_endpoints(all);
+        if secured {
+            // The PLAINTEXT listener is on the broker pod's loopback (not a port of the pod):
+            // no policy may open 9092 either, should it ever listen on the pod's address.
+            let kafka = endpoints.iter_mut().find(|e| e.name == "kafka").unwrap();
+            assert!(!kafka.ports.contains(&("TCP", 9092)), "{overlay}: kafka still declares 9092");
+            kafka.ports.push(("TCP", 9092));
+        }
         let names: BTreeSet<&str> = endpoints.iter().map(|e| e.name.as_str()).collect();
         assert!(OUTSIDE.iter().all(|o| names.contains(o)), "{overlay}: {names:?}");
         for workload in ["tweetoscope", "kafka", "kafka-topics", "generator", "prometheus", "alertmanager", "grafana"] {
@@ -920,4 +977,602 @@ fn the_tweetoscope_probes_are_endpoints_the_binary_serves() {
     assert_eq!(http_status(port, live).unwrap(), 200, "liveness {live} (nothing pending: healthy)");
     // The server tells paths apart, so a probe on a path it does not serve would fail.
     assert_eq!(http_status(port, "/no-such-probe").unwrap(), 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka over SASL_SSL (issues 19 and 22): k8s/components/kafka-sasl-ssl, listed by prod.
+
+/// Every container of the tweetoscope image (all of them talk to Kafka), with its pod
+/// template, as `Kind/name/container`.
+fn kafka_clients(all: &[Value]) -> Vec<(String, &Value, &Value)> {
+    let mut out = Vec::new();
+    for (what, template) in pod_templates(all) {
+        for c in containers_of(template) {
+            if c["image"].as_str().is_some_and(|i| i.starts_with("tweetoscope:")) {
+                out.push((format!("{what}/{}", c["name"].as_str().unwrap()), template, c));
+            }
+        }
+    }
+    out
+}
+
+/// The volume mounted at the folder holding `path` in this container: (mount, volume).
+fn mount_holding<'a>(template: &'a Value, container: &'a Value, path: &str) -> (&'a Value, &'a Value) {
+    let dir = Path::new(path).parent().unwrap().to_str().unwrap();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{}: nothing is mounted at {dir} (for {path})", container["name"]));
+    let volume = template["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume {}", mount["name"]));
+    (mount, volume)
+}
+
+/// The key of a Secret or ConfigMap volume source that appears as `file` (its items, else the
+/// key itself), and that file's mode.
+fn key_and_mode(source: &Value, file: &str) -> (String, u64) {
+    let default_mode = source["defaultMode"].as_u64().unwrap_or(0o644);
+    match source["items"].as_array() {
+        Some(items) => {
+            let item = items.iter().find(|i| i["path"] == file).unwrap_or_else(|| panic!("no item {file} in {source}"));
+            (item["key"].as_str().unwrap().to_owned(), item["mode"].as_u64().unwrap_or(default_mode))
+        }
+        None => (file.to_owned(), default_mode),
+    }
+}
+
+/// `NAME://host:port,…` (KAFKA_LISTENERS, KAFKA_ADVERTISED_LISTENERS) as NAME → (host, port).
+fn kafka_listeners(value: &str) -> BTreeMap<String, (String, u16)> {
+    value
+        .split(',')
+        .map(|l| {
+            let (name, address) = l.split_once("://").unwrap_or_else(|| panic!("listener {l}"));
+            let (host, port) = address.rsplit_once(':').unwrap();
+            (name.to_owned(), (host.to_owned(), port.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// `NAME:PROTOCOL,…` (KAFKA_LISTENER_SECURITY_PROTOCOL_MAP).
+fn protocol_map(value: &str) -> BTreeMap<String, String> {
+    value.split(',').map(|p| p.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap()).collect()
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.starts_with("127.")
+}
+
+/// The overlay's Kafka StatefulSet pod template and its broker container.
+fn kafka_broker(all: &[Value]) -> (&Value, &Value) {
+    let template = &named(all, "StatefulSet", "kafka")["spec"]["template"];
+    let broker = template["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "kafka").unwrap();
+    (template, broker)
+}
+
+/// The client dataflow config an overlay deploys (the ConfigMap behind --config).
+fn deployed_dataflow(all: &[Value]) -> DataflowConfig {
+    DataflowConfig::parse(config_map(all, "tweetoscope-config")["data"]["kafka.toml"].as_str().unwrap()).unwrap()
+}
+
+/// The broker's SASL_SSL client listener: (name, port), checked to be its only listener that
+/// a client outside the pod can reach (besides the KRaft controller's).
+fn sasl_ssl_listener(overlay: &str, all: &[Value]) -> (String, u16) {
+    let (_, broker) = kafka_broker(all);
+    let env = env_of(broker);
+    let listeners = kafka_listeners(&env["KAFKA_LISTENERS"]);
+    let protocols = protocol_map(&env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]);
+    let controllers: Vec<&str> = env["KAFKA_CONTROLLER_LISTENER_NAMES"].split(',').collect();
+    let mut secured = Vec::new();
+    for (name, (host, port)) in &listeners {
+        let protocol = &protocols[name];
+        if controllers.contains(&name.as_str()) {
+            continue;
+        }
+        if protocol == "SASL_SSL" {
+            secured.push((name.clone(), *port));
+        } else {
+            // Anything else (PLAINTEXT, SSL without SASL, SASL_PLAINTEXT) only on the loopback.
+            assert!(is_loopback(host), "{overlay}: listener {name} ({protocol}) on {host:?}:{port}, reachable from other pods");
+        }
+    }
+    assert_eq!(secured.len(), 1, "{overlay}: SASL_SSL listeners {secured:?}");
+    secured.remove(0)
+}
+
+#[test]
+fn every_kafka_client_reads_its_settings_from_the_mounted_config() {
+    for (overlay, all) in rendered() {
+        let clients = kafka_clients(all);
+        let names: BTreeSet<&str> = clients.iter().map(|(w, ..)| w.as_str()).collect();
+        let expected = [
+            "Job/generator/generator",
+            "Job/generator/topics",
+            "Job/kafka-topics/topics",
+            "StatefulSet/tweetoscope/topics",
+            "StatefulSet/tweetoscope/tweetoscope",
+        ];
+        assert_eq!(names, BTreeSet::from(expected), "{overlay}: the Kafka clients");
+        for (what, template, c) in &clients {
+            let at = format!("{overlay} {what}");
+            let args = args_of(c);
+            // The [kafka] settings come from the file alone: no flag or variable overrides it
+            // (a forgotten --brokers would bypass the secured listener).
+            let config = &args[args.iter().position(|a| a == "--config").unwrap_or_else(|| panic!("{at}: no --config in {args:?}")) + 1];
+            let (mount, volume) = mount_holding(template, c, config);
+            assert_eq!(volume["configMap"]["name"], config_map(all, "tweetoscope-config")["metadata"]["name"], "{at}: {config} is not the generated config");
+            assert_eq!(mount["readOnly"], true, "{at}");
+            assert_eq!(key_and_mode(&volume["configMap"], "kafka.toml").0, "kafka.toml");
+            for flag in ["--brokers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--sasl-password-file", "--ssl-ca-location", "--topic-prefix"] {
+                assert!(!args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))), "{at}: {flag} overrides the config");
+            }
+            let env = c["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str());
+            for var in env {
+                assert!(!var.starts_with("TWEETOSCOPE_KAFKA_"), "{at}: {var} overrides the config");
+            }
+        }
+    }
+}
+
+#[test]
+fn prod_kafka_clients_mount_the_client_secret_read_only_and_point_at_the_sasl_ssl_listener() {
+    for overlay in secured_overlays() {
+        let all = &rendered()[&overlay];
+        let config = deployed_dataflow(all);
+        let k = &config.kafka;
+        assert_eq!(k.security_protocol, "sasl_ssl", "{overlay}");
+        assert_eq!(k.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"), "{overlay}");
+        assert!(k.sasl_username.is_some() && k.sasl_password.is_none(), "{overlay}: a user, and the password only as a file");
+        k.validate().unwrap();
+        // The connection checks want the CA file to exist: it does in the pods (the ConfigMap
+        // kafka-ca, checked below), not on this machine, so check a copy pointing at a file here.
+        let here = tempfile::NamedTempFile::new().unwrap();
+        let mut local = k.clone();
+        local.ssl_ca_location = Some(here.path().to_str().unwrap().to_owned());
+        local.validate_connection_settings().unwrap_or_else(|e| panic!("{overlay}: {e}"));
+        let password = k.sasl_password_file.as_ref().expect("sasl_password_file").to_str().unwrap().to_owned();
+        let ca = k.ssl_ca_location.clone().expect("ssl_ca_location");
+        // The brokers: the Kafka Service's port onto the broker's SASL_SSL listener.
+        let (listener, port) = sasl_ssl_listener(&overlay, all);
+        let (host, client_port) = k.brokers.split_once(':').unwrap();
+        assert_eq!(client_port, port.to_string(), "{overlay}: the clients connect to {}, the SASL_SSL listener {listener} is on {port}", k.brokers);
+        let svc_port = named(all, "Service", host)["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).cloned().unwrap();
+        let (_, broker) = kafka_broker(all);
+        let container_port = broker["ports"].as_array().unwrap().iter().find(|p| p["containerPort"] == port).expect("the broker declares the client port");
+        assert!(svc_port["targetPort"] == container_port["name"] || svc_port["targetPort"] == port, "{overlay}: {svc_port}");
+        for (what, template, c) in kafka_clients(all) {
+            let at = format!("{overlay} {what}");
+            // The password: a file of the Secret kafka-client (key sasl-password), mounted
+            // read-only, readable by the pod's group only.
+            let (mount, volume) = mount_holding(template, c, &password);
+            assert_eq!(volume["secret"]["secretName"], "kafka-client", "{at}: {password} is not from the Secret kafka-client");
+            assert_eq!(mount["readOnly"], true, "{at}: the Secret is mounted writable");
+            let (key, mode) = key_and_mode(&volume["secret"], Path::new(&password).file_name().unwrap().to_str().unwrap());
+            assert_eq!(key, "sasl-password", "{at}");
+            assert_eq!(mode & 0o007, 0, "{at}: the password file is world-readable (mode {mode:o})");
+            let sc = &template["spec"]["securityContext"];
+            assert!(sc["fsGroup"].is_i64() && sc["fsGroup"] == sc["runAsGroup"], "{at}: without fsGroup = runAsGroup the process cannot read a {mode:o} file");
+            // The CA: ca.crt of the ConfigMap kafka-ca.
+            let (mount, volume) = mount_holding(template, c, &ca);
+            assert_eq!(volume["configMap"]["name"], "kafka-ca", "{at}: {ca} is not from the ConfigMap kafka-ca");
+            assert_eq!(mount["readOnly"], true, "{at}");
+            assert_eq!(key_and_mode(&volume["configMap"], Path::new(&ca).file_name().unwrap().to_str().unwrap()).0, "ca.crt", "{at}");
+        }
+        // Both are the operator's, created before the first apply: not in the repository.
+        assert!(objects(all, "ConfigMap").all(|m| m["metadata"]["name"] != "kafka-ca"), "{overlay}: kafka-ca is rendered");
+        assert_eq!(objects(all, "Secret").count(), 0, "{overlay}: a Secret is rendered");
+    }
+}
+
+#[test]
+fn prod_kafka_listens_for_clients_on_sasl_ssl_with_scram_and_a_keystore_from_a_secret() {
+    let plain = kafka_broker(&rendered()["dev"]).1;
+    for overlay in secured_overlays() {
+        let all = &rendered()[&overlay];
+        let (template, broker) = kafka_broker(all);
+        let env = env_of(broker);
+        let config = deployed_dataflow(all);
+        let (listener, port) = sasl_ssl_listener(&overlay, all);
+        // Clients learn the broker's stable name (the certificate's) on that listener.
+        let advertised = kafka_listeners(&env["KAFKA_ADVERTISED_LISTENERS"]);
+        assert_eq!(advertised[&listener], ("kafka-0.kafka.$(POD_NAMESPACE).svc.cluster.local".to_owned(), port), "{overlay}");
+        // SCRAM-SHA-512 only, the clients' mechanism.
+        assert_eq!(env.get("KAFKA_SASL_ENABLED_MECHANISMS"), config.kafka.sasl_mechanism.as_ref(), "{overlay}");
+        // The controller listener and quorum as in base (dev).
+        let plain_env = env_of(plain);
+        for var in ["KAFKA_CONTROLLER_LISTENER_NAMES", "KAFKA_CONTROLLER_QUORUM_VOTERS", "KAFKA_PROCESS_ROLES"] {
+            assert_eq!(env[var], plain_env[var], "{overlay}: {var}");
+        }
+        let controller = &env["KAFKA_CONTROLLER_LISTENER_NAMES"];
+        assert_eq!(kafka_listeners(&env["KAFKA_LISTENERS"])[controller], kafka_listeners(&plain_env["KAFKA_LISTENERS"])[controller]);
+        // Inter-broker traffic stays inside the pod (its listener is on the loopback) or is SASL_SSL.
+        let inter = &env["KAFKA_INTER_BROKER_LISTENER_NAME"];
+        let (inter_host, inter_port) = kafka_listeners(&env["KAFKA_LISTENERS"])[inter].clone();
+        assert!(is_loopback(&inter_host) || protocol_map(&env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"])[inter] == "SASL_SSL", "{overlay}: {inter}");
+        // Nothing outside the pod is pointed at the loopback listener: neither a container
+        // port nor a Service port.
+        assert!(broker["ports"].as_array().unwrap().iter().all(|p| p["containerPort"] != inter_port), "{overlay}: port {inter_port} declared");
+        assert!(named(all, "Service", "kafka")["spec"]["ports"].as_array().unwrap().iter().all(|p| p["port"] != inter_port), "{overlay}");
+        // Ready when the clients' listener answers.
+        let ready = &broker["readinessProbe"]["tcpSocket"]["port"];
+        let named_port = broker["ports"].as_array().unwrap().iter().find(|p| p["containerPort"] == port).unwrap();
+        assert!(*ready == named_port["name"] || *ready == port, "{overlay}: readiness on {ready}");
+        // TLS: the keystore and its password files, by name, in the Secret kafka-tls mounted
+        // read-only where the image reads them (/etc/kafka/secrets), group-readable only.
+        assert_eq!(env["KAFKA_SSL_KEYSTORE_TYPE"], "PKCS12", "{overlay}");
+        for var in ["KAFKA_SSL_KEYSTORE_FILENAME", "KAFKA_SSL_KEYSTORE_CREDENTIALS", "KAFKA_SSL_KEY_CREDENTIALS"] {
+            let file = &env[var];
+            let (mount, volume) = mount_holding(template, broker, &format!("/etc/kafka/secrets/{file}"));
+            assert_eq!((volume["secret"]["secretName"].as_str(), &mount["readOnly"]), (Some("kafka-tls"), &Value::Bool(true)), "{overlay}: {var}");
+            let (key, mode) = key_and_mode(&volume["secret"], file);
+            assert_eq!((key.as_str(), mode & 0o007), (file.as_str(), 0), "{overlay}: {var}");
+        }
+        assert!(env.keys().all(|k| !k.ends_with("_PASSWORD")), "{overlay}: a password variable: {:?}", env.keys());
+        // JAAS: the file KAFKA_OPTS names, from a ConfigMap, with the SCRAM login module and
+        // no credential.
+        let jaas = env["KAFKA_OPTS"].strip_prefix("-Djava.security.auth.login.config=").expect("KAFKA_OPTS names the JAAS file");
+        let (mount, volume) = mount_holding(template, broker, jaas);
+        assert_eq!(mount["readOnly"], true);
+        let cm = named(all, "ConfigMap", volume["configMap"]["name"].as_str().expect("the JAAS file is a ConfigMap's"));
+        let text = cm["data"][Path::new(jaas).file_name().unwrap().to_str().unwrap()].as_str().unwrap();
+        let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+        assert!(code.contains("org.apache.kafka.common.security.scram.ScramLoginModule required"), "{overlay}: {code}");
+        assert!(!code.to_lowercase().contains("password") && !code.contains("username"), "{overlay}: credentials in the JAAS file: {code}");
+        // The client user's credential: set at start by the postStart hook from the Secret
+        // kafka-client (read-only), for the user the clients log in as, through the loopback
+        // listener.
+        let hook: Vec<&str> = broker["lifecycle"]["postStart"]["exec"]["command"].as_array().expect("a postStart hook").iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(hook.len(), 2, "{overlay}: {hook:?}");
+        assert_eq!(hook[0], "bash");
+        let (mount, volume) = mount_holding(template, broker, hook[1]);
+        assert_eq!(mount["readOnly"], true);
+        let script = named(all, "ConfigMap", volume["configMap"]["name"].as_str().unwrap())["data"][Path::new(hook[1]).file_name().unwrap().to_str().unwrap()].as_str().unwrap();
+        assert!(script.contains("--add-config-file") && script.contains("SCRAM-SHA-512="), "{overlay}: the hook sets no SCRAM-SHA-512 credential");
+        assert!(script.contains(&format!("SCRAM_BOOTSTRAP:-{inter_host}:{inter_port}")), "{overlay}: the hook does not use the loopback listener");
+        assert_eq!(env.get("SCRAM_USER"), config.kafka.sasl_username.as_ref(), "{overlay}: the hook's user is not the clients'");
+        let password = &env["SCRAM_PASSWORD_FILE"];
+        let (mount, volume) = mount_holding(template, broker, password);
+        assert_eq!((volume["secret"]["secretName"].as_str(), &mount["readOnly"]), (Some("kafka-client"), &Value::Bool(true)), "{overlay}");
+        assert_eq!(key_and_mode(&volume["secret"], Path::new(password).file_name().unwrap().to_str().unwrap()).0, "sasl-password");
+    }
+}
+
+#[test]
+fn dev_keeps_kafka_plaintext() {
+    for (overlay, all) in rendered().iter().filter(|(o, _)| !secured_overlays().contains(*o)) {
+        let (template, broker) = kafka_broker(all);
+        let env = env_of(broker);
+        assert!(protocol_map(&env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]).values().all(|p| p == "PLAINTEXT"), "{overlay}");
+        assert_eq!(kafka_listeners(&env["KAFKA_LISTENERS"]).get("PLAINTEXT").map(|l| l.1), Some(9092), "{overlay}");
+        assert!(env.keys().all(|k| !k.starts_with("KAFKA_SSL_") && !k.starts_with("KAFKA_SASL_") && k != "KAFKA_OPTS"), "{overlay}");
+        assert!(template["spec"]["volumes"].as_array().unwrap().iter().all(|v| v.get("secret").is_none()), "{overlay}: kafka mounts a Secret");
+        let config = deployed_dataflow(all);
+        assert_eq!((config.kafka.security_protocol.as_str(), config.kafka.brokers.as_str()), ("plaintext", "kafka:9092"), "{overlay}");
+        for (what, template, _) in kafka_clients(all) {
+            for v in template["spec"]["volumes"].as_array().unwrap() {
+                let name = v["secret"]["secretName"].as_str().or(v["configMap"]["name"].as_str()).unwrap_or("");
+                assert!(!["kafka-client", "kafka-ca", "kafka-tls"].contains(&name), "{overlay} {what}: mounts {name}");
+            }
+        }
+    }
+}
+
+/// Where a rendered manifest holds a password in the clear (Secrets aside: that is where one
+/// belongs, and prod renders none): a `password = value`/`password: value` with a literal value
+/// in any string (ConfigMap data, args, commands, env values; `$var` and `%s` are templates, a
+/// `…_file` key a path), a password key in a TOML config, an environment variable named like a
+/// password with a literal value that is not a file path, or a Secret copied into the
+/// environment (`secretKeyRef`: visible in /proc and to `kubectl describe`-level tooling).
+fn password_literals(all: &[Value]) -> Vec<String> {
+    fn literal_after_password(text: &str) -> Option<String> {
+        let lower = text.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(i) = lower[from..].find("password").map(|i| i + from) {
+            from = i + "password".len();
+            let rest = text[from..].trim_start_matches([' ', '\t']);
+            let Some(rest) = rest.strip_prefix(['=', ':']) else { continue };
+            let value = rest.trim_start_matches([' ', '\t', '"', '\'']);
+            match value.chars().next() {
+                None | Some('\n' | '\r' | '$' | '%' | '"' | '\'' | ',' | ';' | '}' | ']' | ')') => {}
+                Some(_) => return Some(text[i..].lines().next().unwrap_or_default().chars().take(60).collect()),
+            }
+        }
+        None
+    }
+    fn walk(v: &Value, at: &str, found: &mut Vec<String>) {
+        match v {
+            Value::String(s) => {
+                if let Some(l) = literal_after_password(s) {
+                    found.push(format!("{at}: {l}"));
+                }
+            }
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, &format!("{at}[{i}]"), found)),
+            Value::Object(o) => o.iter().for_each(|(k, x)| walk(x, &format!("{at}.{k}"), found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for o in all.iter().filter(|o| o["kind"] != "Secret") {
+        let at = format!("{}/{}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?"));
+        walk(o, &at, &mut found);
+        if o["kind"] == "ConfigMap" {
+            for (key, text) in o["data"].as_object().into_iter().flatten().filter(|(k, _)| k.ends_with(".toml")) {
+                let table: toml::Table = toml::from_str(text.as_str().unwrap()).unwrap_or_else(|e| panic!("{at}/{key}: {e}"));
+                fn keys(t: &toml::Table, at: &str, found: &mut Vec<String>) {
+                    for (k, v) in t {
+                        if k.contains("password") && !k.ends_with("_file") {
+                            found.push(format!("{at}: key {k}"));
+                        }
+                        if let Some(sub) = v.as_table() {
+                            keys(sub, &format!("{at}.{k}"), found);
+                        }
+                    }
+                }
+                keys(&table, &format!("{at}/{key}"), &mut found);
+            }
+        }
+    }
+    for (what, template) in pod_templates(all) {
+        for c in containers_of(template) {
+            for e in c["env"].as_array().into_iter().flatten() {
+                let name = e["name"].as_str().unwrap();
+                let at = format!("{what}/{} env {name}", c["name"].as_str().unwrap());
+                if e["valueFrom"].get("secretKeyRef").is_some() {
+                    found.push(format!("{at}: a Secret in the environment"));
+                }
+                let upper = name.to_ascii_uppercase();
+                if let Some(value) = e["value"].as_str().filter(|_| ["PASSWORD", "SECRET", "TOKEN", "JAAS"].iter().any(|w| upper.contains(w))) {
+                    if !value.starts_with('/') {
+                        found.push(format!("{at}: a literal value"));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_password_literal_in_any_rendered_manifest() {
+    for (overlay, all) in rendered() {
+        let found = password_literals(all);
+        assert!(found.is_empty(), "{overlay}: passwords in the clear:\n{}", found.join("\n"));
+    }
+    // The scan is not vacuous: each way a password could slip into prod's manifests is caught.
+    let prod = &rendered()["prod"];
+    let mutated = |edit: &dyn Fn(&mut Vec<Value>)| {
+        let mut all = prod.clone();
+        edit(&mut all);
+        password_literals(&all)
+    };
+    fn find(all: &[Value], kind: &str, prefix: &str) -> usize {
+        all.iter().position(|o| o["kind"] == kind && o["metadata"]["name"].as_str().unwrap().starts_with(prefix)).unwrap()
+    }
+    /// An edit of the rendered objects that slips a password in.
+    type Edit = Box<dyn Fn(&mut Vec<Value>)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("TWEETOSCOPE_KAFKA_SASL_PASSWORD in the environment", Box::new(|all: &mut Vec<Value>| {
+            let i = find(all, "StatefulSet", "tweetoscope");
+            all[i]["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap().push(serde_json::json!({"name": "TWEETOSCOPE_KAFKA_SASL_PASSWORD", "value": "hunter2"}));
+        })),
+        ("a Secret copied into the environment", Box::new(|all: &mut Vec<Value>| {
+            let i = find(all, "Job", "generator");
+            all[i]["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "kafka-client", "key": "sasl-password"}}}]);
+        })),
+        ("sasl_password in the dataflow config", Box::new(|all: &mut Vec<Value>| {
+            let i = find(all, "ConfigMap", "tweetoscope-config-");
+            let text = all[i]["data"]["kafka.toml"].as_str().unwrap().replace("sasl_password_file = ", "sasl_password = \"hunter2\"\nsasl_password_file = ");
+            all[i]["data"]["kafka.toml"] = text.into();
+        })),
+        ("a password in the JAAS file", Box::new(|all: &mut Vec<Value>| {
+            let i = find(all, "ConfigMap", "kafka-sasl-");
+            let text = all[i]["data"]["kafka_server_jaas.conf"].as_str().unwrap().replace("required;", "required username=\"admin\" password=\"hunter2\";");
+            all[i]["data"]["kafka_server_jaas.conf"] = text.into();
+        })),
+        ("a password on a command line", Box::new(|all: &mut Vec<Value>| {
+            let i = find(all, "StatefulSet", "kafka");
+            all[i]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] =
+                serde_json::json!(["sh", "-c", "kafka-configs.sh --add-config 'SCRAM-SHA-512=[password=hunter2]'"]);
+        })),
+        ("the keystore password in the broker's environment", Box::new(|all: &mut Vec<Value>| {
+            let i = find(all, "StatefulSet", "kafka");
+            all[i]["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap().push(serde_json::json!({"name": "KAFKA_SSL_KEYSTORE_PASSWORD", "value": "changeit"}));
+        })),
+    ];
+    for (what, edit) in &cases {
+        assert!(!mutated(edit.as_ref()).is_empty(), "the scan misses {what}");
+    }
+}
+
+/// The jars of the Kafka that scripts/kafka runs (the apache/kafka image's version), resolved
+/// into .cache/kafka/lib on first use.
+fn kafka_jars() -> PathBuf {
+    let lib = root().join(".cache/kafka/lib");
+    if !lib.join(".stamp").exists() {
+        run_ok(Command::new(root().join("scripts/kafka")).args(["run", "org.apache.kafka.tools.ConfigCommand", "--version"]));
+    }
+    lib
+}
+
+/// The shell commands of the fenced block of k8s/README.md that makes the broker's keystore:
+/// its `openssl …` and `printf …` lines (with their continuations), as an operator pastes them.
+fn readme_openssl_commands() -> String {
+    let readme = read("k8s/README.md");
+    let start = readme.find("# 1. A CA for the cluster's Kafka.").expect("the PKI commands in k8s/README.md");
+    let block = &readme[start..readme[start..].find("```").unwrap() + start];
+    let mut out = String::new();
+    let mut continued = false;
+    for line in block.lines() {
+        if continued || line.starts_with("openssl ") || line.starts_with("printf ") {
+            out.push_str(line);
+            out.push('\n');
+            continued = line.ends_with('\\');
+        }
+    }
+    assert!(out.matches("openssl ").count() >= 6, "{out}");
+    out
+}
+
+/// Prod's broker settings on a real broker: the Kafka of scripts/kafka configured by the
+/// apache/kafka image's own `KafkaDockerWrapper setup` (what the image's launch script runs)
+/// from the rendered container's variables (ports moved to free loopback ports, the image's
+/// folders to a scratch one, the keystore password files read as the image's `configure`
+/// does), with a keystore made by k8s/README.md's openssl commands; then the rendered
+/// postStart script sets the client user's credential from the password file, and
+/// `tweetoscope topics` and `generate` with prod's rendered client config (its paths
+/// substituted) connect over SASL_SSL, verifying the certificate (which is checked to name the
+/// hosts prod's clients dial); a wrong password is refused.
+#[test]
+fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl() {
+    require("java");
+    require("openssl");
+    let lib = kafka_jars();
+    let classpath = format!("{}/*", lib.display());
+    let prod = &rendered()["prod"];
+    let (_, broker) = kafka_broker(prod);
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p);
+    for sub in ["pki", "sasl", "default", "mounted", "config", "data", "bin"] {
+        std::fs::create_dir_all(d(sub)).unwrap();
+    }
+    // The operator's material, as k8s/README.md makes it.
+    let mut openssl = Command::new("bash");
+    let namespace = objects(prod, "Namespace").next().expect("prod's Namespace")["metadata"]["name"].as_str().unwrap().to_owned();
+    openssl.args(["-euo", "pipefail", "-c", &readme_openssl_commands()]).env("NS", &namespace).current_dir(d("pki"));
+    run_ok(&mut openssl);
+    // The certificate in the keystore the broker loads names every host a prod client dials:
+    // the bootstrap (the Service in the clients' config) and the name the broker advertises
+    // (librdkafka checks the host name on both connections).
+    let k = deployed_dataflow(prod).kafka;
+    let advertised = kafka_listeners(&env_of(broker)["KAFKA_ADVERTISED_LISTENERS"]);
+    let (listener, _) = sasl_ssl_listener("prod", prod);
+    let dialed = [k.brokers.split_once(':').unwrap().0.to_owned(), advertised[&listener].0.replace("$(POD_NAMESPACE)", &namespace)];
+    let keystore = &env_of(broker)["KAFKA_SSL_KEYSTORE_FILENAME"];
+    let keystore_password = &env_of(broker)["KAFKA_SSL_KEYSTORE_CREDENTIALS"];
+    for host in &dialed {
+        let script = format!(
+            "openssl pkcs12 -in {keystore} -passin file:{keystore_password} -nokeys -clcerts | openssl x509 -noout -checkhost {host}"
+        );
+        let out = run_ok(Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(d("pki")));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(&format!("Hostname {host} does match certificate")), "{host}: {said}");
+    }
+    // …and not just any name (the check can fail).
+    let out = run_ok(Command::new("bash").args(["-euo", "pipefail", "-c", &format!(
+        "openssl pkcs12 -in {keystore} -passin file:{keystore_password} -nokeys -clcerts | openssl x509 -noout -checkhost kafka.example.com"
+    )]).current_dir(d("pki")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does NOT match"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The component's ConfigMap, where the broker mounts it.
+    let sasl = config_map(prod, "kafka-sasl");
+    for (file, text) in sasl["data"].as_object().unwrap() {
+        std::fs::write(d("sasl").join(file), text.as_str().unwrap()).unwrap();
+    }
+    // The broker's variables, moved onto this machine. Every port of the manifests must be
+    // replaced: the broker of scripts/kafka may be on 9092-9095.
+    let ports = free_ports(3);
+    let moves = [
+        ("//127.0.0.1:9092", format!("//127.0.0.1:{}", ports[0])),
+        ("//:9093", format!("//127.0.0.1:{}", ports[1])),
+        ("@localhost:9093", format!("@127.0.0.1:{}", ports[1])),
+        ("//:9094", format!("//127.0.0.1:{}", ports[2])),
+        ("//kafka-0.kafka.$(POD_NAMESPACE).svc.cluster.local:9094", format!("//localhost:{}", ports[2])),
+        ("/etc/kafka/sasl/", format!("{}/", d("sasl").display())),
+        ("/var/lib/kafka/data", d("data").display().to_string()),
+    ];
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in env_of(broker) {
+        if name.starts_with("KAFKA_") || name == "CLUSTER_ID" {
+            let value = moves.iter().fold(value, |v, (from, to)| v.replace(from, to));
+            let fixed_port = |p: &str| value.match_indices(p).any(|(i, _)| !value[i + p.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            assert!(![":9092", ":9093", ":9094", "/etc/", "$("].iter().any(|p| fixed_port(p)), "{name}={value} was not moved");
+            env.insert(name, value);
+        }
+    }
+    // What the image's configure script does with the SSL variables (the files are the Secret
+    // kafka-tls's keys: here the README's files).
+    let secret = |var: &str| std::fs::read_to_string(d("pki").join(&env[var])).unwrap().trim_end_matches('\n').to_owned();
+    let ssl = [
+        ("KAFKA_SSL_KEYSTORE_LOCATION", d("pki").join(&env["KAFKA_SSL_KEYSTORE_FILENAME"]).display().to_string()),
+        ("KAFKA_SSL_KEYSTORE_PASSWORD", secret("KAFKA_SSL_KEYSTORE_CREDENTIALS")),
+        ("KAFKA_SSL_KEY_PASSWORD", secret("KAFKA_SSL_KEY_CREDENTIALS")),
+    ];
+    env.extend(ssl.map(|(k, v)| (k.to_owned(), v)));
+    let java = |cmd: &mut Command| {
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap()).env("HOME", dir.path()).envs(&env);
+    };
+    let mut setup = Command::new("java");
+    setup.args(["-Xmx256m", "-cp", &classpath, "kafka.docker.KafkaDockerWrapper", "setup", "--default-configs-dir"]);
+    setup.arg(d("default")).arg("--mounted-configs-dir").arg(d("mounted")).arg("--final-configs-dir").arg(d("config"));
+    java(&mut setup);
+    run_ok(&mut setup);
+    let properties = std::fs::read_to_string(d("config/server.properties")).unwrap();
+    assert!(properties.contains("sasl.enabled.mechanisms=SCRAM-SHA-512") && properties.contains("ssl.keystore.type=PKCS12"), "{properties}");
+    let log = d("kafka.log");
+    let mut start = Command::new("java");
+    start.args(["-Xmx320m", "-XX:+UseSerialGC"]).args(env["KAFKA_OPTS"].split_whitespace()).args(["-cp", &classpath, "kafka.Kafka"]);
+    start.arg(d("config/server.properties"));
+    java(&mut start);
+    let child = start.stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null()).spawn().unwrap();
+    let _broker = Children(vec![child]);
+    let tail = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_err() {
+        assert!(Instant::now() < deadline, "the broker did not open its SASL_SSL listener:\n{}", tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The postStart hook, with the broker's SCRAM_* variables, the README's password file, and
+    // kafka-configs on these jars.
+    let tool = d("bin/kafka-configs.sh");
+    std::fs::write(&tool, format!("#!/bin/sh\nexec java $KAFKA_HEAP_OPTS $KAFKA_JVM_PERFORMANCE_OPTS $KAFKA_OPTS -cp '{classpath}' org.apache.kafka.tools.ConfigCommand \"$@\"\n")).unwrap();
+    run_ok(Command::new("chmod").arg("+x").arg(&tool));
+    let broker_env = env_of(broker);
+    let password = d("pki/sasl-password");
+    let mut hook = Command::new("bash");
+    hook.arg(d("sasl/upsert-scram-user.sh"))
+        .env("SCRAM_USER", &broker_env["SCRAM_USER"])
+        .env("SCRAM_PASSWORD_FILE", &password)
+        .env("SCRAM_BOOTSTRAP", format!("127.0.0.1:{}", ports[0]))
+        .env("SCRAM_UPSERT_TIMEOUT", "120")
+        .env("KAFKA_CONFIGS", &tool);
+    let out = run_ok(&mut hook);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("credential of user tweetoscope set"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Prod's client config, its two mounted paths here, the Service name the certificate's
+    // localhost (the name the broker advertises here).
+    let client = config_map(prod, "tweetoscope-config")["data"]["kafka.toml"].as_str().unwrap().to_owned();
+    let k = deployed_dataflow(prod).kafka;
+    let client = client
+        .replace(&format!("\"{}\"", k.brokers), &format!("\"localhost:{}\"", ports[2]))
+        .replace(k.sasl_password_file.as_ref().unwrap().to_str().unwrap(), password.to_str().unwrap())
+        .replace(k.ssl_ca_location.as_ref().unwrap(), d("pki/ca.crt").to_str().unwrap());
+    std::fs::write(d("client.toml"), &client).unwrap();
+    // The file alone, as in the pods (the tests' environment may point Kafka elsewhere).
+    let client_cmd = || {
+        let mut cmd = binary();
+        for var in tweetoscope::io::kafka::ENV_VARS {
+            cmd.env_remove(var);
+        }
+        cmd
+    };
+    let out = run_ok(client_cmd().args(["topics", "--partitions", "1", "--config"]).arg(d("client.toml")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("topics ready"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The producer path too (the generator Job's command): every message acknowledged.
+    let out = run_ok(client_cmd().args(["generate", "--input", "data/seismic-tideh100/raw/training/RT1.txt", "--speed", "max", "--config"]).arg(d("client.toml")).current_dir(root()));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = said.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(said.contains("acknowledged by the broker") && counts.len() == 3 && counts[0] > 0 && counts[1] == counts[0] && counts[2] == 0, "generate over SASL_SSL: {said}");
+    // The listener checks the password (and the test is not passing by accident).
+    std::fs::write(d("wrong-password"), "not-the-password").unwrap();
+    std::fs::write(d("wrong.toml"), client.replace(password.to_str().unwrap(), d("wrong-password").to_str().unwrap())).unwrap();
+    let out = client_cmd().args(["topics", "--config"]).arg(d("wrong.toml")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("SASL authentication failed"), "a wrong password: {stderr}");
 }
