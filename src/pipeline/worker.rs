@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, Inspect, OkErr, Probe};
+use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use timely::worker::Worker;
 
@@ -39,7 +39,7 @@ pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
     worker.dataflow::<Time, _, _>(|scope| {
         // The source's offsets at each boundary, for this worker's window stage to write.
         let cuts = SharedSourceCuts::default();
-        let (events, source_dead_letters) = source_stream(scope, shared, &cuts);
+        let (events, source_dead_letters) = source_stream(scope, shared, &cuts, &probe);
         // Agreed by every process (see `pipeline::run`): the dataflow's shape must not
         // depend on options that differ between processes.
         let checkpoint = shared.checkpoint.clone().map(|c| (c, cuts));
@@ -54,11 +54,13 @@ pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
     }
 }
 
-/// The input events of this worker, and the source's dead letters (Kafka only).
+/// The input events of this worker, and the source's dead letters (Kafka only). `probe`
+/// (what the dataflow has completed) bounds the Kafka source's read-ahead.
 fn source_stream<'s>(
     scope: Scope<'s, Time>,
     shared: &WorkerShared,
     cuts: &SharedSourceCuts,
+    probe: &ProbeHandle<Time>,
 ) -> (StreamVec<'s, Time, TweetEvent>, Option<StreamVec<'s, Time, DeadLetter>>) {
     let handles = &shared.handles;
     match &shared.job.source {
@@ -69,14 +71,18 @@ fn source_stream<'s>(
             (source::replay(scope, timeline, *pace, handles.events.clone(), handles.shutdown.clone()), None)
         }
         SourceSpec::Kafka(spec) => {
-            let checkpoint = shared.checkpoint.clone().map(|c| (c, cuts.clone()));
             let (errors_in, errors) = std::sync::mpsc::channel();
-            let items =
-                kafka::kafka_source(scope, spec.clone(), handles.events.clone(), handles.shutdown.clone(), errors_in, checkpoint);
+            let links = kafka::SourceLinks {
+                events_in: handles.events.clone(),
+                shutdown: handles.shutdown.clone(),
+                errors: errors_in,
+                checkpoint: shared.checkpoint.clone().map(|c| (c, cuts.clone())),
+                completed: probe.clone(),
+            };
+            let streams = kafka::kafka_source(scope, spec.clone(), links);
             // Set-up errors happen when the source is built, i.e. now.
             shared.source_errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(errors.try_iter());
-            let (events, dead) = items.ok_err(|x| x);
-            (events, Some(dead))
+            (streams.events, Some(streams.dead_letters))
         }
     }
 }

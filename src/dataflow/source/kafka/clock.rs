@@ -118,6 +118,17 @@ impl SourceClock {
         Ok(())
     }
 
+    /// The source did not read at `now` (it waits for the dataflow: see `readahead`): what
+    /// it has not read says nothing of the partitions' idleness, so none of them turns idle
+    /// and `--until-idle` does not fire meanwhile (a live partition seen as idle would let
+    /// the watermark pass its unread events, which would then all be late).
+    pub fn hold(&mut self, now: Instant) {
+        for state in self.partitions.values_mut() {
+            state.last_message = now;
+        }
+        self.last_any_message = now;
+    }
+
     /// A client error at `now`: an unreachable broker is not a quiet input.
     pub fn on_error(&mut self, now: Instant) {
         self.last_any_message = now;
@@ -258,6 +269,20 @@ mod tests {
         // the watermark again, so its coming events are not late.
         read(&mut c, &[(0, 2, 900)], t3);
         assert_eq!(c.watermark(t3), Some(390));
+    }
+
+    #[test]
+    fn a_source_holding_back_keeps_its_partitions_from_turning_idle() {
+        let t0 = Instant::now();
+        let mut c = SourceClock::new(ClockSettings { idle_exit: Some(Duration::from_secs(5)), ..settings(false) }, t0);
+        c.add_partition(0, 0, None, None, t0);
+        c.add_partition(1, 0, None, None, t0);
+        read(&mut c, &[(0, 0, 500), (1, 0, 400)], t0);
+        let t1 = t0 + Duration::from_secs(3);
+        c.hold(t1);
+        assert_eq!(c.watermark(t1 + Duration::from_secs(1)), Some(390), "both partitions still hold the watermark");
+        c.end_round(0, t1 + Duration::from_secs(4));
+        assert!(!c.all_done(), "not a quiet input");
     }
 
     #[test]

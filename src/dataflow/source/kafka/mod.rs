@@ -3,8 +3,11 @@
 //! - Partitions are `assign`ed (`p % peers == worker`), never subscribed, so no group
 //!   rebalance moves them behind timely's back.
 //! - Event time, lateness, idleness and the watermark are the [`clock`]'s rules (pure and
-//!   unit-tested); this runner polls rdkafka, decodes, and emits with one capability that
-//!   follows the watermark.
+//!   unit-tested); this runner polls rdkafka, decodes, and emits events and dead letters on
+//!   two outputs whose capabilities follow the watermark.
+//! - Read-ahead is bounded ([`readahead`]): the source pauses while more than
+//!   `max_in_flight` of its events have not left the dataflow, so a slow dataflow leaves
+//!   the backlog in Kafka instead of in memory.
 //! - Bounded mode snapshots the end offsets at start and finishes there; live mode runs
 //!   until the shutdown flag is set.
 //! - Undecodable or late messages become [`DeadLetter`]s with their reason.
@@ -13,6 +16,7 @@
 //!   a restart seeks every partition to its saved offset and restores its newest event time.
 
 pub mod clock;
+pub mod readahead;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,10 +27,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::operators::generic::OutputBuilderSession;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::{Scope, StreamVec};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::dataflow::Builder;
 use crate::dataflow::source::SharedSourceCuts;
@@ -35,6 +39,7 @@ use crate::io::kafka::{KafkaConfig, KafkaSetupError};
 use crate::records::{DeadLetter, RejectReason, TweetEvent};
 use crate::io::wire::{decode, truncate};
 use self::clock::{ClockSettings, SourceClock};
+use self::readahead::ReadAhead;
 use crate::{owns, Time};
 
 /// Where each assigned partition starts.
@@ -58,9 +63,6 @@ pub struct KafkaSourceSpec {
     /// Live mode: end the input once no message arrived for this long (see `--until-idle`).
     pub idle_exit: Option<Duration>,
 }
-
-/// One record out of the source: an event or a dead letter.
-pub type SourceItem = Result<TweetEvent, DeadLetter>;
 
 /// Live mode: the partitions' end offsets, fetched every 2 s by a background thread with its
 /// own client. A watermark query is a broker round trip; made from the worker it stalled the
@@ -122,7 +124,7 @@ fn setup(
     peers: usize,
     restored: Option<&BTreeMap<i32, (i64, Option<Time>)>>,
 ) -> Result<(BaseConsumer, SourceClock), KafkaSetupError> {
-    let consumer = spec.kafka.consumer()?;
+    let consumer = spec.kafka.source_consumer()?;
     let topic = &spec.kafka.topics.tweets;
     let timeout = Duration::from_secs(30);
     let all = crate::io::kafka::partitions_of(&consumer, topic, timeout)?;
@@ -169,12 +171,35 @@ fn dead_letter(message: &BorrowedMessage<'_>, reason: RejectReason, detail: Stri
     }
 }
 
+/// The source's two outputs (events, dead letters): one capability each, always at the same
+/// time, the watermark.
+struct Caps {
+    events: Capability<Time>,
+    letters: Capability<Time>,
+}
+
+impl Caps {
+    fn time(&self) -> Time {
+        *self.events.time()
+    }
+
+    fn downgrade(&mut self, time: &Time) {
+        self.events.downgrade(time);
+        self.letters.downgrade(time);
+    }
+}
+
+type EventsOut = OutputBuilder<Time, Builder<TweetEvent>>;
+type LettersOut = OutputBuilder<Time, Builder<DeadLetter>>;
+
 /// One worker's Kafka reader: the consumer, the clock, and where the cut offsets go.
 struct KafkaReader {
     /// This worker's consumer (assigned partitions only).
     consumer: BaseConsumer,
     /// Positions, newest times, idleness, the watermark.
     clock: SourceClock,
+    /// Events read and not yet through the dataflow (the read-ahead bound).
+    read_ahead: ReadAhead,
     /// Checkpoint boundaries the capability has to record offsets at.
     boundaries: Option<crate::checkpoint::Boundaries>,
     /// Where the offsets at each boundary go (this worker's window stage writes them).
@@ -192,10 +217,18 @@ struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// Polls up to a batch of messages at `now`: events and dead letters, in offset order.
-    fn poll(&mut self, now: Instant) -> (Vec<SourceItem>, usize) {
-        let mut items = Vec::new();
-        let mut polled = 0;
+    /// Polls up to a batch of messages at `now` and emits them at the capability's time, in
+    /// offset order: events on one output, dead letters on the other. Decoding goes straight
+    /// into the output sessions (no batch in between). Returns the number of messages polled.
+    ///
+    /// Live mode may exclude an idle partition whose late data then arrives below the
+    /// watermark: such an event is late too. (In bounded mode the per-partition rule already
+    /// guarantees time ≥ watermark.)
+    fn read(&mut self, now: Instant, caps: &Caps, events: &mut EventsOut, letters: &mut LettersOut) -> usize {
+        let watermark = caps.time();
+        let (mut events, mut letters) = (events.activate(), letters.activate());
+        let (mut events, mut letters) = (events.session(&caps.events), letters.session(&caps.letters));
+        let (mut polled, mut sent) = (0, 0u64);
         self.clock.begin_round(now);
         while polled < self.batch_limit {
             let message = match self.consumer.poll(Duration::ZERO) {
@@ -212,45 +245,28 @@ impl KafkaReader {
             if !self.clock.admit(p, offset, now) {
                 continue;
             }
-            let item = match decode(message.key(), message.payload(), offset as u64, self.max_bytes) {
-                Err(e) => Err(dead_letter(&message, e.reason, e.detail)),
-                Ok(event) => match self.clock.judge(p, event.time) {
-                    Err(e) => Err(dead_letter(&message, e.reason, e.detail)),
-                    Ok(()) => Ok(event),
-                },
-            };
-            items.push(item);
-        }
-        self.clock.end_round(polled, now);
-        (items, polled)
-    }
-
-    /// Emits what was polled at the capability's time. Live mode may exclude an idle
-    /// partition whose late data then arrives below the watermark: such an event is late
-    /// too. (In bounded mode the per-partition rule already guarantees time ≥ watermark.)
-    fn emit(&self, items: Vec<SourceItem>, cap: &Capability<Time>, output: &mut Output<'_>) {
-        if items.is_empty() {
-            return;
-        }
-        let watermark = *cap.time();
-        let mut sent = 0u64;
-        let mut session = output.session(cap);
-        for item in items {
-            let item = match item {
-                Ok(e) if e.time < watermark => Err(DeadLetter {
+            let judged = decode(message.key(), message.payload(), offset as u64, self.max_bytes)
+                .and_then(|event| self.clock.judge(p, event.time).map(|()| event));
+            match judged {
+                Ok(event) if event.time >= watermark => {
+                    sent += 1;
+                    events.give(event);
+                }
+                Ok(event) => letters.give(DeadLetter {
                     reason: RejectReason::Late,
-                    detail: format!("time {} is behind the watermark {watermark}", e.time),
-                    partition: None,
-                    offset: Some(e.seq as i64),
-                    key: Some(e.cascade.to_string()),
+                    detail: format!("time {} is behind the watermark {watermark}", event.time),
+                    partition: Some(p),
+                    offset: Some(offset),
+                    key: Some(event.cascade.to_string()),
                     payload: String::new(),
                 }),
-                other => other,
-            };
-            sent += u64::from(item.is_ok());
-            session.give(item);
+                Err(e) => letters.give(dead_letter(&message, e.reason, e.detail)),
+            }
         }
+        self.clock.end_round(polled, now);
+        self.read_ahead.emitted(watermark, sent);
         self.events_in.fetch_add(sent, Ordering::Relaxed);
+        polled
     }
 
     /// Reports the newest event time and, every 2 s, the consumer lag: from the snapshot end
@@ -267,11 +283,11 @@ impl KafkaReader {
         }
     }
 
-    /// Moves the capability to the watermark; every event read so far went out stamped
+    /// Moves the capabilities to the watermark; every event read so far went out stamped
     /// before it, so the offsets now are the cut at each boundary crossed.
-    fn advance(&mut self, cap: &mut Capability<Time>, now: Instant) {
+    fn advance(&mut self, caps: &mut Caps, now: Instant) {
         let Some(w) = self.clock.watermark(now) else { return };
-        if w <= *cap.time() {
+        if w <= caps.time() {
             return;
         }
         if let (Some(b), Some(cuts)) = (self.boundaries.as_mut(), &self.cuts) {
@@ -279,7 +295,7 @@ impl KafkaReader {
                 cuts.borrow_mut().at.insert(f, self.clock.cut());
             }
         }
-        cap.downgrade(&w);
+        caps.downgrade(&w);
     }
 
     /// Records the final positions for every later boundary (the source has stopped).
@@ -290,64 +306,69 @@ impl KafkaReader {
     }
 }
 
-type Output<'a> = OutputBuilderSession<'a, Time, Builder<SourceItem>>;
+/// What the source shares with its worker.
+pub struct SourceLinks {
+    /// Counts the events emitted (progress bars, throughput).
+    pub events_in: Arc<AtomicU64>,
+    /// Set to stop reading.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set-up failures (the run reports them; the source then finishes).
+    pub errors: std::sync::mpsc::Sender<KafkaSetupError>,
+    /// Checkpointing: where the source's offsets at each boundary go.
+    pub checkpoint: Option<(Checkpoint, SharedSourceCuts)>,
+    /// The worker's probe at the end of the dataflow: what it has completed (the read-ahead
+    /// bound, `[kafka.source] max_in_flight`).
+    pub completed: ProbeHandle<Time>,
+}
 
-/// The source operator. Set-up failures are sent to `errors` (the run reports them) and
-/// the source then finishes, rather than panicking a worker.
-pub fn kafka_source<'s>(
-    scope: Scope<'s, Time>,
-    spec: KafkaSourceSpec,
-    events_in: Arc<AtomicU64>,
-    shutdown: Arc<AtomicBool>,
-    errors: std::sync::mpsc::Sender<KafkaSetupError>,
-    checkpoint: Option<(Checkpoint, SharedSourceCuts)>,
-) -> StreamVec<'s, Time, SourceItem> {
-    let (index, peers) = (scope.index(), scope.peers());
-    source::<_, Builder<SourceItem>, _, _>(scope, "KafkaSource", move |mut capability, info| {
-        let activator = scope.activator_for(info.address);
-        let restored = checkpoint.as_ref().and_then(|(c, _)| c.restored.clone());
-        if let Some(r) = &restored {
-            // Everything before F is in the restored state.
-            capability.downgrade(&r.time);
-        }
-        let mut reader = match setup(&spec, index, peers, restored.map(|r| r.source()).as_ref()) {
-            Ok((consumer, clock)) => Some(KafkaReader {
-                end_offsets: (!spec.bounded)
-                    .then(|| EndOffsets::start(&spec.kafka, spec.kafka.topics.tweets.clone(), clock.partitions().collect()))
-                    .flatten(),
-                consumer,
-                clock,
-                boundaries: checkpoint.as_ref().map(|(c, _)| c.checkpointing.boundaries()),
-                cuts: checkpoint.map(|(_, cuts)| cuts),
-                last_lag_report: Instant::now(),
-                max_bytes: spec.kafka.source.max_message_bytes,
-                batch_limit: spec.kafka.source.poll_batch,
-                events_in,
-            }),
-            Err(e) => {
-                let _ = errors.send(e);
-                None
-            }
+/// The source's streams: the decoded events and the messages it rejected.
+pub struct KafkaStreams<'s> {
+    /// Events, each at or after its message's timestamp.
+    pub events: StreamVec<'s, Time, TweetEvent>,
+    /// Undecodable, invalid or late messages with their reason.
+    pub dead_letters: StreamVec<'s, Time, DeadLetter>,
+}
+
+/// The source operator. Set-up failures are sent to `links.errors` (the run reports them)
+/// and the source then finishes, rather than panicking a worker.
+pub fn kafka_source<'s>(scope: Scope<'s, Time>, spec: KafkaSourceSpec, links: SourceLinks) -> KafkaStreams<'s> {
+    let mut builder = OperatorBuilder::new("KafkaSource".to_owned(), scope);
+    let address = builder.operator_info().address;
+    let (events_out, events) = builder.new_output::<Vec<TweetEvent>>();
+    let (letters_out, dead_letters) = builder.new_output::<Vec<DeadLetter>>();
+    let (mut events_out, mut letters_out) = (EventsOut::from(events_out), LettersOut::from(letters_out));
+    builder.build(move |mut capabilities| {
+        let activator = scope.activator_for(address);
+        let (Some(letters), Some(events)) = (capabilities.pop(), capabilities.pop()) else {
+            unreachable!("an operator with two outputs has two capabilities")
         };
-        let mut cap = reader.as_ref().filter(|r| !r.clock.all_done()).map(|_| capability);
-        if cap.is_none() {
+        let mut caps = Caps { events, letters };
+        let mut reader = start_reader(&spec, scope.index(), scope.peers(), &mut caps, &links);
+        let mut caps = reader.as_ref().filter(|r| !r.clock.all_done()).map(|_| caps);
+        if caps.is_none() {
             reader.as_ref().inspect(|r| r.finished());
         }
-        let bounded = spec.bounded;
-        move |output| {
-            let (Some(c), Some(reader)) = (cap.as_mut(), reader.as_mut()) else { return };
+        let (bounded, shutdown, completed) = (spec.bounded, links.shutdown, links.completed);
+        move |_frontiers| {
+            let (Some(c), Some(reader)) = (caps.as_mut(), reader.as_mut()) else { return };
             if shutdown.load(Ordering::Relaxed) {
-                cap = None;
+                caps = None;
                 return;
             }
             // One clock read per activation, not per message (it showed in profiles).
             let now = Instant::now();
-            let (items, polled) = reader.poll(now);
-            reader.emit(items, c, output);
+            let frontier = completed.with_frontier(|f| f.first().copied());
+            reader.read_ahead.completed(frontier);
+            if reader.read_ahead.should_pause(frontier, c.time()) {
+                reader.clock.hold(now);
+                activator.activate_after(Duration::from_millis(1));
+                return;
+            }
+            let polled = reader.read(now, c, &mut events_out, &mut letters_out);
             reader.report();
             if reader.clock.all_done() {
                 reader.finished();
-                cap = None;
+                caps = None;
                 return;
             }
             reader.advance(c, now);
@@ -359,5 +380,38 @@ pub fn kafka_source<'s>(
                 activator.activate_after(Duration::from_millis(if bounded { 1 } else { 2 }));
             }
         }
+    });
+    KafkaStreams { events, dead_letters }
+}
+
+/// Sets up the reader (consumer, clock, checkpoint cuts); `None` after a set-up failure,
+/// which goes to `links.errors`. A restored checkpoint moves the capabilities to its F:
+/// everything before F is in the restored state.
+fn start_reader(spec: &KafkaSourceSpec, index: usize, peers: usize, caps: &mut Caps, links: &SourceLinks) -> Option<KafkaReader> {
+    let restored = links.checkpoint.as_ref().and_then(|(c, _)| c.restored.clone());
+    if let Some(r) = &restored {
+        caps.downgrade(&r.time);
+    }
+    let (consumer, clock) = match setup(spec, index, peers, restored.map(|r| r.source()).as_ref()) {
+        Ok(set_up) => set_up,
+        Err(e) => {
+            let _ = links.errors.send(e);
+            return None;
+        }
+    };
+    let source = &spec.kafka.source;
+    Some(KafkaReader {
+        end_offsets: (!spec.bounded)
+            .then(|| EndOffsets::start(&spec.kafka, spec.kafka.topics.tweets.clone(), clock.partitions().collect()))
+            .flatten(),
+        consumer,
+        clock,
+        read_ahead: ReadAhead::new(source.max_in_flight),
+        boundaries: links.checkpoint.as_ref().map(|(c, _)| c.checkpointing.boundaries()),
+        cuts: links.checkpoint.as_ref().map(|(_, cuts)| cuts.clone()),
+        last_lag_report: Instant::now(),
+        max_bytes: source.max_message_bytes,
+        batch_limit: source.poll_batch,
+        events_in: links.events_in.clone(),
     })
 }
