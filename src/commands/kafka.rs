@@ -10,7 +10,7 @@ use super::progress::Progress;
 use super::replay::{alertmanager, finish_alerts, report};
 use super::{signals, Stopped};
 use crate::dataflow::source::kafka::{KafkaSourceSpec, StartAt};
-use crate::observe::live::LiveView;
+use crate::observe::live::{JobKind, LiveView};
 use crate::pipeline::{run as run_job, Job, RunHandles, SourceSpec};
 
 /// `live` (with its recovery options) or `backtest` (without).
@@ -29,7 +29,8 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         s => s.map(Duration::from_secs_f64),
     };
     options.note_ignored();
-    let view = LiveView::new(config.pipeline.alert_threshold);
+    let kind = if bounded { JobKind::Replay } else { JobKind::Live };
+    let view = LiveView::new(kind, config.pipeline.alert_thresholds());
     let http = options.http(&view)?;
     // The page's state is kept only when a server shows it.
     let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(options)?, ..handles };
@@ -43,6 +44,7 @@ pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOpt
         // of the topic only.
         warm_start: !bounded,
         initial_models: Vec::new(),
+        views: options.views(),
     };
     let result = {
         let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());

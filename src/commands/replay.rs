@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::{resolve_bundled, signals, Stopped, BUNDLED_SAMPLE};
 use crate::io::files::read_dataset;
 use crate::observe::alertmanager::{Pusher, PusherOptions};
-use crate::observe::live::LiveView;
+use crate::observe::live::{JobKind, LiveView};
 use crate::observe::summary::RunReport;
 use crate::pipeline::{run, Job, RunHandles, SourceSpec};
 
@@ -36,7 +36,7 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
     options.note_ignored();
-    let live = LiveView::new(config.pipeline.alert_threshold);
+    let live = LiveView::new(JobKind::Replay, config.pipeline.alert_thresholds());
     let http = options.http(&live)?;
     // The page's state is kept only when a server shows it.
     let handles = RunHandles { live: http.as_ref().map(|_| live), alertmanager: alertmanager(options)?, ..handles };
@@ -58,6 +58,7 @@ pub fn replay(options: &RunOptions, input: PathBuf, index: Option<PathBuf>) -> R
         cluster,
         warm_start: false,
         initial_models: models,
+        views: options.views(),
     };
     let result = {
         let _progress = Progress::start("replaying", Some(local as u64), handles.events.clone());

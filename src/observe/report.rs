@@ -78,6 +78,29 @@ pub struct StatRow {
     /// Training samples the window's forest had seen.
     #[serde(default)]
     pub model_samples: usize,
+    /// The default prediction's interval, if the window had one (absent in older outputs).
+    #[serde(default)]
+    pub interval: Option<crate::io::schema::IntervalRecord>,
+}
+
+/// How the default prediction's intervals did in one window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct IntervalCoverage {
+    /// Predictions with an interval and a known true size.
+    pub count: usize,
+    /// Those whose true size fell in the interval.
+    pub covered: usize,
+    /// Median of (high − low) / predicted: how wide the intervals are.
+    pub median_width: f64,
+}
+
+impl IntervalCoverage {
+    fn of(rows: &[&StatRow]) -> Self {
+        let with: Vec<(&StatRow, &crate::io::schema::IntervalRecord)> = rows.iter().filter_map(|r| Some((*r, r.interval.as_ref()?))).collect();
+        let covered = with.iter().filter(|(r, i)| i.low <= r.n_true as f64 && r.n_true as f64 <= i.high).count();
+        let widths = with.iter().filter(|(r, _)| r.n_pred > 0.0).map(|(r, i)| (i.high - i.low) / r.n_pred).collect();
+        Self { count: with.len(), covered, median_width: if with.is_empty() { 0.0 } else { median(widths) } }
+    }
 }
 
 /// One `cascade_properties.jsonl` parameters record.
@@ -155,6 +178,8 @@ pub struct WindowReport {
     pub at_bound: Option<usize>,
     /// Parameter recovery, on simulated data.
     pub recovery: Option<Recovery>,
+    /// Coverage of the default prediction's intervals.
+    pub interval: IntervalCoverage,
 }
 
 impl WindowReport {
@@ -310,7 +335,8 @@ pub fn build(stats: &[StatRow], params: &[ParamRow], truth: Option<&HashMap<Stri
                     n_star: median(matched.iter().filter_map(|(e, t)| rel_err(e.n_star, t.n_star)).collect()),
                 }
             });
-            WindowReport { t_obs, cascades: rows.len(), models, fits: prows.len(), fits_ok: ok.len(), at_bound, recovery }
+            let interval = IntervalCoverage::of(&rows);
+            WindowReport { t_obs, cascades: rows.len(), models, fits: prows.len(), fits_ok: ok.len(), at_bound, recovery, interval }
         })
         .collect()
 }
@@ -339,6 +365,18 @@ pub fn markdown(windows: &[WindowReport], plots: &Plots, source: &str) -> String
                 w.t_obs, m.are.count, m.are.mean, m.are.median, m.are.p90, m.infinite
             );
         }
+    }
+    let _ = writeln!(md, "\n## Prediction intervals\n");
+    let _ = writeln!(md, "Coverage of the default prediction's interval (nominal level: `predictor.interval_level`, 80 % by");
+    let _ = writeln!(md, "default): the share of predictions with an interval whose true size fell inside it. Width is");
+    let _ = writeln!(md, "(high − low) / predicted, median.\n");
+    let _ = writeln!(md, "| T_obs | with an interval | true size inside | coverage | median width |");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    for w in windows {
+        let i = &w.interval;
+        let coverage = if i.count > 0 { format!("{:.1} %", 100.0 * i.covered as f64 / i.count as f64) } else { "–".into() };
+        let width = if i.count > 0 { format!("{:.2}", i.median_width) } else { "–".into() };
+        let _ = writeln!(md, "| {} | {} | {} | {coverage} | {width} |", w.t_obs, i.count, i.covered);
     }
     let _ = writeln!(md, "\n## Verdict\n");
     for w in windows {
@@ -694,8 +732,8 @@ mod tests {
     const STATS: &str = r#"
 {"type":"stat","cid":"1","T_obs":600,"n_obs":10,"n_true":100,"n_pred":90,"n_hawkes":150,"n_seismic":null,"ARE":0.1,"ARE_hawkes":0.5,"ARE_seismic":null,"omega":1.0,"model_samples":0}
 {"type":"stat","cid":"2","T_obs":600,"n_obs":20,"n_true":200,"n_pred":260,"n_hawkes":100,"n_seismic":220,"ARE":0.3,"ARE_hawkes":0.5,"ARE_seismic":0.1,"omega":1.0,"model_samples":1}
-{"type":"stat","cid":"3","T_obs":600,"n_obs":5,"n_true":10,"n_pred":12,"n_hawkes":30,"n_seismic":13,"ARE":0.2,"ARE_hawkes":2.0,"ARE_seismic":0.3,"omega":1.0,"model_samples":2}
-{"type":"stat","cid":"1","T_obs":1200,"n_obs":30,"n_true":100,"n_pred":50,"n_hawkes":110,"n_seismic":180,"ARE":0.5,"ARE_hawkes":0.1,"ARE_seismic":0.8,"omega":1.0,"model_samples":3}
+{"type":"stat","cid":"3","T_obs":600,"n_obs":5,"n_true":10,"n_pred":12,"n_hawkes":30,"n_seismic":13,"ARE":0.2,"ARE_hawkes":2.0,"ARE_seismic":0.3,"omega":1.0,"model_samples":2,"interval":{"low":8.0,"high":20.0}}
+{"type":"stat","cid":"1","T_obs":1200,"n_obs":30,"n_true":100,"n_pred":50,"n_hawkes":110,"n_seismic":180,"ARE":0.5,"ARE_hawkes":0.1,"ARE_seismic":0.8,"omega":1.0,"model_samples":3,"interval":{"low":40.0,"high":90.0}}
 "#;
 
     const PARAMS: &str = r#"
@@ -712,6 +750,18 @@ mod tests {
         let stats = read_stats(&dir.path().join("stats.jsonl")).unwrap();
         let params = read_parameters(&dir.path().join("cascade_properties.jsonl")).unwrap();
         (dir, stats, params)
+    }
+
+    #[test]
+    fn interval_coverage_per_window() {
+        let (_dir, stats, params) = fixture();
+        let w = build(&stats, &params, None);
+        // 600 s: one interval, [8, 20] holds 10; 1200 s: [40, 90] misses 100.
+        assert_eq!((w[0].interval.count, w[0].interval.covered), (1, 1));
+        assert_eq!((w[1].interval.count, w[1].interval.covered), (1, 0));
+        assert!((w[0].interval.median_width - 1.0).abs() < 1e-9, "{:?}", w[0].interval);
+        let md = markdown(&w, &Plots::default(), "x");
+        assert!(md.contains("| 600 | 1 | 1 | 100.0 % | 1.00 |") && md.contains("| 1200 | 1 | 0 | 0.0 % | 1.00 |"), "{md}");
     }
 
     #[test]
