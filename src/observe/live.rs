@@ -304,27 +304,28 @@ impl LiveView {
     /// The views' updates of the completed time `time` (times come in increasing order).
     pub fn apply(&self, time: Time, updates: Vec<(ViewRecord, isize)>) {
         let mut s = self.state();
-        let mut accuracy_changed = false;
+        // The windows whose default model's ARE histogram changed (their median is recomputed).
+        let mut changed = std::collections::BTreeSet::new();
         for (record, diff) in updates {
-            accuracy_changed |= matches!(record, ViewRecord::Are { model: ModelName::Default, .. });
+            if let ViewRecord::Are { model: ModelName::Default, window, .. } = record {
+                changed.insert(window);
+            }
             let count = *s.counts.entry(record.clone()).and_modify(|c| *c += diff).or_insert(diff);
             if count == 0 {
                 s.counts.remove(&record);
             }
         }
         s.watermark = Some(time);
-        if accuracy_changed {
-            for window in s.windows() {
-                let Some(m) = median(&s.are_buckets(window, ModelName::Default)) else { continue };
-                let series = s.are_series.entry(window).or_default();
-                if series.back().is_none_or(|(t, _)| time >= t.saturating_add(ARE_STEP)) {
-                    series.push_back((time, m));
-                } else if let Some(last) = series.back_mut() {
-                    *last = (last.0, m);
-                }
-                if series.len() > MAX_POINTS {
-                    series.pop_front();
-                }
+        for window in changed {
+            let Some(m) = median(&s.are_buckets(window, ModelName::Default)) else { continue };
+            let series = s.are_series.entry(window).or_default();
+            if series.back().is_none_or(|(t, _)| time >= t.saturating_add(ARE_STEP)) {
+                series.push_back((time, m));
+            } else if let Some(last) = series.back_mut() {
+                *last = (last.0, m);
+            }
+            if series.len() > MAX_POINTS {
+                series.pop_front();
             }
         }
         s.sample_wall(false);

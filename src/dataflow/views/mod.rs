@@ -3,12 +3,13 @@
 //!
 //! - **Cascades.** Each worker keeps the rows of the cascades it owns ([`CascadeBook`], fed
 //!   by the predictions, the outcomes and the partial cascades' curves, exchanged by
-//!   cascade) and emits a row's retraction and its new version whenever it changes: a
-//!   revision at 1200 s replaces the 600 s row, termination turns it into the final size
-//!   with its error. The collection is reduced twice, per bucket of cascades then over the
-//!   buckets' survivors, to the [`TOP`] largest plus the [`LATEST_ALERTS`] latest alerted
-//!   ([`select_top`]): the second reduction holds at most `BUCKETS × (TOP + LATEST_ALERTS)`
-//!   rows on one worker, whatever the stream's length.
+//!   cascade): a revision at 1200 s replaces the 600 s row, termination turns it into the
+//!   final size with its error. Its collection is the worker's own top, the [`TOP`] largest
+//!   plus the [`LATEST_ALERTS`] latest alerted ([`select_top`]'s choice, kept current with
+//!   ordered indexes), so a revision of a cascade that cannot be listed never reaches
+//!   differential. The workers' tops are reduced once more ([`select_top`] over at most
+//!   `workers × (TOP + LATEST_ALERTS)` rows, on one worker): the exact top of all cascades
+//!   however they are sharded.
 //! - **Health and accuracy.** Summary events become records whose multiplicity is the count
 //!   (events in, rejections by reason, predictions, alerts by severity, ARE buckets and
 //!   interval coverage per window and model), consolidated: a handful of keys.
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::{Concatenate, Operator};
+use timely::dataflow::operators::{Capability, Concatenate, Operator};
 use timely::dataflow::StreamVec;
 
 pub use self::rows::{
@@ -46,8 +47,6 @@ pub const VIEW_GRANULE: Time = 60;
 pub const TOP: usize = 100;
 /// Cascades listed because they alerted most recently (beyond the top).
 pub const LATEST_ALERTS: usize = 30;
-/// Groups of the first top-N reduction (spread over the workers).
-const BUCKETS: u64 = 16;
 
 /// One update of the views: a record, the (granule) time it changed at, and the change.
 pub type ViewUpdate = (ViewRecord, Time, isize);
@@ -69,9 +68,9 @@ pub fn live_views<'s>(
 ) -> StreamVec<'s, Time, ViewUpdate> {
     let scope = live.scope();
     let rows = coarsen(cascade_rows(live, settings.thresholds).as_collection());
-    let keyed = rows.map(|r| (crate::mix64(r.cascade) % BUCKETS, r));
-    let top = top_rows(top_rows(keyed, "ViewTopPerBucket").map(|r| ((), r)), "ViewTop").map(ViewRecord::Cascade);
-    let counts = coarsen(health_records(summary, settings.first_of_process).as_collection()).consolidate();
+    let top = top_rows(rows.map(|r| ((), r)), "ViewTop").map(ViewRecord::Cascade);
+    // Already summed per granule and stamped with its end.
+    let counts = health_records(summary, settings.first_of_process).as_collection().consolidate();
     scope.concatenate(vec![top.inner, counts.inner])
 }
 
@@ -80,7 +79,7 @@ fn coarsen<'s, D: differential_dataflow::Data>(c: VecCollection<'s, Time, D, isi
     c.delay(|t| t.div_ceil(VIEW_GRANULE).saturating_mul(VIEW_GRANULE))
 }
 
-/// One level of the top-N reduction: per key, the rows [`select_top`] keeps.
+/// The top-N reduction over the workers' tops: per key, the rows [`select_top`] keeps.
 fn top_rows<'s, K: differential_dataflow::ExchangeData + differential_dataflow::hashable::Hashable>(
     keyed: VecCollection<'s, Time, (K, CascadeRow), isize>,
     name: &str,
@@ -103,7 +102,7 @@ fn cascade_of(e: &LiveEvent) -> u64 {
     }
 }
 
-/// The row updates of the cascades of this worker: each time is processed once complete,
+/// The updates of this worker's top (its [`CascadeBook`]): each time is processed once complete,
 /// in (cascade, kind, window) order, so the updates are the same however the events arrive.
 fn cascade_rows<'s>(live: StreamVec<'s, Time, LiveEvent>, thresholds: AlertThresholds) -> StreamVec<'s, Time, (CascadeRow, Time, isize)> {
     let mut stash = TimeStash::new();
@@ -116,15 +115,16 @@ fn cascade_rows<'s>(live: StreamVec<'s, Time, LiveEvent>, thresholds: AlertThres
                 let Some(cap) = pending.capability else { continue };
                 let mut events = pending.records;
                 events.sort_by_key(|e| (cascade_of(e), order_of(e)));
-                let mut out = Vec::new();
                 for e in &events {
                     match e {
-                        LiveEvent::Curve { cascade, curve, .. } => book.curve(*cascade, curve, &mut out),
-                        LiveEvent::Prediction(p) => book.prediction(time, p, &mut out),
-                        LiveEvent::Outcome(Outcome::Stat(s)) => book.stat(s, &mut out),
+                        LiveEvent::Curve { cascade, curve, .. } => book.curve(*cascade, curve),
+                        LiveEvent::Prediction(p) => book.prediction(time, p),
+                        LiveEvent::Outcome(Outcome::Stat(s)) => book.stat(s),
                         LiveEvent::Outcome(_) => {}
                     }
                 }
+                let mut out = Vec::new();
+                book.flush(&mut out);
                 output.session(&cap).give_iterator(out.into_iter().map(|(row, diff)| (row, time, diff)));
             }
         }
@@ -141,44 +141,88 @@ fn order_of(e: &LiveEvent) -> (u8, Time) {
     }
 }
 
-/// The health and accuracy records of this worker's summary events, aggregated per time,
-/// with this worker counted once and its newest input time.
+/// The end of the view granule of `t`.
+fn granule_end(t: Time) -> Time {
+    t.div_ceil(VIEW_GRANULE).saturating_mul(VIEW_GRANULE)
+}
+
+/// One view granule's counts of a worker, summed until the granule is complete.
+struct Tally {
+    /// A capability at the granule's end.
+    capability: Capability<Time>,
+    counts: BTreeMap<ViewRecord, isize>,
+    /// The newest input time of the granule.
+    newest: Time,
+}
+
+/// A worker's health and accuracy counts per granule, and what it reported last.
+struct HealthTally {
+    worker: u32,
+    first_of_process: bool,
+    pending: BTreeMap<Time, Tally>,
+    newest: Option<Time>,
+    parts_seen: u64,
+}
+
+impl HealthTally {
+    /// Adds the records of summary events at `time` to its granule's tally.
+    fn add<'a>(&mut self, time: Time, capability: impl FnOnce(Time) -> Capability<Time>, events: impl Iterator<Item = &'a SummaryEvent>) {
+        let granule = granule_end(time);
+        let tally = self.pending.entry(granule).or_insert_with(|| Tally { capability: capability(granule), counts: BTreeMap::new(), newest: time });
+        tally.newest = tally.newest.max(time);
+        let mut records = Vec::new();
+        for e in events {
+            rows::summary_records(e, &mut records);
+        }
+        for (r, d) in records {
+            *tally.counts.entry(r).or_default() += d;
+        }
+    }
+
+    /// The updates of a complete granule: its counts, this worker's newest input time (the
+    /// old one retracted) and, on the first worker of a process, the checkpoint parts the
+    /// process wrote since the last granule.
+    fn complete(&mut self, tally: Tally) -> (Capability<Time>, Vec<(ViewRecord, isize)>) {
+        let Tally { capability, mut counts, newest } = tally;
+        if self.newest.is_none_or(|n| n < newest) {
+            if let Some(old) = self.newest.replace(newest) {
+                *counts.entry(ViewRecord::Newest { worker: self.worker, time: old }).or_default() -= 1;
+            }
+            *counts.entry(ViewRecord::Newest { worker: self.worker, time: newest }).or_default() += 1;
+        }
+        if self.first_of_process {
+            let parts = crate::telemetry::checkpoint_totals(super::STAGES).0;
+            let delta = isize::try_from(parts.saturating_sub(self.parts_seen)).unwrap_or(isize::MAX);
+            self.parts_seen = self.parts_seen.max(parts);
+            *counts.entry(ViewRecord::Health(Health::CheckpointParts)).or_default() += delta;
+        }
+        (capability, counts.into_iter().filter(|(_, d)| *d != 0).collect())
+    }
+}
+
+/// The health and accuracy records of this worker's summary events, summed per view granule
+/// and sent once the granule is complete (a few dozen updates per granule, whatever the
+/// event rate), with this worker counted once and its newest input time.
 fn health_records<'s>(summary: StreamVec<'s, Time, SummaryEvent>, first_of_process: bool) -> StreamVec<'s, Time, ViewUpdate> {
     let worker = summary.scope().index() as u32;
-    summary.unary::<Builder<ViewUpdate>, _, _, _>(Pipeline, "ViewHealth", move |cap, _info| {
+    summary.unary_frontier::<Builder<ViewUpdate>, _, _, _>(Pipeline, "ViewHealth", move |cap, _info| {
         // The worker's own record goes out at the first activation (every operator gets one).
         let mut first = Some(cap);
-        let mut newest: Option<Time> = None;
-        let mut parts_seen = 0u64;
-        move |input, output| {
+        let mut tally = HealthTally { worker, first_of_process, pending: BTreeMap::new(), newest: None, parts_seen: 0 };
+        move |(input, frontier), output| {
             if let Some(cap) = first.take() {
                 output.session(&cap).give((ViewRecord::Health(Health::Workers), *cap.time(), 1));
             }
             input.for_each_stamp(|cap, data| {
                 let time = *cap.least().expect("a message has a time");
-                let mut records = Vec::new();
-                for e in data.flat_map(|d| d.iter()) {
-                    rows::summary_records(e, &mut records);
-                }
-                let mut counts: BTreeMap<ViewRecord, isize> = BTreeMap::new();
-                for (r, d) in records {
-                    *counts.entry(r).or_default() += d;
-                }
-                if newest.is_none_or(|n| n < time) {
-                    if let Some(old) = newest.replace(time) {
-                        *counts.entry(ViewRecord::Newest { worker, time: old }).or_default() -= 1;
-                    }
-                    *counts.entry(ViewRecord::Newest { worker, time }).or_default() += 1;
-                }
-                if first_of_process {
-                    let parts = crate::telemetry::checkpoint_totals(super::STAGES).0;
-                    let delta = isize::try_from(parts.saturating_sub(parts_seen)).unwrap_or(isize::MAX);
-                    parts_seen = parts_seen.max(parts);
-                    *counts.entry(ViewRecord::Health(Health::CheckpointParts)).or_default() += delta;
-                }
-                let mut session = output.session(&cap);
-                session.give_iterator(counts.into_iter().filter(|(_, d)| *d != 0).map(|(r, d)| (r, time, d)));
+                let at = |granule| cap.retain_least(0).expect("an input capability").delayed(&granule);
+                tally.add(time, at, data.flat_map(|d| d.iter()));
             });
+            while let Some(granule) = tally.pending.first_key_value().map(|(g, _)| *g).filter(|g| passed(frontier, *g)) {
+                let Some(pending) = tally.pending.remove(&granule) else { break };
+                let (cap, updates) = tally.complete(pending);
+                output.session(&cap).give_iterator(updates.into_iter().map(|(r, d)| (r, granule, d)));
+            }
         }
     })
 }

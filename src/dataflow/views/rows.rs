@@ -7,7 +7,7 @@
 //! ([`Fixed`], hundredths) rather than floats, so equal rows compare equal on every process.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -254,35 +254,66 @@ pub fn curve_of(p: &Partial) -> Vec<(Time, u64)> {
 /// One cascade as a worker knows it.
 #[derive(Debug, Default)]
 struct Entry {
-    /// The row in the collection (None until its first prediction, or once dropped).
+    /// Its row (None until its first prediction).
     row: Option<CascadeRow>,
     /// Events over time of its largest partial so far.
     curve: Vec<(Time, u64)>,
 }
 
-/// The rows of the cascades a worker owns, and the updates that keep the collection equal
-/// to them. Open cascades are always in the collection; ended ones only while they are
-/// among the worker's `top` largest or `alerts` latest alerted (the global top is within
-/// the union of the workers' tops), so memory is bounded by the open cascades.
+/// The index keys of a row: (rank order, alert order, ended).
+type Keys = ((Reverse<Fixed>, CascadeId), Option<(Reverse<Time>, CascadeId)>, bool);
+
+fn keys_of(row: &CascadeRow) -> Keys {
+    ((Reverse(row.rank), row.cascade), row.alerted_at.map(|t| (Reverse(t), row.cascade)), row.ended_at.is_some())
+}
+
+/// The rows of the cascades a worker owns, and the updates that keep the collection equal to
+/// this worker's own top: its `top` largest and, beyond them, its `alerts` latest alerted
+/// ([`select_top`]'s choice, kept current with ordered indexes). The global top is within the
+/// union of the workers' tops (a row among the global top `top` is among its worker's; a row
+/// among the global latest alerts beyond the top is among its worker's), so the collection
+/// reduced over all workers is exact, and only rows that can be listed ever reach
+/// differential: a revision of a small cascade costs an index update here, nothing more.
+/// Open cascades are held until they end; ended ones only while they can still be listed, so
+/// memory is bounded by the open cascades.
 #[derive(Debug)]
 pub struct CascadeBook {
     entries: HashMap<CascadeId, Entry>,
-    /// Ended cascades still in the collection, by (rank, cascade).
-    ended_by_rank: BTreeSet<(Fixed, CascadeId)>,
-    /// Ended cascades that alerted, by (alert time, cascade).
-    ended_by_alert: BTreeSet<(Time, CascadeId)>,
+    /// Every row, largest first (ties by cascade id, as `select_top`).
+    by_rank: BTreeSet<(Reverse<Fixed>, CascadeId)>,
+    /// Every alerted row, latest alert first.
+    by_alert: BTreeSet<(Reverse<Time>, CascadeId)>,
+    /// Ended rows, largest first.
+    ended_by_rank: BTreeSet<(Reverse<Fixed>, CascadeId)>,
+    /// Ended alerted rows, latest alert first.
+    ended_by_alert: BTreeSet<(Reverse<Time>, CascadeId)>,
+    /// The rows in the collection, as they were emitted.
+    emitted: BTreeMap<CascadeId, CascadeRow>,
+    /// Rows changed since the last [`CascadeBook::flush`].
+    dirty: BTreeSet<CascadeId>,
     thresholds: AlertThresholds,
     top: usize,
     alerts: usize,
 }
 
 impl CascadeBook {
-    /// An empty book keeping `top` largest and `alerts` latest alerted ended cascades.
+    /// An empty book whose collection is its `top` largest and `alerts` latest alerted rows.
     pub fn new(thresholds: AlertThresholds, top: usize, alerts: usize) -> Self {
-        Self { entries: HashMap::new(), ended_by_rank: BTreeSet::new(), ended_by_alert: BTreeSet::new(), thresholds, top, alerts }
+        Self {
+            entries: HashMap::new(),
+            by_rank: BTreeSet::new(),
+            by_alert: BTreeSet::new(),
+            ended_by_rank: BTreeSet::new(),
+            ended_by_alert: BTreeSet::new(),
+            emitted: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            thresholds,
+            top,
+            alerts,
+        }
     }
 
-    /// Cascades held (open, or ended and kept).
+    /// Cascades held (open, or ended and still listable).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -293,10 +324,10 @@ impl CascadeBook {
     }
 
     /// The events-over-time curve of a cascade's latest partial cascade.
-    pub fn curve(&mut self, cascade: CascadeId, curve: &[(Time, u64)], out: &mut Vec<(CascadeRow, isize)>) {
+    pub fn curve(&mut self, cascade: CascadeId, curve: &[(Time, u64)]) {
         let entry = self.entries.entry(cascade).or_default();
         entry.curve = curve.to_vec();
-        self.update(cascade, out, |row| {
+        self.update(cascade, |row| {
             let last = row.curve.last().copied();
             row.curve = curve.to_vec();
             // Keep the final size's point when it is already there.
@@ -307,7 +338,7 @@ impl CascadeBook {
     }
 
     /// A prediction made at event time `time`.
-    pub fn prediction(&mut self, time: Time, p: &Prediction, out: &mut Vec<(CascadeRow, isize)>) {
+    pub fn prediction(&mut self, time: Time, p: &Prediction) {
         if p.training_only {
             return;
         }
@@ -340,8 +371,9 @@ impl CascadeBook {
                 windows: Vec::new(),
                 curve: entry.curve.clone(),
             });
+            self.by_rank.insert((Reverse(0), p.cascade));
         }
-        self.update(p.cascade, out, move |row| {
+        self.update(p.cascade, move |row| {
             row.windows.retain(|x| x.window != w.window);
             row.windows.push(w);
             row.windows.sort_by_key(|x| x.window);
@@ -352,11 +384,8 @@ impl CascadeBook {
     }
 
     /// The accuracy of one of its predictions: the cascade has ended.
-    pub fn stat(&mut self, s: &StatRecord, out: &mut Vec<(CascadeRow, isize)>) {
-        if !self.entries.get(&s.cascade).is_some_and(|e| e.row.is_some()) {
-            return;
-        }
-        self.update(s.cascade, out, |row| {
+    pub fn stat(&mut self, s: &StatRecord) {
+        self.update(s.cascade, |row| {
             row.final_size = Some(s.n_true as u64);
             row.ended_at = Some(s.ended_at);
             if let Some(w) = row.windows.iter_mut().find(|w| w.window == s.t_obs) {
@@ -367,52 +396,100 @@ impl CascadeBook {
                 row.curve.push((last, s.n_true as u64));
             }
         });
-        self.prune(out);
     }
 
-    /// Applies `change` to a cascade's row (if it has one) and emits the retraction of the
-    /// old row and the new row.
-    fn update(&mut self, cascade: CascadeId, out: &mut Vec<(CascadeRow, isize)>, change: impl FnOnce(&mut CascadeRow)) {
+    /// Applies `change` to a cascade's row (if it has one) and keeps the indexes current.
+    fn update(&mut self, cascade: CascadeId, change: impl FnOnce(&mut CascadeRow)) {
         let Some(row) = self.entries.get_mut(&cascade).and_then(|e| e.row.as_mut()) else { return };
-        let old = row.clone();
+        let old = keys_of(row);
         change(row);
         row.rerank();
-        if *row == old {
-            return;
+        let new = keys_of(row);
+        if old != new {
+            self.unindex(old);
+            self.index(new);
         }
-        if old.windows.is_empty() {
-            // A row is in the collection from its first prediction on.
-        } else {
-            out.push((old.clone(), -1));
-        }
-        if old.ended_at.is_some() {
-            self.ended_by_rank.remove(&(old.rank, cascade));
-            if let Some(t) = old.alerted_at {
-                self.ended_by_alert.remove(&(t, cascade));
-            }
-        }
-        if row.ended_at.is_some() {
-            self.ended_by_rank.insert((row.rank, cascade));
-            if let Some(t) = row.alerted_at {
-                self.ended_by_alert.insert((t, cascade));
-            }
-        }
-        out.push((row.clone(), 1));
+        self.dirty.insert(cascade);
     }
 
-    /// Drops the ended cascades that are neither among the `top` largest nor among the
-    /// `alerts` latest alerted of this worker.
-    fn prune(&mut self, out: &mut Vec<(CascadeRow, isize)>) {
-        while self.ended_by_rank.len() > self.top {
-            let keep: BTreeSet<CascadeId> = self.ended_by_alert.iter().rev().take(self.alerts).map(|(_, c)| *c).collect();
-            let drop = self.ended_by_rank.iter().take(self.ended_by_rank.len() - self.top).map(|(_, c)| *c).find(|c| !keep.contains(c));
-            let Some(cascade) = drop else { break };
-            let Some(row) = self.entries.remove(&cascade).and_then(|e| e.row) else { continue };
-            self.ended_by_rank.remove(&(row.rank, cascade));
-            if let Some(t) = row.alerted_at {
-                self.ended_by_alert.remove(&(t, cascade));
+    fn index(&mut self, (rank, alert, ended): Keys) {
+        self.by_rank.insert(rank);
+        if ended {
+            self.ended_by_rank.insert(rank);
+        }
+        if let Some(a) = alert {
+            self.by_alert.insert(a);
+            if ended {
+                self.ended_by_alert.insert(a);
             }
-            out.push((row, -1));
+        }
+    }
+
+    fn unindex(&mut self, (rank, alert, _): Keys) {
+        self.by_rank.remove(&rank);
+        self.ended_by_rank.remove(&rank);
+        if let Some(a) = alert {
+            self.by_alert.remove(&a);
+            self.ended_by_alert.remove(&a);
+        }
+    }
+
+    /// The cascades of this worker's top ([`select_top`]'s choice).
+    fn selection(&self) -> BTreeSet<CascadeId> {
+        let mut kept: BTreeSet<CascadeId> = self.by_rank.iter().take(self.top).map(|(_, c)| *c).collect();
+        let alerted: Vec<CascadeId> = self.by_alert.iter().map(|(_, c)| *c).filter(|c| !kept.contains(c)).take(self.alerts).collect();
+        kept.extend(alerted);
+        kept
+    }
+
+    /// The collection's updates since the last call: rows leaving this worker's top, rows
+    /// entering it, and the retraction and new version of the rows in it that changed.
+    pub fn flush(&mut self, out: &mut Vec<(CascadeRow, isize)>) {
+        let selected = self.selection();
+        let gone: Vec<CascadeId> = self.emitted.keys().filter(|c| !selected.contains(c)).copied().collect();
+        for c in gone {
+            if let Some(row) = self.emitted.remove(&c) {
+                out.push((row, -1));
+            }
+        }
+        for c in &selected {
+            let Some(row) = self.entries.get(c).and_then(|e| e.row.as_ref()) else { continue };
+            match self.emitted.get_mut(c) {
+                None => {
+                    out.push((row.clone(), 1));
+                    self.emitted.insert(*c, row.clone());
+                }
+                Some(old) if self.dirty.contains(c) && old != row => {
+                    out.push((std::mem::replace(old, row.clone()), -1));
+                    out.push((row.clone(), 1));
+                }
+                Some(_) => {}
+            }
+        }
+        self.dirty.clear();
+        self.prune();
+    }
+
+    /// Forgets the ended cascades that can never be listed again: beyond the `top` largest
+    /// ended ones (at least `top` ended rows, which never change, outrank them) and beyond
+    /// the `top + alerts` latest alerted ended ones (of those, at most `top` are in the top,
+    /// so at least `alerts` later alerts stay beyond it).
+    fn prune(&mut self) {
+        if self.ended_by_rank.len() <= self.top {
+            return;
+        }
+        let keep: BTreeSet<CascadeId> = self.ended_by_alert.iter().take(self.top + self.alerts).map(|(_, c)| *c).collect();
+        let drop: Vec<CascadeId> = self
+            .ended_by_rank
+            .iter()
+            .skip(self.top)
+            .map(|(_, c)| *c)
+            .filter(|c| !keep.contains(c) && !self.emitted.contains_key(c))
+            .collect();
+        for c in drop {
+            if let Some(row) = self.entries.remove(&c).and_then(|e| e.row) {
+                self.unindex(keys_of(&row));
+            }
         }
     }
 }
@@ -460,32 +537,57 @@ mod tests {
     fn a_revision_replaces_the_row_and_termination_gives_the_final_size_and_error() {
         let mut book = CascadeBook::new(T, 10, 10);
         let mut out = Vec::new();
-        book.prediction(1600, &prediction(7, 600, 800.0), &mut out);
-        book.prediction(2200, &prediction(7, 1200, 300.0), &mut out);
+        book.prediction(1600, &prediction(7, 600, 800.0));
+        book.flush(&mut out);
+        book.prediction(2200, &prediction(7, 1200, 300.0));
+        book.flush(&mut out);
         let rows = collection(&out);
         assert_eq!(rows.len(), 1, "one row per cascade: {rows:?}");
         assert_eq!(rows[0].latest().map(|w| w.window), Some(1200));
         assert_eq!(rows[0].rank, 30_000, "ranked by the latest prediction");
         assert_eq!(rows[0].severity, Some(Severity::Warning), "the 600 s alert stays in the cascade's state");
-        book.stat(&stat(7, 1200, 450), &mut out);
+        book.stat(&stat(7, 1200, 450));
+        book.flush(&mut out);
         let rows = collection(&out);
         assert_eq!((rows.len(), rows[0].final_size, rows[0].rank), (1, Some(450), 45_000));
         assert_eq!(rows[0].windows[1].are, Some(50));
     }
 
     #[test]
-    fn ended_cascades_beyond_the_workers_top_and_latest_alerts_leave_the_collection() {
+    fn the_collection_is_the_workers_top_and_unlistable_ended_cascades_are_forgotten() {
         let mut book = CascadeBook::new(T, 2, 1);
         let mut out = Vec::new();
         for c in 0..6u64 {
             // Cascade 0 alerts (900 > 500) but ends small; the others grow with their id.
             let predicted = if c == 0 { 900.0 } else { 10.0 * c as f64 };
-            book.prediction(1600 + c, &prediction(c, 600, predicted), &mut out);
-            book.stat(&stat(c, 600, if c == 0 { 1 } else { 10 * c as usize }), &mut out);
+            book.prediction(1600 + c, &prediction(c, 600, predicted));
+            book.flush(&mut out);
+            book.stat(&stat(c, 600, if c == 0 { 1 } else { 10 * c as usize }));
+            book.flush(&mut out);
         }
         let kept: Vec<CascadeId> = collection(&out).iter().map(|r| r.cascade).collect();
         assert_eq!(kept, vec![0, 4, 5], "the 2 largest and the latest alert");
         assert_eq!(book.len(), 3, "the rest is forgotten");
+    }
+
+    #[test]
+    fn open_cascades_outside_the_top_stay_out_of_the_collection_until_they_enter_it() {
+        let mut book = CascadeBook::new(T, 2, 0);
+        let mut out = Vec::new();
+        for c in 0..5u64 {
+            book.prediction(1600, &prediction(c, 600, 10.0 * (c + 1) as f64));
+        }
+        book.flush(&mut out);
+        let ids = |out: &[(CascadeRow, isize)]| collection(out).iter().map(|r| r.cascade).collect::<Vec<_>>();
+        assert_eq!((ids(&out), out.len()), (vec![3, 4], 2), "only the top reaches the collection");
+        // A revision of a small cascade outside the top emits nothing; one into the top swaps.
+        book.prediction(2200, &prediction(0, 1200, 20.0));
+        book.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        book.prediction(2200, &prediction(1, 1200, 1000.0));
+        book.flush(&mut out);
+        assert_eq!(ids(&out), vec![4, 1], "by rank");
+        assert_eq!(book.len(), 5, "open cascades are all held");
     }
 
     #[test]
@@ -494,7 +596,8 @@ mod tests {
             .map(|c| {
                 let mut out = Vec::new();
                 let mut book = CascadeBook::new(T, 100, 100);
-                book.prediction(1000 + c, &prediction(c, 600, ((c * 37) % 23) as f64 * 100.0), &mut out);
+                book.prediction(1000 + c, &prediction(c, 600, ((c * 37) % 23) as f64 * 100.0));
+                book.flush(&mut out);
                 out.pop().unwrap().0
             })
             .collect();
