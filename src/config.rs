@@ -17,11 +17,21 @@ use crate::Time;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// The file is not valid TOML for this schema (unknown key, wrong type, …).
     #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, for the error line.
+        message: String,
+    },
     /// A value out of its range, or values that make no sense together.
     #[error("invalid configuration: {key} {rule}")]
     Invalid {

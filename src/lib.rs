@@ -12,6 +12,8 @@
 //! - [`config`], [`records`]: configuration and the records that flow between stages.
 //! - `tweetoscope_model` (crate `crates/model`): Hawkes, forest, SEISMIC — pure numerics.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
@@ -47,6 +49,23 @@ pub fn shard_of(cascade: records::CascadeId) -> u64 {
 /// keep the records a worker's stages will see.
 pub fn owns(hash: u64, index: usize, peers: usize) -> bool {
     (hash % peers as u64) as usize == index
+}
+
+/// An error followed by its causes, `context: cause: root cause`, for log lines (the binary
+/// prints errors the same way, with anyhow's `{:#}`). Errors keep their cause out of their own
+/// `Display` (it is their `source()`), so that each cause is printed once.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

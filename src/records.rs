@@ -193,7 +193,7 @@ pub struct FitSummary {
     pub p: f64,
     /// Kernel rate (1/s).
     pub beta: f64,
-    /// Branching factor n* = p·E[m] (< 1).
+    /// Branching factor n* = p·E(m) (< 1).
     pub n_star: f64,
     /// Expected direct descendants still to come, G1.
     pub g1: f64,

@@ -26,35 +26,80 @@ use crate::Time;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SummaryEvent {
     /// A batch of input events entered the pipeline.
-    Input { events: u64 },
+    Input {
+        /// How many events.
+        events: u64,
+    },
     /// A partial cascade was emitted for a window.
-    Partial { t_obs: Time },
+    Partial {
+        /// The observation window (s).
+        t_obs: Time,
+    },
     /// A window of a cascade had too few events to be estimated.
-    TooSmall { t_obs: Time },
+    TooSmall {
+        /// The observation window (s).
+        t_obs: Time,
+    },
     /// A cascade terminated.
     Terminated,
     /// `count` input events were rejected for `reason` (counted per message on each worker
     /// before being gathered: a replay can reject a third of its million events).
-    Rejected { reason: RejectReason, count: u64 },
-    /// A prediction was made; `alert`: the alert it raised (`Prediction::alert_severity`).
-    Prediction { t_obs: Time, fit_ok: bool, alert: Option<Severity>, at_bound: bool },
+    Rejected {
+        /// Why they were rejected.
+        reason: RejectReason,
+        /// How many.
+        count: u64,
+    },
+    /// A prediction was made.
+    Prediction {
+        /// The observation window (s).
+        t_obs: Time,
+        /// Whether the Hawkes fit succeeded.
+        fit_ok: bool,
+        /// The alert it raised (`Prediction::alert_severity`), if any.
+        alert: Option<Severity>,
+        /// Whether the fit ended on a bound of its domain.
+        at_bound: bool,
+    },
     /// A prediction's accuracy once the true size was known, for every model; `covered`:
     /// whether the true size fell in the default prediction's interval (`None`: no interval).
     Accuracy {
+        /// The observation window (s).
         t_obs: Time,
+        /// Absolute relative error of the default prediction.
         are: f64,
+        /// ARE of the plain Hawkes prediction.
         are_hawkes: f64,
+        /// ARE of the course forest prediction.
         are_course: f64,
+        /// ARE of SEISMIC, when it predicted.
         are_seismic: Option<f64>,
+        /// ARE of corrected SEISMIC, when it predicted.
         are_seismic_corrected: Option<f64>,
+        /// Whether the true size was inside the interval, when there was one.
         covered: Option<bool>,
     },
     /// A training sample was made.
-    SampleMade { t_obs: Time },
+    SampleMade {
+        /// The observation window (s).
+        t_obs: Time,
+    },
     /// A prediction gave no sample.
-    SampleExcluded { t_obs: Time, reason: Exclusion },
+    SampleExcluded {
+        /// The observation window (s).
+        t_obs: Time,
+        /// Why it gave no sample.
+        reason: Exclusion,
+    },
     /// A window's model was retrained.
-    ModelTrained { t_obs: Time, n_samples: usize, version: Time },
+    ModelTrained {
+        /// The observation window (s).
+        t_obs: Time,
+        /// How many samples it was trained on.
+        n_samples: usize,
+        /// The event time it was trained at (its version).
+        version: Time,
+    },
 }
 
 impl SummaryEvent {

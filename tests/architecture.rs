@@ -73,7 +73,7 @@ fn code_only(text: &str) -> String {
             j += 1; // the opening quote
             let close: String = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
             let close: Vec<char> = close.chars().collect();
-            while j < b.len() && b[j..].starts_with(&close) == false {
+            while j < b.len() && !b[j..].starts_with(&close) {
                 j += 1;
             }
             j = (j + close.len()).min(b.len());

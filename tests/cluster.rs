@@ -113,11 +113,11 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-/// `run --input SAMPLE -n 2 -p P -h HOSTFILE EXTRA…` (a README recipe line).
+/// `run --input SAMPLE -n 2 -p P --hostfile HOSTFILE EXTRA…` (a README recipe line).
 fn run_args(procs: &Procs, p: usize, extra: &[&str]) -> Vec<OsString> {
     let mut a = os(&["run", "--input"]);
     a.push(bundled_sample().into());
-    a.extend(os(&["-n", "2", "-p", &p.to_string(), "-h"]));
+    a.extend(os(&["-n", "2", "-p", &p.to_string(), "--hostfile"]));
     a.push(procs.hostfile().into());
     a.extend(os(extra));
     a

@@ -19,7 +19,7 @@ fn outputs_are_identical_for_1_2_4_workers_and_2_processes() {
         binary()
             .args(["run", "--input"])
             .arg(bundled_sample())
-            .args(["-w", "2", "-n", "2", "-p", p, "-h"])
+            .args(["-w", "2", "-n", "2", "-p", p, "--hostfile"])
             .arg(&hostfile)
             .arg("--out")
             .arg(out("n2"))

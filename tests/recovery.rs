@@ -112,7 +112,7 @@ fn start_cluster_with(
             let mut cmd = over.tweetoscope(prefix, &["live", "--metrics-addr", "off", "--until-idle", idle, "--config"]);
             cmd.arg(config).arg("--checkpoint-dir").arg(ck).args(["-w", &threads.to_string()]).args(extra);
             if processes > 1 {
-                cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "-h"]).arg(&hostfile);
+                cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "--hostfile"]).arg(&hostfile);
             }
             cmd.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
                 .stdout(Stdio::piped())

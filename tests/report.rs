@@ -7,7 +7,7 @@ use common::*;
 fn check_report(dir: &std::path::Path) -> String {
     let md = std::fs::read_to_string(dir.join("report.md")).expect("report.md written");
     for t in ["600", "1200"] {
-        for m in ["SEISMIC", "Hawkes", "Hawkes + RF"] {
+        for m in ["default", "hawkes", "course", "seismic", "seismic_corrected"] {
             let prefix = format!("| {t} | {m} |");
             assert!(md.lines().any(|l| l.starts_with(&prefix)), "no row for {t} {m}:\n{md}");
         }
@@ -35,7 +35,7 @@ fn run_with_report_writes_markdown_and_plots_from_its_outputs() {
     assert!(report.join("outputs/stats.jsonl").exists());
     let md = check_report(&report);
     // The bundled sample has 80 cascades per window.
-    assert!(md.contains("| 600 | Hawkes + RF | 80 |"), "{md}");
+    assert!(md.contains("| 600 | default | 80 |"), "{md}");
 }
 
 #[test]

@@ -100,7 +100,7 @@ fn every_process_serves_the_same_cluster_wide_views_as_one_process() {
     let ports = free_ports(4);
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[2], ports[3])).unwrap();
-    let cluster = |p: usize| vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "-h".into(), hosts.display().to_string()];
+    let cluster = |p: usize| vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "--hostfile".into(), hosts.display().to_string()];
     let mut children = Killed(vec![spawn(&logs, "p0", ports[0], &cluster(0)), spawn(&logs, "p1", ports[1], &cluster(1))]);
     let raw = get(ports[0], "/api/state");
     let states = finished_states(&ports[..2], &mut children, &logs);

@@ -8,7 +8,7 @@
 //!   every time < F and before any time ≥ F" is well defined for each operator, and the
 //!   union of those states over operators and workers is a consistent cut. Each operator
 //!   writes its part when its own input frontier passes F; the source records the Kafka
-//!   offsets it had read when its capability passed F ([`SourceCuts`]) and the window stage
+//!   offsets it had read when its capability passed F (the source stage's `SourceCuts`) and the window stage
 //!   of the same worker writes them. Records in flight across the cut are saved by the
 //!   operator that holds them (the window stage saves events stamped before F but timed
 //!   after it; the train stage saves the models it emitted in the last δ seconds, which
@@ -188,7 +188,7 @@ impl Checkpointing {
     pub fn write<P: StagePart>(&self, time: Time, index: usize, peers: usize, part: &P) {
         let started = std::time::Instant::now();
         let stage = P::STAGE;
-        let result = bincode::serialize(part)
+        let result = postcard::to_stdvec(part)
             .map_err(|e| CheckpointError::Codec { stage, message: e.to_string() })
             .and_then(|body| Ok(self.store.write_part(time, stage, index, peers, &body)?));
         match result {
@@ -198,13 +198,13 @@ impl Checkpointing {
                 // Worker 0 prunes once per checkpoint, after the part that every run writes.
                 if index == 0 && stage == self.store.stages()[0] {
                     if let Err(e) = self.store.prune(self.committed()) {
-                        tracing::warn!(error = %e, "pruning old checkpoints failed");
+                        tracing::warn!(error = %crate::ErrorChain(&e), "pruning old checkpoints failed");
                     }
                 }
             }
             Err(e) => {
                 crate::telemetry::checkpoint_failed();
-                tracing::error!(error = %e, time, stage, "writing a checkpoint part failed");
+                tracing::error!(error = %crate::ErrorChain(&e), time, stage, "writing a checkpoint part failed");
             }
         }
     }
@@ -252,7 +252,7 @@ pub fn decode_parts<P: StagePart>(loaded: &LoadedCheckpoint) -> Result<Vec<P>, C
         .get(P::STAGE)
         .into_iter()
         .flatten()
-        .map(|body| bincode::deserialize(body).map_err(|e| CheckpointError::Codec { stage: P::STAGE, message: e.to_string() }))
+        .map(|body| postcard::from_bytes(body).map_err(|e| CheckpointError::Codec { stage: P::STAGE, message: e.to_string() }))
         .collect()
 }
 

@@ -3,10 +3,21 @@
 //! Layout: `<dir>/ckpt-<F, 20 digits>/<stage>-<index>-of-<peers>.part`, one part per stage
 //! and worker. A part is written to a temporary file, fsynced, renamed into place and
 //! its directory fsynced, so a crash leaves either the whole part or none of it. Each part
-//! starts with a one-line text header naming its checkpoint, stage, worker, length and CRC-32
-//! of the body; a checkpoint is *complete* when every stage has all `peers` parts and each
-//! one's header, length and CRC check out. Loading takes the newest complete checkpoint at
-//! or below a bound and ignores (and reports) incomplete or corrupt ones.
+//! starts with a one-line text header naming its format version, checkpoint, stage, worker,
+//! length and CRC-32 of the body; a checkpoint is *complete* when every stage has all `peers`
+//! parts and each one's header, length and CRC check out. Loading takes the newest complete
+//! checkpoint at or below a bound and ignores (and reports) incomplete or corrupt ones.
+//!
+//! # Format versions
+//!
+//! The header starts `tweetoscope-checkpoint v<N>`, N = [`FORMAT_VERSION`]. v1 bodies were
+//! bincode 1.3 (unmaintained, RUSTSEC-2025-0141); v2 bodies are postcard 1.x (a specified,
+//! stable wire format). Neither format describes its own schema, so the version is what
+//! tells a reader whether it can decode a part: a part of another version is refused with an
+//! error saying so ([`StoreError::Version`]) — never skipped like a corrupt part, since every
+//! checkpoint of that folder would be refused the same way and a silent fresh start would
+//! lose the state. Bump [`FORMAT_VERSION`] whenever the codec or a stage's part type changes
+//! incompatibly.
 
 use std::fs;
 use std::io::Write;
@@ -18,18 +29,44 @@ use crate::Time;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file operation failed.
-    #[error("checkpoint {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A part's header, length or checksum is wrong.
     #[error("checkpoint part {path} is corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file at fault.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A part written in another format version (by another version of tweetoscope).
+    #[error(
+        "checkpoint part {path} is in checkpoint format v{found}{old}, this tweetoscope reads v{FORMAT_VERSION} only: \
+         finish that run with the version that wrote it, or move the checkpoint folder away to start without it",
+        old = if *found == 1 { " (bincode 1.3, written before the move to postcard)" } else { "" }
+    )]
+    Version {
+        /// The part file.
+        path: PathBuf,
+        /// The version its header names.
+        found: u32,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_owned(), source }
 }
 
-const MAGIC: &str = "tweetoscope-checkpoint v1";
+/// The checkpoint format this build writes and reads (see the module documentation).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// What every part's header starts with, before the version number.
+const MAGIC: &str = "tweetoscope-checkpoint v";
 
 /// The checkpoint directory of a pipeline.
 #[derive(Debug, Clone)]
@@ -90,7 +127,7 @@ impl CheckpointStore {
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
         let header = format!(
-            "{MAGIC} kind={stage} time={time} index={index} peers={peers} len={} crc32={:08x}\n",
+            "{MAGIC}{FORMAT_VERSION} kind={stage} time={time} index={index} peers={peers} len={} crc32={:08x}\n",
             body.len(),
             crc32fast::hash(body)
         );
@@ -111,7 +148,13 @@ impl CheckpointStore {
         let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt("no header line".into()))?;
         let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| corrupt("header is not UTF-8".into()))?;
         let body = &bytes[newline + 1..];
-        let expected_prefix = format!("{MAGIC} kind={stage} time={time} index={index} peers={peers} len=");
+        // Another version's part is refused as such, not as corrupt (see the module doc).
+        if let Some(found) = header.strip_prefix(MAGIC).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<u32>().ok()) {
+            if found != FORMAT_VERSION {
+                return Err(StoreError::Version { path: path.to_owned(), found });
+            }
+        }
+        let expected_prefix = format!("{MAGIC}{FORMAT_VERSION} kind={stage} time={time} index={index} peers={peers} len=");
         let rest = header.strip_prefix(&expected_prefix).ok_or_else(|| corrupt(format!("unexpected header {header:?}")))?;
         let (len, crc) = rest.split_once(" crc32=").ok_or_else(|| corrupt("no checksum in the header".into()))?;
         let len: usize = len.parse().map_err(|_| corrupt(format!("bad length {len:?}")))?;
@@ -171,11 +214,13 @@ impl CheckpointStore {
     }
 
     /// The newest complete checkpoint with F ≤ `at_most`; incomplete or corrupt newer ones
-    /// are reported with a warning and skipped.
+    /// are reported with a warning and skipped. A part of another format version is an
+    /// error: the older checkpoints of the folder would not be readable either.
     pub fn latest(&self, at_most: Time) -> Result<Option<LoadedCheckpoint>, StoreError> {
         for time in self.times()?.into_iter().filter(|t| *t <= at_most) {
             match self.load(time) {
                 Ok(c) => return Ok(Some(c)),
+                Err(e @ StoreError::Version { .. }) => return Err(e),
                 Err(e) => {
                     crate::telemetry::checkpoint_skipped();
                     tracing::warn!(error = %e, time, "skipping an unusable checkpoint");
@@ -268,6 +313,42 @@ mod tests {
         let part = store.checkpoint_dir(100).join(CheckpointStore::part_name("window", 0, 2));
         let bytes = fs::read(&part).unwrap();
         fs::write(&part, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(store.latest(Time::MAX).unwrap().is_none());
+    }
+
+    /// A real checkpoint written by the bincode-1.3 version (format v1; how it was made:
+    /// tests/data/checkpoint-v1/README.md) is refused with a message naming the format, not
+    /// skipped as corrupt (which would silently start afresh).
+    #[test]
+    fn a_checkpoint_of_the_old_bincode_format_is_refused_with_a_message_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/checkpoint-v1/ckpt-00000000000000535200");
+        let copy = dir.path().join("ckpt-00000000000000535200");
+        fs::create_dir(&copy).unwrap();
+        for entry in fs::read_dir(&fixture).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+        let store = CheckpointStore::open(dir.path(), 3, STAGES).unwrap();
+        let err = store.latest(Time::MAX).expect_err("a v1 checkpoint must be refused");
+        assert!(matches!(err, StoreError::Version { found: 1, .. }), "{err:?}");
+        let message = err.to_string();
+        for needle in ["format v1", "bincode", "reads v2 only", "move the checkpoint folder away"] {
+            assert!(message.contains(needle), "{needle:?} missing from: {message}");
+        }
+        // A part of this version in the same folder is still read.
+        write_all(&store, 600_000, 1);
+        assert!(store.latest(Time::MAX).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_foreign_file_is_corrupt_not_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), 2, STAGES).unwrap();
+        write_all(&store, 100, 1);
+        let part = store.checkpoint_dir(100).join(CheckpointStore::part_name("train", 0, 1));
+        fs::write(&part, b"PK\x03\x04 something else\n").unwrap();
+        assert!(matches!(store.load(100), Err(StoreError::Corrupt { .. })));
         assert!(store.latest(Time::MAX).unwrap().is_none());
     }
 

@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tweetoscope_model::hawkes::{Event, HawkesModel};
 
-use super::options::RunOptions;
 use crate::io::files::read_dataset;
 
 /// Prints `{"cascade","n","p","beta","n_star","G1","N_pred","objective"}` per cascade (or
 /// `{"cascade","n","error"}` when the fit fails).
 pub fn command(input: &Path, index: Option<&Path>, t_obs: f64, config: Option<PathBuf>) -> Result<()> {
-    anyhow::ensure!(t_obs.is_finite() && t_obs >= 0.0, "--t-obs must be a finite number of seconds ≥ 0");
-    let config = RunOptions { config, ..RunOptions::default() }.load_config()?;
+    // --t-obs is checked by its parser (finite, ≥ 0).
+    let config = super::options::load_config(config.as_deref())?;
     let model = HawkesModel::new(config.hawkes.clone())?;
     let dataset = read_dataset(input, index)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -7,14 +7,17 @@
 //! time; `None` sends as fast as the broker takes it.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-use super::options::KafkaOptions;
-use super::progress::{stop_on_signals, Progress};
+use super::options::{KafkaOptions, Speed};
+use super::progress::{Pace, Progress};
+use super::signals;
+use crate::pipeline::RunHandles;
 use crate::config::InputConfig;
 use crate::io::files::read_dataset;
 use crate::io::files::Dataset;
@@ -96,36 +99,36 @@ pub fn send_timeline(
     })
 }
 /// `generate`: the dataset onto the `tweets` topic; fails when a message was not delivered.
+/// A broker must answer ([`super::options::KAFKA_CONNECT_TIMEOUT`]) and the topic must exist
+/// (else one line says to run `tweetoscope topics`). SIGINT/SIGTERM stop sending; what was
+/// sent is flushed and counted, and the exit code is 128 + the signal.
 pub fn command(
     input: &Path,
     index: Option<&Path>,
-    speed: &str,
+    speed: Speed,
     sources: u64,
-    config: Option<PathBuf>,
+    config_path: Option<PathBuf>,
     kafka: &KafkaOptions,
-) -> anyhow::Result<()> {
-    let speed = match speed {
-        "max" => None,
-        s => {
-            let f: f64 = s.parse().with_context(|| format!("--speed {s:?}: a number or `max`"))?;
-            if !(f.is_finite() && f > 0.0) {
-                bail!("--speed must be a positive number or `max`");
-            }
-            Some(f)
-        }
-    };
-    let config = kafka.connect(config.as_deref(), |_| {})?;
+) -> anyhow::Result<ExitCode> {
+    // First, before any thread (librdkafka's included) starts: see `signals::install`.
+    let handles = RunHandles::default();
+    signals::install(&handles, 0)?;
+    let config = kafka.connect(config_path.as_deref(), |_| {}, |t| vec![t.tweets.clone()])?;
     let dataset = read_dataset(input, index)?;
+    let shutdown: Arc<AtomicBool> = handles.shutdown.clone();
     let sent = Arc::new(AtomicU64::new(0));
-    let shutdown = Arc::new(AtomicBool::new(false));
-    stop_on_signals(shutdown.clone())?;
     let report = {
-        let _progress = Progress::start("generating", Some(dataset.events() as u64), sent.clone());
-        generate(&dataset, &config.input, &config.kafka, &GenerateOptions { speed, sources }, sent, shutdown)?
+        let pace = if speed.0.is_some() { Pace::Paced } else { Pace::Max };
+        let _progress = Progress::start("generating", Some(dataset.events() as u64), pace, sent.clone());
+        generate(&dataset, &config.input, &config.kafka, &GenerateOptions { speed: speed.0, sources }, sent, shutdown)?
     };
     println!("{} messages sent, {} acknowledged by the broker, {} not delivered", report.sent, report.delivered, report.failed);
     if report.failed > 0 || report.delivered < report.sent {
         bail!("{} of {} messages were not delivered", report.sent - report.delivered, report.sent);
     }
-    Ok(())
+    if let Some(cause) = handles.stop_cause() {
+        println!("interrupted ({cause}): {} of the dataset's {} events were sent", report.sent, dataset.events());
+        return Ok(super::replay::exit(cause));
+    }
+    Ok(ExitCode::SUCCESS)
 }

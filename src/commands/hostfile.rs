@@ -1,5 +1,5 @@
 //! The Kubernetes entrypoint: a pod of the tweetoscope StatefulSet finds its timely process
-//! index and renders its hostfile, then becomes `tweetoscope live -n N -p I -h FILE …`.
+//! index and renders its hostfile, then becomes `tweetoscope live -n N -p I --hostfile FILE …`.
 //!
 //! In a StatefulSet, pod `NAME-i` is process `i` (timely's `-p`), the replica count is `-n`,
 //! and each peer is reached by its stable DNS name through the headless Service
@@ -65,7 +65,7 @@ pub struct HostfileArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// After `--`: a command (`live`, `run` or `backtest` and its options) to exec with
-    /// `-n N -p I -h OUT` appended. Needs --out.
+    /// `-n N -p I --hostfile OUT` appended. Needs --out.
     #[arg(last = true, value_name = "COMMAND")]
     pub exec: Vec<String>,
 }
@@ -87,9 +87,9 @@ impl PodPlan {
         self.lines.iter().map(|l| format!("{l}\n")).collect()
     }
 
-    /// Timely's flags for this pod: `-n N -p I -h FILE`.
+    /// Timely's flags for this pod: `-n N -p I --hostfile FILE` (`-h` is help).
     pub fn timely_flags(&self, hostfile: &str) -> Vec<String> {
-        vec!["-n".into(), self.replicas.to_string(), "-p".into(), self.ordinal.to_string(), "-h".into(), hostfile.into()]
+        vec!["-n".into(), self.replicas.to_string(), "-p".into(), self.ordinal.to_string(), "--hostfile".into(), hostfile.into()]
     }
 }
 
@@ -117,7 +117,10 @@ pub fn split_pod_name(hostname: &str) -> Result<(String, usize), K8sError> {
             Ok(ordinal) => Ok((set.to_owned(), ordinal)),
             Err(_) => invalid(format!("the ordinal of {hostname:?} is too large")),
         },
-        _ => invalid(format!("{hostname:?} is not a StatefulSet pod name NAME-i")),
+        _ => invalid(format!(
+            "${ENV_HOSTNAME} {hostname:?} has no ordinal suffix: StatefulSet pods are named NAME-i (e.g. tweetoscope-0); \
+             outside a StatefulSet pass --ordinal and --statefulset"
+        )),
     }
 }
 
@@ -151,7 +154,9 @@ pub fn plan(args: &HostfileArgs, env: impl Fn(&str) -> Option<String>) -> Result
         (None, Some(i), _) => i,
         (None, None, Some(Ok((_, h)))) => *h,
         (None, None, Some(Err(e))) => return Err(e.clone()),
-        (None, None, None) => return invalid(format!("no ordinal: pass --ordinal, or set ${ENV_POD_INDEX} or ${ENV_HOSTNAME}")),
+        (None, None, None) => {
+            return invalid(format!("no ordinal: pass --ordinal, or set ${ENV_POD_INDEX}, or ${ENV_HOSTNAME} to the pod name NAME-i"))
+        }
     };
     let replicas = match args.replicas {
         Some(r) => r,
@@ -259,20 +264,26 @@ pub fn check_exec(command: &[String]) -> Result<(), K8sError> {
     }
     for a in &command[1..] {
         let long = ["--processes", "--process", "--hostfile"].iter().any(|f| a == f || a.starts_with(&format!("{f}=")));
-        let short = ["-n", "-p", "-h"].iter().any(|f| a.starts_with(f)) && !a.starts_with("--");
+        let short = ["-n", "-p"].iter().any(|f| a.starts_with(f)) && !a.starts_with("--");
         if long || short {
-            return invalid(format!("{a:?}: the entrypoint sets -n, -p and -h itself"));
+            return invalid(format!("{a:?}: the entrypoint sets -n, -p and --hostfile itself"));
         }
     }
     Ok(())
 }
 
+/// The machine's host name, for when `$HOSTNAME` is not in the environment: shells set it
+/// without exporting it, while Kubernetes makes it the pod's name in both places.
+fn system_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty())
+}
+
 /// `tweetoscope hostfile`: renders the hostfile from the options and the process
 /// environment, writes it (or prints it), and with a command after `--` execs this binary
-/// with that command and `-n N -p I -h OUT` (so that the dataflow is the pod's main process
+/// with that command and `-n N -p I --hostfile OUT` (so that the dataflow is the pod's main process
 /// and receives SIGTERM itself). Returns only when there is no command, or on error.
 pub fn entrypoint(args: &HostfileArgs) -> Result<(), K8sError> {
-    let plan = plan(args, |name| std::env::var(name).ok())?;
+    let plan = plan(args, |name| std::env::var(name).ok().or_else(|| if name == ENV_HOSTNAME { system_hostname() } else { None }))?;
     check_exec(&args.exec)?;
     let text = plan.hostfile();
     match &args.out {
@@ -390,16 +401,19 @@ mod tests {
         assert_eq!(p.lines[0], "a-0.a-headless.n.svc.cluster.local:2101");
     }
 
+    /// A case: the arguments, the environment, and a phrase the error must contain.
+    type ErrorCase = (HostfileArgs, Vec<(&'static str, &'static str)>, &'static str);
+
     #[test]
     fn missing_or_inconsistent_settings_are_errors() {
-        let cases: Vec<(HostfileArgs, Vec<(&str, &str)>, &str)> = vec![
+        let cases: Vec<ErrorCase> = vec![
             (defaults(), vec![(ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "no ordinal"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_NAMESPACE, "n")], "no replica count"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "3")], "no namespace"),
             (defaults(), vec![(ENV_HOSTNAME, "t-3"), (ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "not below the replica count"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "0"), (ENV_NAMESPACE, "n")], "at least 1"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "three"), (ENV_NAMESPACE, "n")], "not a count"),
-            (defaults(), vec![(ENV_HOSTNAME, "laptop"), (ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "not a StatefulSet pod name"),
+            (defaults(), vec![(ENV_HOSTNAME, "laptop"), (ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "$HOSTNAME \"laptop\" has no ordinal suffix"),
             (HostfileArgs { ordinal: Some(0), ..defaults() }, vec![(ENV_REPLICAS, "1"), (ENV_NAMESPACE, "n")], "no StatefulSet name"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "1"), (ENV_NAMESPACE, "a b")], "not a DNS name"),
         ];
@@ -437,10 +451,10 @@ mod tests {
         assert!(check_exec(&v("live --config /etc/tweetoscope/kafka.toml --metrics-addr 0.0.0.0:9464 -w 2")).is_ok());
         assert!(check_exec(&v("run --input data -w 1")).is_ok());
         assert!(check_exec(&v("generate --speed 500")).is_err());
-        for bad in ["live -n 3", "live -p0", "live -h f", "live --processes=2", "backtest --hostfile f", "run --process 1"] {
+        for bad in ["live -n 3", "live -p0", "live --hostfile=f", "live --processes=2", "backtest --hostfile f", "run --process 1"] {
             assert!(check_exec(&v(bad)).is_err(), "{bad}");
         }
         let plan = PodPlan { ordinal: 1, replicas: 3, lines: vec![] };
-        assert_eq!(plan.timely_flags("/run/hosts"), v("-n 3 -p 1 -h /run/hosts"));
+        assert_eq!(plan.timely_flags("/run/hosts"), v("-n 3 -p 1 --hostfile /run/hosts"));
     }
 }

@@ -1,70 +1,148 @@
 //! `tweetoscope live`, `backtest` and `topics`: the pipeline on the `tweets` topic, and the
-//! topics it needs.
+//! topics it needs; and the topic check every Kafka command makes first ([`require_topics`]).
 
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 
-use super::options::{KafkaOptions, RecoveryOptions, RunOptions};
-use super::progress::Progress;
-use super::replay::{alertmanager, finish_alerts, report};
-use super::{signals, Stopped};
+use super::options::{KafkaOptions, RecoveryOptions, ReportOptions, RunOptions};
+use super::progress::{Pace, Progress};
+use super::replay::{alertmanager, exit, finish_alerts, report};
+use super::signals;
+use crate::config::DataflowConfig;
 use crate::dataflow::source::kafka::{KafkaSourceSpec, StartAt};
+use crate::io::kafka::KafkaConfig;
 use crate::observe::live::{JobKind, LiveView};
 use crate::pipeline::{run as run_job, Job, RunHandles, SourceSpec};
 
-/// `live` (with its recovery options) or `backtest` (without).
-pub fn run(options: &RunOptions, kafka: &KafkaOptions, live: Option<&RecoveryOptions>) -> Result<()> {
-    // First, before any thread (librdkafka's included) starts: see `signals::install`.
-    let handles = RunHandles::default();
-    signals::install(&handles, options.process)?;
-    let bounded = live.is_none();
-    let config = kafka.connect(options.config.as_deref(), |config| {
-        if let Some(r) = live {
-            r.apply(config);
-        }
-    })?;
-    let idle_exit = match live.and_then(|r| r.until_idle) {
-        Some(s) if !(s.is_finite() && s > 0.0) => bail!("--until-idle must be a positive number of seconds"),
-        s => s.map(Duration::from_secs_f64),
-    };
-    options.note_ignored();
-    let kind = if bounded { JobKind::Replay } else { JobKind::Live };
-    let view = LiveView::new(kind, config.pipeline.alert_thresholds());
-    let http = options.http(&view)?;
-    // The page's state is kept only when a server shows it.
-    let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(options)?, ..handles };
-    let job = Job {
-        source: SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded, start: StartAt::Beginning, idle_exit }),
-        config,
-        out_dir: options.out_dir(),
-        kafka_sink: !bounded,
-        cluster: options.cluster()?,
-        // A live pipeline continues from the models it published; a backtest is a function
-        // of the topic only.
-        warm_start: !bounded,
-        initial_models: Vec::new(),
-        views: options.views(),
-    };
-    let result = {
-        let _progress = Progress::start(if bounded { "backtest" } else { "live" }, None, handles.events.clone());
-        run_job(job, handles.clone())
-    };
-    finish_alerts(&handles);
-    let result = result?;
-    // A signal is how `live` normally ends (it has drained and flushed); a backtest it
-    // stopped is incomplete.
-    match handles.stop_cause() {
-        Some(cause) if bounded => Err(Stopped(cause).into()),
-        _ => report(options, result),
+/// How long the topic check waits for the metadata (the brokers have just answered
+/// `KafkaConfig::check_connection`).
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// librdkafka's logs and errors during [`require_topics`], kept out of the terminal: the
+/// check turns the outcome into one line. They stay visible with `RUST_LOG=librdkafka=debug`.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", "topic check: {fac}: {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", "topic check: {error}: {reason}");
     }
 }
 
-/// `topics`: creates the input, output and dead-letter topics that do not exist yet.
-pub fn topics(partitions: i32, config: Option<&std::path::Path>, kafka: &KafkaOptions) -> Result<()> {
-    let config = kafka.connect(config, |_| {})?;
+impl ConsumerContext for Quiet {}
+
+/// Every topic of `topics` exists, else one line: "topic X does not exist: run `{create}`
+/// first". Without it, `generate` to a missing topic logged one error per message (97,000
+/// for the sample) and never said what to do.
+pub fn require_topics(kafka: &KafkaConfig, topics: &[String], create: &str) -> Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let consumer: BaseConsumer<Quiet> = kafka
+        .client_config()
+        .set("group.id", "tweetoscope-topic-check")
+        .set_log_level(RDKafkaLogLevel::Debug)
+        .create_with_context(Quiet)?;
+    let metadata = match consumer.fetch_metadata(None, METADATA_TIMEOUT) {
+        Ok(m) => m,
+        Err(e) => bail!(
+            "the brokers at {} did not list their topics within {} s ({})",
+            kafka.brokers,
+            METADATA_TIMEOUT.as_secs(),
+            e.rdkafka_error_code().map_or_else(|| e.to_string(), |c| c.to_string())
+        ),
+    };
+    let exists = |name: &str| metadata.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+    let missing: Vec<&str> = topics.iter().map(String::as_str).filter(|t| !exists(t)).collect();
+    match missing.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("topic {one} does not exist: run `{create}` first"),
+        many => bail!("topics {} do not exist: run `{create}` first", many.join(", ")),
+    }
+}
+
+/// `live`: the pipeline on the `tweets` topic, producing every output topic, until a signal
+/// (it drains, flushes, prints the summary marked interrupted and exits 128 + the signal) or
+/// `--until-idle` (exit 0).
+pub fn live(run: &RunOptions, kafka: &KafkaOptions, recovery: &RecoveryOptions) -> Result<ExitCode> {
+    // First, before any thread (librdkafka's included) starts: see `signals::install`.
+    let handles = RunHandles::default();
+    signals::install(&handles, run.process)?;
+    run.check_outputs()?;
+    let config = kafka.connect(run.config.as_deref(), |c| recovery.apply(c), |t| t.all().map(str::to_owned).to_vec())?;
+    // --until-idle is checked by its parser (finite, > 0).
+    let idle_exit = recovery.until_idle.map(Duration::from_secs_f64);
+    let source = SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: false, start: StartAt::Beginning, idle_exit });
+    // A live pipeline continues from the models it published.
+    pipeline(run, None, config, source, handles)
+}
+
+/// `backtest`: the `tweets` topic from its beginning to the end offsets seen at start; a
+/// signal stops it where it is (the summary says interrupted; exit 128 + the signal).
+pub fn backtest(run: &RunOptions, report_options: &ReportOptions, kafka: &KafkaOptions) -> Result<ExitCode> {
+    let handles = RunHandles::default();
+    signals::install(&handles, run.process)?;
+    run.check_outputs()?;
+    report_options.check(run)?;
+    let config = kafka.connect(run.config.as_deref(), |_| {}, |t| vec![t.tweets.clone()])?;
+    let source = SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: true, start: StartAt::Beginning, idle_exit: None });
+    pipeline(run, Some(report_options), config, source, handles)
+}
+
+/// Runs a Kafka job (`live` when `report_options` is None: Kafka sink and warm start; a
+/// backtest is a function of the topic only) and reports it.
+fn pipeline(
+    run: &RunOptions,
+    report_options: Option<&ReportOptions>,
+    config: DataflowConfig,
+    source: SourceSpec,
+    handles: RunHandles,
+) -> Result<ExitCode> {
+    let live = report_options.is_none();
+    run.note_ignored(report_options);
+    let view = LiveView::new(if live { JobKind::Live } else { JobKind::Replay }, config.pipeline.alert_thresholds());
+    let http = run.http(&view, live.then_some("until the pipeline stops"))?;
+    // The page's state is kept only when a server shows it.
+    let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(run)?, ..handles };
+    let no_report = ReportOptions::default();
+    let report_options = report_options.unwrap_or(&no_report);
+    let job = Job {
+        source,
+        config,
+        out_dir: if live { run.out.clone() } else { report_options.out_dir(run) },
+        kafka_sink: live,
+        cluster: run.cluster()?,
+        warm_start: live,
+        initial_models: Vec::new(),
+        views: run.views(),
+    };
+    let result = {
+        let _progress = Progress::start(if live { "live" } else { "backtest" }, None, Pace::Paced, handles.events.clone());
+        run_job(job, handles.clone())
+    };
+    finish_alerts(&handles);
+    let interrupted = handles.stop_cause();
+    report(run, report_options, result?, interrupted)?;
+    Ok(interrupted.map_or(ExitCode::SUCCESS, exit))
+}
+
+/// `topics`: creates the input, output, dead-letter and progress topics that do not exist
+/// yet (`progress`, the exactly-once output's frontier, with one partition).
+pub fn topics(partitions: i32, config_path: Option<&Path>, kafka: &KafkaOptions) -> Result<()> {
+    let config = kafka.connect(config_path, |_| {}, |_| Vec::new())?;
     let names = config.kafka.topics.all();
     crate::io::kafka::ensure_topics(&config.kafka, &names, partitions)?;
-    println!("topics ready: {}", names.join(" "));
+    crate::io::kafka::ensure_topics(&config.kafka, &[&config.kafka.topics.progress], 1)?;
+    println!("topics ready: {} {}", names.join(" "), config.kafka.topics.progress);
     Ok(())
 }

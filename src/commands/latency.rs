@@ -267,9 +267,11 @@ pub fn command(
     kafka: &super::KafkaOptions,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
-    anyhow::ensure!(drain.is_finite() && drain >= 0.0, "--drain must be a number of seconds ≥ 0");
-    let config = kafka.connect(config.as_deref(), |_| {})?;
+    // --speed and --drain are checked by their parsers.
+    if let Some(path) = &json {
+        super::options::check_output_file("--json", path)?;
+    }
+    let config = kafka.connect(config.as_deref(), |_| {}, |t| vec![t.tweets.clone(), t.cascade_properties.clone(), t.alerts.clone()])?;
     let dataset = crate::io::files::read_dataset(input, index)?;
     let options = LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
     let report = measure(&dataset, &config, &options)?;

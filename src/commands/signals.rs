@@ -1,11 +1,12 @@
 //! SIGINT, SIGTERM and SIGHUP for the commands that run the dataflow (`run`, `backtest`,
-//! `live` and the embedded default).
+//! `live` and the embedded default) and for `generate`.
 //!
 //! The first signal stops the run ([`RunHandles::stop`]): the sources stop, the pipeline
-//! drains, and in a cluster the stop is passed on to every process. A second signal, or a
-//! stop that has not finished after [`STOP_GRACE`], ends the process at once. Either way the
-//! exit code is 128 + the signal (130 for SIGINT, 143 for SIGTERM), except for `live`, whose
-//! normal end is a signal: it exits 0 once drained (see `kafka::run`).
+//! drains, and in a cluster the stop is passed on to every process; the command then prints
+//! its summary marked interrupted (see `replay::report`). A second signal, or a stop that has
+//! not finished after [`STOP_GRACE`], ends the process at once. Either way the exit code is
+//! 128 + the signal (130 for SIGINT, 143 for SIGTERM), `live` included: a run a signal
+//! stopped is an interrupted run, whatever the command. `generate` uses the same handler.
 //!
 //! The signals are blocked in the calling thread before any other thread exists (threads
 //! inherit the mask, librdkafka's included) and taken with `sigwait` on a thread of their

@@ -1,9 +1,12 @@
 //! `tweetoscope simulate`: synthetic cascades from the marked Hawkes model, written in the
 //! course file layout, with the true parameters beside them (for parameter-recovery reports).
 //!
-//! Two modes: (p, β) drawn from the prior for every cascade (the model's own world), or
-//! final sizes matched to a target distribution (e.g. the course's `news-index.csv`, 20,093
-//! cascades) with a fixed branching factor and β drawn from the prior per cascade.
+//! Two modes: final sizes matched to a target distribution with a fixed branching factor and
+//! β drawn from the prior per cascade (the default: the course's news sizes,
+//! [`NEWS_SIZE_QUANTILES`]; or the sizes of any course index CSV, e.g. `news-index.csv`), or
+//! (p, β) drawn from the prior for every cascade (`--match-sizes none`: the model's own
+//! world, where most cascades have a handful of events — too few for any window to be
+//! estimated, which is why it is not the default).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,22 @@ use tweetoscope_model::simulate::{
     SizeMatcher, SizeTarget,
 };
 
+/// The final sizes of the course's news dataset (`tests/data/tweetoscope-news-index/news-index.csv`,
+/// 20,093 cascades of 50 to 35,999 events, median 90): its 200 quantiles at (k + ½)/200, the
+/// default target of `simulate` (statistics of the index, not the index itself).
+pub const NEWS_SIZE_QUANTILES: [u64; 200] = [
+    50, 50, 50, 50, 50, 51, 51, 51, 51, 52, 52, 52, 52, 53, 53, 53, 53, 54, 54, 54,
+    55, 55, 55, 55, 56, 56, 56, 57, 57, 57, 57, 58, 58, 58, 59, 59, 59, 60, 60, 60,
+    61, 61, 61, 61, 62, 62, 63, 63, 63, 64, 64, 64, 65, 65, 65, 66, 66, 67, 67, 67,
+    68, 68, 69, 69, 70, 70, 71, 71, 72, 72, 72, 73, 73, 74, 74, 75, 75, 76, 76, 77,
+    78, 78, 79, 79, 80, 80, 81, 81, 82, 82, 83, 84, 84, 85, 86, 86, 87, 88, 88, 89,
+    90, 91, 91, 92, 93, 94, 94, 95, 96, 97, 98, 99, 100, 101, 102, 102, 103, 104, 105, 106,
+    107, 108, 109, 110, 111, 112, 113, 115, 116, 117, 118, 119, 120, 122, 123, 124, 125, 127, 128, 130,
+    131, 133, 134, 136, 138, 139, 141, 143, 145, 147, 148, 150, 152, 155, 157, 160, 162, 165, 168, 171,
+    175, 178, 181, 185, 188, 191, 195, 200, 203, 207, 212, 217, 223, 228, 234, 239, 246, 253, 259, 268,
+    277, 286, 295, 307, 321, 334, 348, 367, 390, 410, 432, 462, 501, 542, 602, 687, 806, 993, 1349, 2919,
+];
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
@@ -21,7 +40,8 @@ pub struct SimulateOptions {
     pub cascades: usize,
     /// Seed: the output depends only on (seed, options).
     pub seed: u64,
-    /// Match final sizes to the sizes of this course index CSV (`start_ind,end_ind`).
+    /// Match final sizes to the sizes of this course index CSV (`start_ind,end_ind`); None:
+    /// to [`NEWS_SIZE_QUANTILES`]; `none`: no matching, (p, β) from the prior.
     pub match_sizes: Option<PathBuf>,
     /// Branching factor used when matching sizes.
     pub n_star: f64,
@@ -38,8 +58,13 @@ pub enum SimulateError {
     #[error(transparent)]
     Model(#[from] SimulationError),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// The true parameters of one simulated cascade.
@@ -49,7 +74,7 @@ pub struct Truth {
     pub p: f64,
     /// β (1/s).
     pub beta: f64,
-    /// Branching factor p·E[m] with the simulator's mark mean.
+    /// Branching factor p·E(m) with the simulator's mark mean.
     pub n_star: f64,
     /// Events simulated.
     pub size: usize,
@@ -77,11 +102,12 @@ pub fn simulate_to(dir: &Path, options: &SimulateOptions, hawkes: &HawkesSetting
     base.max_events = Some(options.max_events.max(1));
     let prior = PriorSampler::new(&moments, base.mark_mean())?.with_beta_bounds(hawkes.beta_min, hawkes.beta_max)?;
     let target = match &options.match_sizes {
+        Some(path) if path.as_os_str() == "none" => None,
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(io(path))?;
             Some(SizeTarget::from_sizes(&SizeTarget::parse_course_index(&text)?)?)
         }
-        None => None,
+        None => Some(SizeTarget::from_sizes(&NEWS_SIZE_QUANTILES)?),
     };
     let mut cascades = Vec::with_capacity(options.cascades);
     let mut truths = Vec::with_capacity(options.cascades);
@@ -123,7 +149,7 @@ pub fn simulate_to(dir: &Path, options: &SimulateOptions, hawkes: &HawkesSetting
 
 /// `simulate`: writes the cascades and their truth, and says how many.
 pub fn command(out: &Path, options: &SimulateOptions, config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = super::RunOptions { config, ..super::RunOptions::default() }.load_config()?;
+    let config = super::options::load_config(config.as_deref())?;
     let truths = simulate_to(out, options, &config.hawkes)?;
     let events: usize = truths.iter().map(|t| t.size).sum();
     println!("{} cascades, {events} events written to {}", truths.len(), out.display());
@@ -137,8 +163,14 @@ mod tests {
     #[test]
     fn simulated_files_read_back_as_a_dataset_with_the_truth_beside_them() {
         let dir = tempfile::tempdir().unwrap();
-        let options =
-            SimulateOptions { cascades: 30, seed: 5, match_sizes: None, n_star: 0.2, horizon: 86_400.0, max_events: 5_000 };
+        let options = SimulateOptions {
+            cascades: 30,
+            seed: 5,
+            match_sizes: Some("none".into()),
+            n_star: 0.2,
+            horizon: 86_400.0,
+            max_events: 5_000,
+        };
         let truths = simulate_to(dir.path(), &options, &HawkesSettings::default()).unwrap();
         let ds = crate::io::files::read_dataset(&dir.path().join("cascades-data.csv"), Some(&dir.path().join("cascades-index.csv")))
             .unwrap();
@@ -154,6 +186,19 @@ mod tests {
             std::fs::read(again.path().join("cascades-data.csv")).unwrap(),
             "same seed, same files"
         );
+    }
+
+    #[test]
+    fn the_default_follows_the_news_sizes_without_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            SimulateOptions { cascades: 300, seed: 1, match_sizes: None, n_star: 0.2, horizon: 864_000.0, max_events: 100_000 };
+        let truths = simulate_to(dir.path(), &options, &HawkesSettings::default()).unwrap();
+        let mut sizes: Vec<usize> = truths.iter().map(|t| t.size).collect();
+        sizes.sort_unstable();
+        let median = sizes[sizes.len() / 2] as f64;
+        assert!((70.0..115.0).contains(&median), "median simulated size {median}");
+        assert!(NEWS_SIZE_QUANTILES.windows(2).all(|w| w[0] <= w[1]) && NEWS_SIZE_QUANTILES[100] == 90);
     }
 
     #[test]

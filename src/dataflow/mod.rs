@@ -59,39 +59,45 @@ pub(crate) type Builder<D> = CapacityContainerBuilder<Vec<D>>;
 #[derive(Debug, Clone)]
 pub struct PredictorSettings {
     /// Which predictor makes the default prediction.
-    pub mode: PredictorMode,
+    pub(crate) mode: PredictorMode,
     /// Schedule, training window, learner and fallback (validated by the model crate).
-    pub trainer: TrainerSettings,
+    pub(crate) trainer: TrainerSettings,
     /// Event time from training a model to using it (the feedback loop's delay, ≥ 1).
-    pub model_delay: Time,
+    pub(crate) model_delay: Time,
     /// Nominal coverage of the prediction intervals.
-    pub interval_level: f64,
+    pub(crate) interval_level: f64,
     /// Residuals of the last this many ended cascades calibrate a window's intervals.
-    pub calibration_size: usize,
+    pub(crate) calibration_size: usize,
 }
 
-/// Everything the stages need, derived once from a validated dataflow config.
+/// Everything the stages need, derived once from a validated dataflow config: built only by
+/// [`StageSettings::from_config`], so it never holds an invalid value.
 #[derive(Debug, Clone)]
 pub struct StageSettings {
     /// Window and terminate semantics.
-    pub tracker: TrackerSettings,
+    pub(crate) tracker: TrackerSettings,
     /// Timestamp granularity after the window stage (`pipeline.granularity`).
-    pub granularity: Time,
+    pub(crate) granularity: Time,
     /// The Hawkes estimator.
-    pub hawkes: HawkesModel,
+    pub(crate) hawkes: HawkesModel,
     /// The alert predicate's thresholds (warning, critical).
-    pub alerts: AlertThresholds,
+    pub(crate) alerts: AlertThresholds,
     /// The predictive layer.
-    pub predictor: PredictorSettings,
+    pub(crate) predictor: PredictorSettings,
     /// The course forest.
-    pub forest: ForestConfig,
+    pub(crate) forest: ForestConfig,
     /// SEISMIC's learned correction.
-    pub seismic: SeismicConfig,
+    pub(crate) seismic: SeismicConfig,
     /// Models to start from (warm start); empty for a cold start.
-    pub initial_models: Vec<Model>,
+    pub(crate) initial_models: Vec<Model>,
 }
 
 impl StageSettings {
+    /// The alert thresholds (the one alert predicate: `Prediction::alert_severity`).
+    pub fn alerts(&self) -> AlertThresholds {
+        self.alerts
+    }
+
     /// Derives the stage settings from a config (validating it).
     pub fn from_config(config: &DataflowConfig) -> Result<Self, ConfigError> {
         config.validate()?;

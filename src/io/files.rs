@@ -1,7 +1,9 @@
 //! Readers for the two recorded-cascade layouts of SPEC §2.1.
 //!
-//! - Course layout: a data CSV (`time,magnitude[,info]` rows after a header) and an index
-//!   CSV (`start_ind,end_ind`, 1-based inclusive ranges over the data rows).
+//! - Course layout: a data CSV (the header `time,magnitude[,info]`, then rows) and an index
+//!   CSV (the header `start_ind,end_ind`, then 1-based inclusive ranges over the data rows),
+//!   read with the `csv` crate. Both headers are required: a data file without one used to
+//!   lose its first row silently, which shifted every range after it.
 //! - SEISMIC raw layout: one file per cascade, a `<retweets> <post time in days>` header,
 //!   then `<seconds> <followers>` lines, the original tweet first at time 0.
 //!
@@ -49,14 +51,31 @@ impl Dataset {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The file or folder could not be read.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A line is malformed.
     #[error("{path}:{line}: {message}")]
-    Malformed { path: PathBuf, line: usize, message: String },
+    Malformed {
+        /// The file at fault.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong, for the error line.
+        message: String,
+    },
     /// The input as a whole makes no sense (e.g. a data CSV without its index).
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, for the error line.
+        message: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InputError + '_ {
@@ -129,10 +148,7 @@ pub fn read_dataset(path: &Path, index: Option<&Path>) -> Result<Dataset, InputE
         None => {
             let bytes = read_bytes(path)?;
             if bytes.split(|b| *b == b'\n').next().is_some_and(|l| l.contains(&b',')) {
-                return Err(InputError::Invalid {
-                    path: path.to_owned(),
-                    message: "a course-layout data CSV needs its index file (--index)".into(),
-                });
+                return Err(not_a_seismic_file(path, &bytes));
             }
             Ok(Dataset { cascades: vec![parse_seismic(path, &bytes, 1)?] })
         }
@@ -144,48 +160,115 @@ pub fn read_course(data: &Path, index: &Path) -> Result<Dataset, InputError> {
     parse_course(data, &read_bytes(data)?, index, &read_bytes(index)?)
 }
 
-/// Parses the course layout from the bytes of its data CSV and index CSV (the paths name
-/// them in errors). An index without any cascade is an error, as an empty SEISMIC folder is.
-pub fn parse_course(data: &Path, data_bytes: &[u8], index: &Path, index_bytes: &[u8]) -> Result<Dataset, InputError> {
-    let data_text = text_lines(data, data_bytes)?;
-    let index_text = text_lines(index, index_bytes)?;
-    // (time, magnitude, 1-based line in the data file)
-    let mut rows: Vec<(Time, f64, usize)> = Vec::new();
-    for (i, line) in data_text.iter().enumerate().skip(1) {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
+/// The header of a course-layout data CSV.
+const DATA_HEADER: [&str; 2] = ["time", "magnitude"];
+/// The header of a course-layout index CSV.
+const INDEX_HEADER: [&str; 2] = ["start_ind", "end_ind"];
+
+/// The records of a CSV file (the `csv` crate: quoting, CRLF, a byte-order mark and blank
+/// lines are handled there) as (1-based line, fields), each field checked to be UTF-8 and
+/// trimmed. A record that is not UTF-8 is an error naming its line.
+fn csv_records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>, InputError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+    let mut record = csv::ByteRecord::new();
+    let mut out = Vec::new();
+    loop {
+        let line = reader.position().line() as usize;
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => return Ok(out),
+            Ok(true) => {}
+            Err(e) => {
+                let at = e.position().map_or(line, |p| p.line() as usize);
+                return Err(malformed(path, at, format!("not a CSV record ({e})")));
+            }
         }
-        let mut fields = line.split(',');
-        let (Some(t), Some(m)) = (fields.next(), fields.next()) else {
-            return Err(malformed(data, line_no, "expected `time,magnitude[,info]`"));
+        let line = record.position().map_or(line, |p| p.line() as usize);
+        let mut fields = Vec::with_capacity(record.len());
+        for (k, field) in record.iter().enumerate() {
+            let text = std::str::from_utf8(field)
+                .map_err(|e| malformed(path, line, format!("not valid UTF-8 (field {}, byte {})", k + 1, e.valid_up_to() + 1)))?;
+            fields.push(text.trim().to_owned());
+        }
+        if fields.iter().all(String::is_empty) {
+            continue; // a blank line
+        }
+        out.push((line, fields));
+    }
+}
+
+/// Whether a record is the header `expected` (case and surrounding spaces ignored; more
+/// columns allowed).
+fn is_header(fields: &[String], expected: [&str; 2]) -> bool {
+    fields.len() >= 2 && fields.iter().zip(expected).all(|(f, e)| f.eq_ignore_ascii_case(e))
+}
+
+/// Checks that a course-layout file starts with its header. A file without one used to lose
+/// its first row silently (and every index range after it pointed one row off), so the
+/// header is required and a missing one named; a data file given as the index, or the
+/// reverse, is named as such.
+fn check_header(path: &Path, records: &[(usize, Vec<String>)], expected: [&str; 2], other: [&str; 2]) -> Result<(), InputError> {
+    // `other` is the header of the other file of the layout (a swapped pair is named).
+    let Some((line, first)) = records.first() else {
+        return Err(InputError::Invalid { path: path.to_owned(), message: format!("empty file; expected the header `{}`", expected.join(",")) });
+    };
+    if is_header(first, expected) {
+        return Ok(());
+    }
+    let found = first.join(",");
+    let why = if is_header(first, other) && expected == DATA_HEADER {
+        format!("this is an index CSV (header `{found}`): pass it as --index, and the data CSV (header `time,magnitude`) as --input")
+    } else if is_header(first, other) {
+        format!("this is a data CSV (header `{found}`): pass it as --input, and the index CSV (header `start_ind,end_ind`) as --index")
+    } else if first.iter().take(2).all(|f| f.parse::<f64>().is_ok()) {
+        format!("expected the header `{}`, found the row `{found}` (a file without its header would lose its first row)", expected.join(","))
+    } else {
+        format!("expected the header `{}`, found `{found}`", expected.join(","))
+    };
+    Err(malformed(path, *line, why))
+}
+
+/// Parses the course layout from the bytes of its data CSV and index CSV (the paths name
+/// them in errors). Both files start with their header; an index without any cascade is an
+/// error, as an empty SEISMIC folder is.
+pub fn parse_course(data: &Path, data_bytes: &[u8], index: &Path, index_bytes: &[u8]) -> Result<Dataset, InputError> {
+    let data_records = csv_records(data, data_bytes)?;
+    check_header(data, &data_records, DATA_HEADER, INDEX_HEADER)?;
+    let index_records = csv_records(index, index_bytes)?;
+    check_header(index, &index_records, INDEX_HEADER, DATA_HEADER)?;
+    // (time, magnitude, 1-based line in the data file)
+    let mut rows: Vec<(Time, f64, usize)> = Vec::with_capacity(data_records.len());
+    for (line, fields) in &data_records[1..] {
+        let (Some(t), Some(m)) = (fields.first(), fields.get(1)) else {
+            return Err(malformed(data, *line, "expected `time,magnitude[,info]`"));
         };
-        let t = parse_time(t).map_err(|e| malformed(data, line_no, e))?;
-        let m = parse_magnitude(m).map_err(|e| malformed(data, line_no, e))?;
-        rows.push((t, m, line_no));
+        let t = parse_time(t).map_err(|e| malformed(data, *line, e))?;
+        let m = parse_magnitude(m).map_err(|e| malformed(data, *line, e))?;
+        rows.push((t, m, *line));
     }
     let mut cascades = Vec::new();
-    for (i, line) in index_text.iter().enumerate().skip(1) {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parse = |f: Option<&str>| f.and_then(|s| s.trim().parse::<usize>().ok());
-        let mut fields = line.split(',');
-        let (Some(start), Some(end)) = (parse(fields.next()), parse(fields.next())) else {
-            return Err(malformed(index, line_no, "expected `start_ind,end_ind` (1-based row numbers)"));
+    for (line, fields) in &index_records[1..] {
+        let line = *line;
+        let parse = |f: Option<&String>| f.and_then(|s| s.parse::<usize>().ok());
+        let (Some(start), Some(end)) = (parse(fields.first()), parse(fields.get(1))) else {
+            return Err(malformed(index, line, "expected `start_ind,end_ind` (1-based row numbers)"));
         };
-        if start == 0 || end < start || end > rows.len() {
+        if start == 0 {
+            return Err(malformed(index, line, format!("range {start}..={end}: rows are numbered from 1")));
+        }
+        if start > end {
+            return Err(malformed(index, line, format!("range {start}..={end} is reversed (start_ind > end_ind)")));
+        }
+        if end > rows.len() {
             return Err(malformed(
                 index,
-                line_no,
-                format!("range {start}..={end} is outside the {} data rows", rows.len()),
+                line,
+                format!("range {start}..={end} is outside the {} data rows of {}", rows.len(), data.display()),
             ));
         }
         let range = &rows[start - 1..end];
         let times: Vec<Time> = range.iter().map(|r| r.0).collect();
         check_cascade(&times).map_err(|(k, e)| {
-            malformed(index, line_no, format!("rows {start}..={end}: {e} ({}:{})", data.display(), range[k].2))
+            malformed(index, line, format!("rows {start}..={end}: {e} ({}:{})", data.display(), range[k].2))
         })?;
         let events = range.iter().map(|&(t, m, _)| (t, m)).collect();
         cascades.push(RecordedCascade { id: cascades.len() as u64 + 1, post_time: None, events });
@@ -210,14 +293,93 @@ fn check_cascade(times: &[Time]) -> Result<(), (usize, String)> {
     Ok(())
 }
 
+/// A CSV given alone: what it is and what to pass instead (a data CSV without its index, an
+/// index given as the data, or a CSV of another kind, e.g. `cascades-meta.csv` or `truth.csv`).
+fn not_a_seismic_file(path: &Path, bytes: &[u8]) -> InputError {
+    let header: Vec<String> = csv_records(path, bytes)
+        .ok()
+        .and_then(|r| r.into_iter().next())
+        .map(|(_, fields)| fields)
+        .unwrap_or_default();
+    let sibling = |needle: &str| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p != path && p.file_name().is_some_and(|n| n.to_string_lossy().contains(needle)) && p.extension().is_some_and(|e| e == "csv"))
+            .collect();
+        found.sort();
+        found.into_iter().next().map_or(String::new(), |p| format!(" (e.g. {})", p.display()))
+    };
+    let message = if is_header(&header, DATA_HEADER) {
+        format!("a course-layout data CSV needs its index CSV: add --index{}", sibling("index"))
+    } else if is_header(&header, INDEX_HEADER) {
+        format!("this is a course-layout index CSV: pass it as --index, and its data CSV as --input{}", sibling("data"))
+    } else {
+        format!(
+            "not a dataset (header `{}`): --input takes a SEISMIC raw file or folder (`<retweets> <post time in days>` first), \
+             or a course-layout data CSV (`time,magnitude`) with --index",
+            header.join(",")
+        )
+    };
+    InputError::Invalid { path: path.to_owned(), message }
+}
+
+/// Files that never hold a SEISMIC cascade: a folder holding them is a dataset's folder
+/// (documentation, derived CSVs), not a folder of raw cascade files.
+const NOT_RAW: [&str; 8] = ["csv", "md", "json", "toml", "yml", "yaml", "html", "pdf"];
+
+/// A folder that is not a SEISMIC raw folder (it has subfolders or documentation and CSV
+/// files): the error names the folders and files to pass instead.
+fn not_a_raw_folder(folder: &Path, entries: &[PathBuf]) -> Option<InputError> {
+    let is_doc = |p: &PathBuf| p.is_file() && p.extension().is_some_and(|e| NOT_RAW.iter().any(|x| e.eq_ignore_ascii_case(x)));
+    let subfolders: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+    if subfolders.is_empty() && !entries.iter().any(is_doc) {
+        return None;
+    }
+    // Raw folders below (one or two levels), and a data/index pair beside.
+    let mut raw: Vec<String> = Vec::new();
+    for sub in &subfolders {
+        let mut level: Vec<PathBuf> = vec![(*sub).clone()];
+        level.extend(std::fs::read_dir(sub).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()));
+        for dir in level {
+            let has_txt = std::fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()).any(|e| {
+                let p = e.path();
+                p.is_file() && p.extension().is_some_and(|x| x == "txt")
+            });
+            if has_txt {
+                raw.push(dir.display().to_string());
+            }
+        }
+    }
+    raw.sort();
+    let named = |needle: &str| entries.iter().find(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(needle)));
+    let mut hints: Vec<String> = raw.iter().map(|r| format!("--input {r}")).collect();
+    if let (Some(data), Some(index)) = (named("-data.csv"), named("-index.csv")) {
+        hints.push(format!("--input {} --index {}", data.display(), index.display()));
+    }
+    let message = if hints.is_empty() {
+        "not a folder of SEISMIC raw cascade files (it holds subfolders or documentation): pass the folder of the RT*.txt files".to_owned()
+    } else {
+        format!("a dataset's folder, not a folder of SEISMIC raw cascade files: pass {}", hints.join(", or "))
+    };
+    Some(InputError::Invalid { path: folder.to_owned(), message })
+}
+
 /// Reads a SEISMIC raw folder: every regular file in it, in natural order of names
-/// (RT2 before RT10), cascade ids 1, 2, … in that order.
+/// (RT2 before RT10), cascade ids 1, 2, … in that order. A dataset's folder (subfolders,
+/// CSV or Markdown files) is an error naming what to pass instead.
 pub fn read_seismic_folder(folder: &Path) -> Result<Dataset, InputError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+    let entries: Vec<PathBuf> = std::fs::read_dir(folder)
         .map_err(io_err(folder))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
+    if let Some(e) = not_a_raw_folder(folder, &entries) {
+        return Err(e);
+    }
+    let mut files: Vec<PathBuf> = entries.into_iter().filter(|p| p.is_file()).collect();
     files.sort_by_key(|p| natural_key(p));
     if files.is_empty() {
         return Err(InputError::Invalid { path: folder.to_owned(), message: "no cascade files in this folder".into() });
@@ -346,8 +508,47 @@ mod tests {
     #[test]
     fn csv_without_index_asks_for_it() {
         let dir = tempfile::tempdir().unwrap();
-        let d = write(dir.path(), "d.csv", "time,magnitude\n0,10\n");
-        assert!(read_dataset(&d, None).unwrap_err().to_string().contains("--index"));
+        let d = write(dir.path(), "d-data.csv", "time,magnitude\n0,10\n");
+        let i = write(dir.path(), "d-index.csv", "start_ind,end_ind\n1,1\n");
+        let err = read_dataset(&d, None).unwrap_err().to_string();
+        assert!(err.contains("needs its index CSV: add --index (e.g.") && err.contains("d-index.csv"), "{err}");
+        let err = read_dataset(&i, None).unwrap_err().to_string();
+        assert!(err.contains("this is a course-layout index CSV: pass it as --index") && err.contains("d-data.csv"), "{err}");
+        // A metadata CSV is not called a data file missing its index.
+        let m = write(dir.path(), "meta.csv", "cascade,source_file,post_time_day\n1,RT1.txt,0.5\n");
+        let err = read_dataset(&m, None).unwrap_err().to_string();
+        assert!(err.contains("not a dataset (header `cascade,source_file,post_time_day`)") && !err.contains("needs its index"), "{err}");
+    }
+
+    /// The headerless file used to lose its first row silently, and the error (if any)
+    /// blamed the index; a swapped pair is named; a reversed range says so.
+    #[test]
+    fn the_course_layout_needs_its_headers_and_names_the_right_file() {
+        let err = course_err(b"0,10\n5,3\n", b"start_ind,end_ind\n1,2\n");
+        assert!(err.starts_with("d.csv:1: expected the header `time,magnitude`, found the row `0,10`"), "{err}");
+        let err = course_err(b"time,magnitude\n0,10\n", b"1,1\n");
+        assert!(err.starts_with("i.csv:1: expected the header `start_ind,end_ind`"), "{err}");
+        let err = course_err(b"start_ind,end_ind\n1,1\n", b"time,magnitude\n0,10\n");
+        assert!(err.starts_with("d.csv:1: this is an index CSV") && err.contains("as --index"), "{err}");
+        let err = course_err(b"time,magnitude\n0,1\n0,1\n", b"start_ind,end_ind\n2,1\n");
+        assert!(err.starts_with("i.csv:2: range 2..=1 is reversed (start_ind > end_ind)"), "{err}");
+        let err = course_err(b"time,magnitude\n0,1\n", b"start_ind,end_ind\n0,1\n");
+        assert!(err.starts_with("i.csv:2: range 0..=1: rows are numbered from 1"), "{err}");
+        let err = course_err(b"", b"start_ind,end_ind\n1,1\n");
+        assert!(err.contains("d.csv") && err.contains("empty file"), "{err}");
+        // Quoted fields (an `info` with a comma) are CSV, not a broken row.
+        let ds = parse_course(Path::new("d"), b"time,magnitude,info\n0,1,\"a, b\"\n4,2,c\n", Path::new("i"), b"start_ind,end_ind\n1,2\n").unwrap();
+        assert_eq!(ds.cascades[0].events, vec![(0, 1.0), (4, 2.0)]);
+    }
+
+    /// `--input data/seismic-tideh100` (the folder the README names) used to fail on
+    /// `SOURCE.md:1`; it now names the raw folder and the CSV pair inside it.
+    #[test]
+    fn a_dataset_folder_points_to_its_raw_folder_and_csvs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/seismic-tideh100");
+        let err = read_dataset(&root, None).unwrap_err().to_string();
+        assert!(err.contains("not a folder of SEISMIC raw cascade files"), "{err}");
+        assert!(err.contains("raw/training") && err.contains("cascades-data.csv --index") && !err.contains("SOURCE.md:1"), "{err}");
     }
 
     fn seismic_err(text: &[u8]) -> String {
@@ -414,7 +615,7 @@ mod tests {
     fn crlf_line_endings_blank_lines_and_a_byte_order_mark_are_read() {
         let c = parse_seismic(Path::new("x"), b"\xef\xbb\xbf1 0.5\r\n\r\n0 5\r\n3 2\r\n", 1).unwrap();
         assert_eq!(c.events, vec![(0, 5.0), (3, 2.0)]);
-        let ds = parse_course(Path::new("d"), b"time,magnitude\r\n0,1\r\n2,3\r\n", Path::new("i"), b"a,b\r\n1,2\r\n").unwrap();
+        let ds = parse_course(Path::new("d"), b"\xef\xbb\xbftime,magnitude\r\n0,1\r\n\r\n2,3\r\n", Path::new("i"), b"start_ind,end_ind\r\n1,2\r\n").unwrap();
         assert_eq!(ds.cascades[0].events, vec![(0, 1.0), (2, 3.0)]);
     }
 

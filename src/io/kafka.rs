@@ -224,36 +224,69 @@ pub enum KafkaSetupError {
     #[error("kafka config: {0}")]
     Invalid(String),
     /// The client failed.
-    #[error("kafka: {0}")]
+    #[error(transparent)]
     Client(#[from] KafkaError),
     /// A topic does not exist or has no partitions.
     #[error("kafka topic {0:?} does not exist or has no partitions")]
     NoSuchTopic(String),
     /// The password file could not be read.
     #[error("kafka config: cannot read sasl_password_file {path}: {source}")]
-    SecretFile { path: PathBuf, source: std::io::Error },
+    SecretFile {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// The brokers refused this client for a reason that retrying cannot fix.
     #[error("kafka: cannot connect to {brokers}: {failure} (librdkafka: {detail})")]
-    Connect { brokers: String, failure: ConnectFailure, detail: String },
+    Connect {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// What kind of failure it was.
+        failure: ConnectFailure,
+        /// What librdkafka reported.
+        detail: String,
+    },
     /// No broker answered in time.
     #[error("kafka: no broker answered at {brokers} within {seconds} s{detail}: check `brokers` (--brokers, TWEETOSCOPE_KAFKA_BROKERS) and that the cluster is up")]
-    Unreachable { brokers: String, seconds: u64, detail: String },
+    Unreachable {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// How long it waited (s).
+        seconds: u64,
+        /// What librdkafka reported.
+        detail: String,
+    },
 }
 
 /// Why the brokers refused a connection, each with the fix (one line, for the error message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectFailure {
     /// SASL said no: wrong password or unknown user (brokers do not say which).
-    Authentication { user: String, mechanism: String },
+    Authentication {
+        /// The SASL user name.
+        user: String,
+        /// The SASL mechanism.
+        mechanism: String,
+    },
     /// The listener does not enable this SASL mechanism.
-    Mechanism { mechanism: String },
+    Mechanism {
+        /// The SASL mechanism.
+        mechanism: String,
+    },
     /// The broker's certificate does not chain to a trusted CA.
-    UntrustedCertificate { ca: Option<String> },
+    UntrustedCertificate {
+        /// The CA file used, if any.
+        ca: Option<String>,
+    },
     /// The broker's certificate does not name the host the client connected to.
     HostName,
     /// The listener requires a client certificate (mutual TLS) and none, or an untrusted
     /// one, was sent.
-    ClientCertificate { sent: bool },
+    ClientCertificate {
+        /// Whether a client certificate was sent.
+        sent: bool,
+    },
     /// A plaintext (or SASL_PLAINTEXT) client connected to a TLS listener.
     PlaintextToTls,
     /// A TLS client connected to a plaintext listener.
@@ -650,9 +683,12 @@ pub fn ensure_topics(config: &KafkaConfig, names: &[&str], partitions: i32) -> R
     Ok(())
 }
 
+/// A message as read back: its key (if any) and its value.
+pub type KeyedMessage = (Option<Vec<u8>>, Vec<u8>);
+
 /// Reads a whole topic from its beginning to the end offsets seen now: (key, value) pairs.
 /// Bounded: stops at those offsets, or fails after `timeout`.
-pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>, KafkaSetupError> {
+pub fn read_topic(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<KeyedMessage>, KafkaSetupError> {
     use rdkafka::message::Message;
     let consumer = config.consumer()?;
     let mut list = rdkafka::TopicPartitionList::new();
@@ -772,9 +808,16 @@ impl ProducerContext for CountingContext {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed)
             }
             Err((e, _)) => {
-                tracing::error!(error = %e, "kafka delivery failed");
                 crate::telemetry::deliveries(0, 1);
-                self.stats.failed.fetch_add(1, Ordering::Relaxed)
+                // One line for the first failure, not one per message (a missing topic failed
+                // every message of a replay: 97,000 lines); the count is reported at the end.
+                let before = self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if before == 0 {
+                    tracing::error!(error = %e, "kafka delivery failed (further failures are counted, not logged)");
+                } else {
+                    tracing::debug!(error = %e, "kafka delivery failed");
+                }
+                before
             }
         };
     }

@@ -1,6 +1,6 @@
 //! Per-cascade alerts pushed straight to Alertmanager (`tweetoscope --alertmanager URL`).
 //!
-//! Every prediction above the alert threshold (the ones [`crate::live`] lists as alerts)
+//! Every prediction above the alert threshold (the ones [`crate::observe::live`] lists as alerts)
 //! becomes one `PopularCascade` alert, POSTed to Alertmanager's API v2
 //! (`POST {URL}/api/v2/alerts`, a JSON list of alerts), as the course's dashboard did. The
 //! Prometheus rule `PopularCascades` (ops/prometheus/rules/tweetoscope.yml) is the aggregate
@@ -45,17 +45,17 @@
 //! POST is retried once, then counted and logged (a warning when pushing starts failing, an
 //! info line when it recovers). Nothing here panics or waits on a timely worker's thread.
 //!
-//! The client speaks plain HTTP/1.1 over `std::net` (`http://HOST:PORT[/PATH]`; no TLS):
-//! Alertmanager's API is normally reached inside the cluster or on loopback. For HTTPS, put
-//! a TLS-terminating proxy in front of it.
+//! The client is `ureq` (blocking HTTP/1.1, every request bounded by the timeout), built
+//! without TLS (`http://HOST:PORT[/PATH]`): Alertmanager's API is normally reached inside the
+//! cluster or on loopback. For HTTPS, put a TLS-terminating proxy in front of it. A server
+//! that does not speak HTTP (say a Kafka port) gets an error naming the URL and asking
+//! whether it is Alertmanager.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -87,24 +87,42 @@ pub enum AlertmanagerError {
         why: &'static str,
     },
     /// Connecting, writing or reading failed.
-    #[error("alertmanager {addr}: {source}")]
+    #[error("alertmanager {addr}")]
     Io {
         /// `host:port`.
         addr: String,
         /// The error.
         source: std::io::Error,
     },
-    /// Alertmanager answered with a non-2xx status.
-    #[error("alertmanager answered {status}: {body}")]
+    /// The server answered with a non-2xx status.
+    #[error("{url} answered {status}{}{}", if body.is_empty() { "" } else { ": " }, body)]
     Status {
+        /// The URL posted to.
+        url: String,
         /// The HTTP status code.
         status: u16,
         /// The start of the body (Alertmanager explains a 400 there).
         body: String,
     },
-    /// The answer is not HTTP.
-    #[error("alertmanager: unreadable answer {0:?}")]
-    Protocol(String),
+    /// The server does not speak HTTP, or hung up without answering.
+    #[error(
+        "{url} did not answer like Alertmanager ({detail}): check that --alertmanager names Alertmanager's \
+         address (its default port, 9093, is also the Kafka controller's in some setups)"
+    )]
+    NotHttp {
+        /// The URL posted to.
+        url: String,
+        /// What the client saw.
+        detail: String,
+    },
+    /// Another HTTP client failure.
+    #[error("{url}: {detail}")]
+    Http {
+        /// The URL posted to.
+        url: String,
+        /// What the client said.
+        detail: String,
+    },
 }
 
 /// Where alerts are POSTed, parsed from the URL.
@@ -121,6 +139,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The URL alerts are POSTed to.
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+
     /// Parses `http://HOST[:PORT][/PATH]`.
     pub fn parse(url: &str) -> Result<Self, AlertmanagerError> {
         let bad = |why| AlertmanagerError::Url { url: url.to_owned(), why };
@@ -327,8 +350,19 @@ impl Pusher {
         let (queue, rx) = sync_channel(options.capacity.max(1));
         let stats = Arc::new(Stats::default());
         let gate = Arc::new(OnceLock::new());
-        let sender =
-            Sender { endpoint: endpoint.clone(), options, stats: stats.clone(), failing: false, gate: gate.clone(), held: Vec::new(), handed: 0, recorded: None, pushed: Vec::new() };
+        let agent = client(options.timeout);
+        let sender = Sender {
+            endpoint: endpoint.clone(),
+            agent,
+            options,
+            stats: stats.clone(),
+            failing: false,
+            gate: gate.clone(),
+            held: Vec::new(),
+            handed: 0,
+            recorded: None,
+            pushed: Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("alertmanager".into())
             .spawn(move || sender.run(rx))
@@ -402,6 +436,8 @@ impl Drop for Pusher {
 /// The background thread's side.
 struct Sender {
     endpoint: Endpoint,
+    /// The HTTP client (keeps a connection open between batches when the server allows).
+    agent: ureq::Agent,
     options: PusherOptions,
     stats: Arc<Stats>,
     /// Whether the last POST failed (to log transitions, not every failure).
@@ -504,10 +540,10 @@ impl Sender {
             self.record();
         }
         let body = serde_json::Value::Array(batch.iter().map(|a| a.to_json(self.options.ttl)).collect()).to_string();
-        let mut result = post(&self.endpoint, body.as_bytes(), self.options.timeout);
+        let mut result = post_with(&self.agent, &self.endpoint, body.as_bytes());
         if result.is_err() {
             std::thread::sleep(self.options.retry_after);
-            result = post(&self.endpoint, body.as_bytes(), self.options.timeout);
+            result = post_with(&self.agent, &self.endpoint, body.as_bytes());
         }
         let n = batch.len() as u64;
         match result {
@@ -521,86 +557,81 @@ impl Sender {
             Err(e) => {
                 let failed = self.stats.failed.fetch_add(n, Ordering::Relaxed) + n;
                 if !self.failing {
-                    tracing::warn!(alertmanager = %self.endpoint.authority, error = %e, failed, "pushing alerts failed");
+                    tracing::warn!(alertmanager = %self.endpoint.authority, error = %crate::ErrorChain(&e), failed, "pushing alerts failed");
                     self.failing = true;
                 } else {
-                    tracing::debug!(error = %e, failed, "pushing alerts still fails");
+                    tracing::debug!(error = %crate::ErrorChain(&e), failed, "pushing alerts still fails");
                 }
             }
         }
     }
 }
 
-/// One `POST` of a JSON body; Ok on a 2xx answer.
+/// An HTTP client for [`post_with`]: every request bounded by `timeout` (connecting, sending,
+/// answering), no redirects (Alertmanager never redirects its API), 4xx/5xx returned as
+/// answers so that Alertmanager's explanation can be read.
+pub fn client(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(format!("tweetoscope/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// One `POST` of a JSON body with a fresh client; Ok on a 2xx answer.
 pub fn post(endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Result<(), AlertmanagerError> {
-    let io = |source| AlertmanagerError::Io { addr: endpoint.authority.clone(), source };
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the host resolves to no address");
-    let mut stream = None;
-    for addr in (endpoint.host.as_str(), endpoint.port).to_socket_addrs().map_err(io)? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let mut stream = stream.ok_or_else(|| io(last))?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tweetoscope/{}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        endpoint.path,
-        endpoint.authority,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).map_err(io)?;
-    stream.write_all(body).map_err(io)?;
-    stream.flush().map_err(io)?;
-    // `Connection: close`: the answer ends when the server closes (bounded in size and time).
-    let mut answer = Vec::new();
-    let read = (&mut stream).take(MAX_RESPONSE).read_to_end(&mut answer);
-    if answer.is_empty() {
-        read.map_err(io)?;
-    }
-    let text = String::from_utf8_lossy(&answer);
-    let status_line = text.lines().next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|s| s.get(2..5))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| AlertmanagerError::Protocol(status_line.chars().take(80).collect()))?;
+    post_with(&client(timeout), endpoint, body)
+}
+
+/// One `POST` of a JSON body; Ok on a 2xx answer.
+pub fn post_with(agent: &ureq::Agent, endpoint: &Endpoint, body: &[u8]) -> Result<(), AlertmanagerError> {
+    let url = endpoint.url();
+    let mut answer = agent
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .send(body)
+        .map_err(|e| AlertmanagerError::from_http(endpoint, e))?;
+    let status = answer.status().as_u16();
     if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        Err(AlertmanagerError::Status { status, body: body.trim().chars().take(300).collect() })
+        return Ok(());
+    }
+    // Alertmanager explains a 400 in the body; bounded, and best effort.
+    let body = answer.body_mut().with_config().limit(MAX_RESPONSE).read_to_string().unwrap_or_default();
+    Err(AlertmanagerError::Status { url, status, body: body.trim().chars().take(300).collect() })
+}
+
+impl AlertmanagerError {
+    /// Names what went wrong with a request to `endpoint`: a server that is not speaking HTTP
+    /// (or hangs up without answering) is most likely not Alertmanager at all.
+    fn from_http(endpoint: &Endpoint, error: ureq::Error) -> Self {
+        let url = endpoint.url();
+        match error {
+            ureq::Error::Protocol(e) => Self::NotHttp { url, detail: e.to_string() },
+            ureq::Error::Io(e) if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {
+                Self::NotHttp { url, detail: format!("the connection was closed without an answer ({e})") }
+            }
+            ureq::Error::Io(source) => Self::Io { addr: endpoint.authority.clone(), source },
+            ureq::Error::Timeout(t) => Self::Io {
+                addr: endpoint.authority.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("timed out ({t})")),
+            },
+            ureq::Error::HostNotFound => Self::Io {
+                addr: endpoint.authority.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "the host name does not resolve"),
+            },
+            other => Self::Http { url, detail: other.to_string() },
+        }
     }
 }
 
-/// `2024-01-31T12:34:56.789Z` (UTC), as Alertmanager's API wants times.
+/// `2024-01-31T12:34:56.789Z` (UTC, milliseconds), as Alertmanager's API wants times.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    // Times before 1970 or after 9999 do not occur for a wall clock; the epoch stands in.
+    let ts = jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{ts:.3}")
 }
 
 impl Pusher {
@@ -663,8 +694,9 @@ impl Pusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
+    use std::io::{BufRead, Read, Write};
     use std::net::TcpListener;
+    use std::time::UNIX_EPOCH;
     use std::sync::mpsc;
 
     fn alert(cascade: &str, window: Time, predicted: f64) -> PopularCascade {
@@ -776,7 +808,8 @@ mod tests {
         assert!(requests.recv_timeout(Duration::from_secs(5)).is_ok());
         assert!(requests.recv_timeout(Duration::from_secs(5)).is_ok());
         let e = post(&Endpoint::parse(&url).unwrap(), b"[]", Duration::from_secs(2)).unwrap_err();
-        assert!(matches!(e, AlertmanagerError::Status { status: 400, ref body } if body == "answer"), "{e}");
+        assert!(matches!(e, AlertmanagerError::Status { status: 400, ref body, .. } if body == "answer"), "{e}");
+        assert!(e.to_string().contains(&format!("{url}/api/v2/alerts answered 400: answer")), "{e}");
     }
 
     #[test]
@@ -816,6 +849,33 @@ mod tests {
         assert!(s.dropped >= 1000 - 4 - MAX_BATCH as u64, "{s:?}");
         assert_eq!(s.queued + s.dropped, 1000);
         drop(pusher);
+    }
+
+    /// What `--alertmanager` met when pointed at the Kafka controller on 9093: a server that
+    /// reads the request and hangs up, or answers bytes that are not HTTP. Both are counted
+    /// as failed, and the error names the URL and asks whether it is Alertmanager.
+    #[test]
+    fn a_server_that_is_not_alertmanager_is_named_as_such() {
+        for reply in [&b""[..], &b"\x00\x00\x00\x12\x00\x00\x00\x01garbage"[..]] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf);
+                    let _ = stream.write_all(reply);
+                }
+            });
+            let e = post(&Endpoint::parse(&url).unwrap(), b"[]", Duration::from_secs(2)).unwrap_err();
+            let message = e.to_string();
+            assert!(matches!(e, AlertmanagerError::NotHttp { .. }), "{reply:?}: {e:?}");
+            assert!(message.contains(&format!("{url}/api/v2/alerts")) && message.contains("Alertmanager"), "{message}");
+            let pusher = Pusher::start(&url, quick()).unwrap();
+            pusher.push(alert("1", 600, 200.0));
+            assert!(pusher.flush(Duration::from_secs(10)));
+            assert_eq!(pusher.stats().failed, 1);
+        }
     }
 
     #[test]

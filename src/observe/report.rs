@@ -2,10 +2,12 @@
 //! (`stats.jsonl`, `cascade_properties.jsonl`) and writes `DIR/report.md` with SVG plots.
 //!
 //! Per observation window: the number of cascades with a known true size, the ARE mean,
-//! median and 90th percentile of SEISMIC (infinite predictions counted apart), plain Hawkes,
-//! Hawkes + random forest and SEISMIC with its learned correction, the share of fits at a bound, a plain verdict on whether the
-//! forest beats both baselines on median ARE and, on simulated data (`truth.csv`), the
-//! recovery of p, β and n*.
+//! median and 90th percentile of every model (the default prediction, plain Hawkes, the course
+//! forest, SEISMIC plain and corrected; infinite predictions counted apart), the coverage of
+//! the default prediction's intervals, the share of fits at a bound, a plain verdict on
+//! whether the default prediction beats plain Hawkes and SEISMIC on median ARE, the
+//! comparison with honest baselines (`observe::eval`) and, on simulated data (`truth.csv`),
+//! the recovery of p, β and n*.
 //!
 //! Plots use `plotters`' SVG backend without its font features: the backend writes `<text>`
 //! elements that the viewer renders with its own fonts, and plotters' built-in text-size
@@ -16,92 +18,48 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
-use serde::Deserialize;
 use tweetoscope_model::stats::{quantile_sorted, Summary};
 
+use crate::io::schema::{ParametersRecord, StatRecordJson};
 use crate::Time;
 
 /// Errors of the report builder.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A line of an input file could not be parsed.
     #[error("{path}:{line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    Parse {
+        /// The file at fault.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong, for the error line.
+        message: String,
+    },
     /// A plot could not be drawn.
     #[error("plot {path}: {message}")]
-    Plot { path: PathBuf, message: String },
+    Plot {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, for the error line.
+        message: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     move |source| ReportError::Io { path: path.to_owned(), source }
 }
 
-/// One `stats.jsonl` record.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StatRow {
-    /// Cascade id.
-    pub cid: String,
-    /// Window.
-    #[serde(rename = "T_obs")]
-    pub t_obs: Time,
-    /// Events observed by the window.
-    #[serde(default)]
-    pub n_obs: usize,
-    /// True final size.
-    pub n_true: u64,
-    /// Corrected (Hawkes + forest) prediction.
-    pub n_pred: f64,
-    /// Plain Hawkes prediction.
-    pub n_hawkes: f64,
-    /// SEISMIC prediction (`None`: infinite).
-    #[serde(default)]
-    pub n_seismic: Option<f64>,
-    /// ARE of the corrected prediction.
-    #[serde(rename = "ARE")]
-    pub are: f64,
-    /// ARE of plain Hawkes.
-    #[serde(rename = "ARE_hawkes")]
-    pub are_hawkes: f64,
-    /// ARE of SEISMIC (`None`: infinite prediction).
-    #[serde(rename = "ARE_seismic", default)]
-    pub are_seismic: Option<f64>,
-    /// SEISMIC with the learned correction (`None`: no correction yet for the window, or
-    /// infinite; absent in older outputs).
-    #[serde(default)]
-    pub n_seismic_corrected: Option<f64>,
-    /// ARE of the corrected SEISMIC prediction.
-    #[serde(rename = "ARE_seismic_corrected", default)]
-    pub are_seismic_corrected: Option<f64>,
-    /// Training samples the window's forest had seen.
-    #[serde(default)]
-    pub model_samples: usize,
-    /// The default prediction's interval, if the window had one (absent in older outputs).
-    #[serde(default)]
-    pub interval: Option<crate::io::schema::IntervalRecord>,
-}
-
-/// How the default prediction's intervals did in one window.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct IntervalCoverage {
-    /// Predictions with an interval and a known true size.
-    pub count: usize,
-    /// Those whose true size fell in the interval.
-    pub covered: usize,
-    /// Median of (high − low) / predicted: how wide the intervals are.
-    pub median_width: f64,
-}
-
-impl IntervalCoverage {
-    fn of(rows: &[&StatRow]) -> Self {
-        let with: Vec<(&StatRow, &crate::io::schema::IntervalRecord)> = rows.iter().filter_map(|r| Some((*r, r.interval.as_ref()?))).collect();
-        let covered = with.iter().filter(|(r, i)| i.low <= r.n_true as f64 && r.n_true as f64 <= i.high).count();
-        let widths = with.iter().filter(|(r, _)| r.n_pred > 0.0).map(|(r, i)| (i.high - i.low) / r.n_pred).collect();
-        Self { count: with.len(), covered, median_width: if with.is_empty() { 0.0 } else { median(widths) } }
-    }
-}
+/// One `stats.jsonl` record (the schema every writer uses).
+pub type StatRow = StatRecordJson;
 
 /// One `cascade_properties.jsonl` parameters record.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,9 +93,8 @@ pub struct TruthRow {
     pub n_star: f64,
 }
 
-/// The three models compared.
-/// The models compared (the corrected SEISMIC last, so the first three keep their indices).
-pub const MODELS: [&str; 4] = ["SEISMIC", "Hawkes", "Hawkes + RF", "SEISMIC + correction"];
+/// The models compared, by the names every output uses.
+pub const MODELS: [&str; 5] = ["default", "hawkes", "course", "seismic", "seismic_corrected"];
 
 /// Accuracy of one model in one window.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -169,7 +126,9 @@ pub struct WindowReport {
     /// Predictions with a known true size.
     pub cascades: usize,
     /// Per model, in the order of [`MODELS`].
-    pub models: [ModelStats; 4],
+    pub models: [ModelStats; 5],
+    /// Share of the true sizes inside the default prediction's interval, and over how many.
+    pub interval: Option<(f64, usize)>,
     /// Parameter records of the window.
     pub fits: usize,
     /// Successful fits.
@@ -178,39 +137,33 @@ pub struct WindowReport {
     pub at_bound: Option<usize>,
     /// Parameter recovery, on simulated data.
     pub recovery: Option<Recovery>,
-    /// Coverage of the default prediction's intervals.
-    pub interval: IntervalCoverage,
 }
 
 impl WindowReport {
-    /// A plain sentence: does Hawkes + RF beat plain Hawkes and SEISMIC on median ARE?
+    /// A plain sentence: does the default prediction beat plain Hawkes and SEISMIC on median
+    /// ARE?
     pub fn verdict(&self) -> String {
-        let [seismic, hawkes, rf, seismic_c] = &self.models;
-        if rf.are.count == 0 {
-            return format!("T_obs = {}: no corrected prediction with a known true size.", self.t_obs);
+        let [default, hawkes, course, seismic, _] = &self.models;
+        if default.are.count == 0 {
+            return format!("T_obs = {}: no prediction with a known true size.", self.t_obs);
         }
         let cmp = |other: &ModelStats, name: &str| -> (bool, String) {
             if other.are.count == 0 {
                 return (true, format!("{name} has no finite prediction"));
             }
-            let (a, b) = (rf.are.median, other.are.median);
+            let (a, b) = (default.are.median, other.are.median);
             let word = if a < b { "beats" } else if a == b { "ties with" } else { "does NOT beat" };
             (a < b, format!("{word} {name} ({a:.3} vs {b:.3})"))
         };
         let (beats_h, h) = cmp(hawkes, "plain Hawkes");
         let (beats_s, s) = cmp(seismic, "SEISMIC");
+        let (_, c) = cmp(course, "the course forest");
         let conclusion = if beats_h && beats_s {
-            "Hawkes + RF is the best of the three on median ARE."
+            "The default prediction is better than both on median ARE."
         } else {
-            "Hawkes + RF is NOT the best of the three on median ARE in this window."
+            "The default prediction is NOT better than both on median ARE in this window."
         };
-        let corrected = if seismic_c.are.count > 0 {
-            let (_, c) = cmp(seismic_c, "SEISMIC with the learned correction");
-            format!(" (Hawkes + RF {c}.)")
-        } else {
-            String::new()
-        };
-        format!("T_obs = {}: on median ARE, Hawkes + RF {h} and {s}. {conclusion}{corrected}", self.t_obs)
+        format!("T_obs = {}: on median ARE, the default prediction {h}, {s} and {c}. {conclusion}", self.t_obs)
     }
 }
 
@@ -221,47 +174,39 @@ fn read_lines(path: &Path) -> Result<Vec<(usize, String)>, ReportError> {
 
 /// Reads `stats.jsonl` (records of another type are skipped).
 pub fn read_stats(path: &Path) -> Result<Vec<StatRow>, ReportError> {
+    read_records(path, "stat")
+}
+
+/// The records of type `kind` of a JSON-lines output (others are skipped).
+fn read_records<T: serde::de::DeserializeOwned>(path: &Path, kind: &str) -> Result<Vec<T>, ReportError> {
     let mut rows = Vec::new();
     for (line, text) in read_lines(path)? {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ReportError::Parse { path: path.to_owned(), line, message: e.to_string() })?;
-        if v.get("type").and_then(|t| t.as_str()).is_some_and(|t| t != "stat") {
+        let bad = |e: serde_json::Error| ReportError::Parse { path: path.to_owned(), line, message: e.to_string() };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+        if v.get("type").and_then(|t| t.as_str()) != Some(kind) {
             continue;
         }
-        let row: StatRow = serde_json::from_value(v)
-            .map_err(|e| ReportError::Parse { path: path.to_owned(), line, message: e.to_string() })?;
-        rows.push(row);
+        rows.push(serde_json::from_value(v).map_err(bad)?);
     }
     Ok(rows)
 }
 
 /// Reads the `parameters` records of `cascade_properties.jsonl`.
 pub fn read_parameters(path: &Path) -> Result<Vec<ParamRow>, ReportError> {
-    let mut rows = Vec::new();
-    for (line, text) in read_lines(path)? {
-        let bad = |message: String| ReportError::Parse { path: path.to_owned(), line, message };
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if v.get("type").and_then(|t| t.as_str()) != Some("parameters") {
-            continue;
-        }
-        let num = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
-        let cid = match &v["cid"] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return Err(bad("no cid".into())),
-        };
-        rows.push(ParamRow {
-            cid,
-            t_obs: v["T_obs"].as_u64().map(|t| t as Time),
-            n_obs: v["n_obs"].as_u64().unwrap_or(0) as usize,
-            p: num(&v["params"][0]),
-            beta: num(&v["params"][1]),
-            n_star: num(&v["n_star"]),
-            fit_ok: v["fit_ok"].as_bool().unwrap_or(true),
-            at_bound: v["at_bound"].as_bool(),
-        });
-    }
-    Ok(rows)
+    let records: Vec<ParametersRecord> = read_records(path, "parameters")?;
+    Ok(records
+        .into_iter()
+        .map(|r| ParamRow {
+            cid: r.cid,
+            t_obs: Some(r.t_obs),
+            n_obs: r.n_obs,
+            p: r.params[0],
+            beta: r.params[1],
+            n_star: r.n_star,
+            fit_ok: r.fit_ok,
+            at_bound: Some(r.at_bound),
+        })
+        .collect())
 }
 
 /// Reads `truth.csv` (`cascade,p,beta,n_star,size`), keyed by cascade id.
@@ -309,16 +254,22 @@ pub fn build(stats: &[StatRow], params: &[ParamRow], truth: Option<&HashMap<Stri
     windows
         .into_iter()
         .map(|(t_obs, (rows, prows))| {
-            let seismic: Vec<f64> = rows.iter().filter_map(|r| r.are_seismic).collect();
+            let all = |f: fn(&StatRow) -> f64| ModelStats { are: Summary::of(&rows.iter().map(|r| f(r)).collect::<Vec<_>>()), infinite: 0 };
+            let some = |f: fn(&StatRow) -> Option<f64>| {
+                let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
+                ModelStats { are: Summary::of(&v), infinite: rows.len() - v.len() }
+            };
             let models = [
-                ModelStats { are: Summary::of(&seismic), infinite: rows.len() - seismic.len() },
-                ModelStats { are: Summary::of(&rows.iter().map(|r| r.are_hawkes).collect::<Vec<_>>()), infinite: 0 },
-                ModelStats { are: Summary::of(&rows.iter().map(|r| r.are).collect::<Vec<_>>()), infinite: 0 },
-                {
-                    let c: Vec<f64> = rows.iter().filter_map(|r| r.are_seismic_corrected).collect();
-                    ModelStats { are: Summary::of(&c), infinite: rows.len() - c.len() }
-                },
+                all(|r| r.are),
+                all(|r| r.are_hawkes),
+                all(|r| r.are_course),
+                some(|r| r.are_seismic),
+                some(|r| r.are_seismic_corrected),
             ];
+            let with: Vec<&&StatRow> = rows.iter().filter(|r| r.interval.is_some()).collect();
+            let covered =
+                with.iter().filter(|r| r.interval.is_some_and(|i| i.low <= r.n_true as f64 && r.n_true as f64 <= i.high)).count();
+            let interval = (!with.is_empty()).then(|| (covered as f64 / with.len() as f64, with.len()));
             let ok: Vec<&&ParamRow> = prows.iter().filter(|p| p.fit_ok).collect();
             let at_bound = if ok.iter().all(|p| p.at_bound.is_some()) {
                 Some(ok.iter().filter(|p| p.at_bound == Some(true)).count())
@@ -335,22 +286,23 @@ pub fn build(stats: &[StatRow], params: &[ParamRow], truth: Option<&HashMap<Stri
                     n_star: median(matched.iter().filter_map(|(e, t)| rel_err(e.n_star, t.n_star)).collect()),
                 }
             });
-            let interval = IntervalCoverage::of(&rows);
-            WindowReport { t_obs, cascades: rows.len(), models, fits: prows.len(), fits_ok: ok.len(), at_bound, recovery, interval }
+            WindowReport { t_obs, cascades: rows.len(), models, interval, fits: prows.len(), fits_ok: ok.len(), at_bound, recovery }
         })
         .collect()
 }
 
 /// The markdown of the report (plots are linked by file name, relative to the report).
-pub fn markdown(windows: &[WindowReport], plots: &Plots, source: &str) -> String {
+pub fn markdown(windows: &[WindowReport], baselines: &str, plots: &Plots, source: &str) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Tweetoscope accuracy report\n");
     let _ = writeln!(md, "Outputs read from `{source}`. ARE = |predicted − true| / true final size; cascades = predictions");
     let _ = writeln!(md, "whose true size is known. SEISMIC predictions that are infinite (supercritical cascade) are");
     let _ = writeln!(md, "not in its ARE figures nor in its `cascades` count: they are counted in the `infinite` column.");
-    let _ = writeln!(md, "SEISMIC + correction is the paper's N = R + 1 + α·F/(1 − γ·p̂), (α, γ) learned per window from the");
-    let _ = writeln!(md, "cascades that had ended before each prediction; its `infinite` column also counts the predictions");
-    let _ = writeln!(md, "made before the window had a correction.\n");
+    let _ = writeln!(md, "Models: `default` is the run's default prediction (the learned layer, or the course forest in");
+    let _ = writeln!(md, "course mode), `hawkes` plain Hawkes, `course` Hawkes + the course's random forest, `seismic` the");
+    let _ = writeln!(md, "SEISMIC baseline, `seismic_corrected` the paper's N = R + 1 + α·F/(1 − γ·p̂), (α, γ) learned per");
+    let _ = writeln!(md, "window from the cascades that had ended before each prediction; its `infinite` column also counts");
+    let _ = writeln!(md, "the predictions made before the window had a correction.\n");
     if windows.is_empty() {
         let _ = writeln!(md, "**No prediction with a known true size was made: there is nothing to report.**\n");
     }
@@ -367,21 +319,26 @@ pub fn markdown(windows: &[WindowReport], plots: &Plots, source: &str) -> String
         }
     }
     let _ = writeln!(md, "\n## Prediction intervals\n");
-    let _ = writeln!(md, "Coverage of the default prediction's interval (nominal level: `predictor.interval_level`, 80 % by");
-    let _ = writeln!(md, "default): the share of predictions with an interval whose true size fell inside it. Width is");
-    let _ = writeln!(md, "(high − low) / predicted, median.\n");
-    let _ = writeln!(md, "| T_obs | with an interval | true size inside | coverage | median width |");
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "| T_obs | predictions with an interval | true size inside |");
+    let _ = writeln!(md, "|---:|---:|---:|");
     for w in windows {
-        let i = &w.interval;
-        let coverage = if i.count > 0 { format!("{:.1} %", 100.0 * i.covered as f64 / i.count as f64) } else { "–".into() };
-        let width = if i.count > 0 { format!("{:.2}", i.median_width) } else { "–".into() };
-        let _ = writeln!(md, "| {} | {} | {} | {coverage} | {width} |", w.t_obs, i.count, i.covered);
+        match w.interval {
+            Some((c, k)) => {
+                let _ = writeln!(md, "| {} | {k} | {:.0} % |", w.t_obs, 100.0 * c);
+            }
+            None => {
+                let _ = writeln!(md, "| {} | 0 | — |", w.t_obs);
+            }
+        }
     }
     let _ = writeln!(md, "\n## Verdict\n");
     for w in windows {
         let _ = writeln!(md, "- {}", w.verdict());
     }
+    let _ = writeln!(md, "\n## Against honest baselines\n");
+    let _ = writeln!(md, "Baselines fitted prequentially on the same records (a prediction uses the cascades of its window");
+    let _ = writeln!(md, "that ended before it): no growth (N = n), a constant size, a constant ratio, a model on log n alone.\n");
+    md.push_str(baselines);
     let _ = writeln!(md, "\n## Fits\n");
     let _ = writeln!(md, "| T_obs | fits | fit ok | at a bound | share at a bound |");
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
@@ -490,7 +447,7 @@ impl Chart<'_> {
         let root = SVGBackend::new(self.path, (720, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
         let mut builder = ChartBuilder::on(&root);
-        builder.caption(&self.caption, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(60);
+        builder.caption(&self.caption, ("sans-serif", 20)).margin(12).x_label_area_size(40).y_label_area_size(70);
         // The four axis kinds are distinct types: one macro body for all.
         macro_rules! body {
             ($xr:expr, $yr:expr) => {{
@@ -499,6 +456,8 @@ impl Chart<'_> {
                     .configure_mesh()
                     .x_desc(self.x_desc)
                     .y_desc(self.y_desc)
+                    .x_label_formatter(&|v| tick(*v))
+                    .y_label_formatter(&|v| tick(*v))
                     .draw()
                     .map_err(|x| e(x.to_string()))?;
                 if self.diagonal {
@@ -545,6 +504,28 @@ impl Chart<'_> {
     }
 }
 
+/// An axis tick: at most three significant digits, thousands as k and millions as M (plotters
+/// prints the raw float: `0.30000000000000004`, `1000000.0`).
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    let (x, unit) = if a >= 1e6 {
+        (v / 1e6, " M")
+    } else if a >= 1e3 {
+        (v / 1e3, " k")
+    } else {
+        (v, "")
+    };
+    let digits = match x.abs() {
+        y if y >= 100.0 => 0,
+        y if y >= 10.0 => 1,
+        y if y >= 1.0 || y == 0.0 => 2,
+        y => (2.0 - y.log10().floor()).clamp(2.0, 8.0) as usize,
+    };
+    let text = format!("{x:.digits$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text}{unit}")
+}
+
 /// Empirical CDF points of `values`.
 fn ecdf(values: &[f64]) -> Vec<(f64, f64)> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
@@ -581,11 +562,12 @@ pub fn plots(
         by_window.entry(s.t_obs).or_default().push(s);
     }
     type Pick = fn(&StatRow) -> (Option<f64>, Option<f64>);
-    let picks: [(&str, &str, Pick); 4] = [
-        ("SEISMIC", "seismic", |r| (r.n_seismic, r.are_seismic)),
-        ("Hawkes", "hawkes", |r| (Some(r.n_hawkes), Some(r.are_hawkes))),
-        ("Hawkes + RF", "rf", |r| (Some(r.n_pred), Some(r.are))),
-        ("SEISMIC + correction", "seismic_corrected", |r| (r.n_seismic_corrected, r.are_seismic_corrected)),
+    let picks: [(&str, &str, Pick); 5] = [
+        ("default", "default", |r| (Some(r.n_pred), Some(r.are))),
+        ("hawkes", "hawkes", |r| (Some(r.n_hawkes), Some(r.are_hawkes))),
+        ("course", "course", |r| (Some(r.n_course), Some(r.are_course))),
+        ("seismic", "seismic", |r| (r.n_seismic, r.are_seismic)),
+        ("seismic_corrected", "seismic_corrected", |r| (r.n_seismic_corrected, r.are_seismic_corrected)),
     ];
     // (a) ARE distribution: an empirical CDF per model, one plot per window.
     for (t, rows) in &by_window {
@@ -646,8 +628,8 @@ pub fn plots(
             .collect();
         Chart {
             path: &dir.join(&file),
-            caption: "Hawkes + RF: ARE as the forest sees more samples".into(),
-            x_desc: "training samples seen by the window's forest",
+            caption: "Default prediction: ARE as its model sees more samples".into(),
+            x_desc: "training samples of the model that predicted",
             y_desc: "rolling median ARE (log)",
             log_x: false,
             log_y: true,
@@ -655,7 +637,7 @@ pub fn plots(
             diagonal: false,
         }
         .draw(&series)?;
-        out.files.push(("Corrected ARE vs forest training samples".into(), file));
+        out.files.push(("Default ARE vs the model's training samples".into(), file));
     }
     // (d) parameter recovery on simulated data.
     if let Some(truth) = truth {
@@ -711,7 +693,9 @@ pub struct Written {
 
 /// Reads the outputs in `outputs` (`stats.jsonl`, `cascade_properties.jsonl` if present) and
 /// writes `dir/report.md` and its SVG plots; `truth` is a simulation's `truth.csv`.
-pub fn write_report(outputs: &Path, dir: &Path, truth: Option<&Path>) -> Result<Written, ReportError> {
+/// `fallback_max_ratio` is the run's SEISMIC fallback cap (the baselines predict like the
+/// pipeline before their first ended cascade).
+pub fn write_report(outputs: &Path, dir: &Path, truth: Option<&Path>, fallback_max_ratio: f64) -> Result<Written, ReportError> {
     let stats = read_stats(&outputs.join("stats.jsonl"))?;
     let props = outputs.join("cascade_properties.jsonl");
     let params = if props.exists() { read_parameters(&props)? } else { Vec::new() };
@@ -719,7 +703,8 @@ pub fn write_report(outputs: &Path, dir: &Path, truth: Option<&Path>) -> Result<
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let windows = build(&stats, &params, truth.as_ref());
     let plots = plots(dir, &stats, &params, truth.as_ref())?;
-    let md = markdown(&windows, &plots, &outputs.display().to_string());
+    let baselines = crate::observe::eval::markdown("baselines", &crate::observe::eval::evaluate(&stats, true, fallback_max_ratio));
+    let md = markdown(&windows, &baselines, &plots, &outputs.display().to_string());
     let report = dir.join("report.md");
     std::fs::write(&report, md).map_err(io_err(&report))?;
     Ok(Written { report, windows, plots })
@@ -728,75 +713,114 @@ pub fn write_report(outputs: &Path, dir: &Path, truth: Option<&Path>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::schema::{to_json, IntervalRecord, RecordType};
+    use crate::records::Predictor;
 
-    const STATS: &str = r#"
-{"type":"stat","cid":"1","T_obs":600,"n_obs":10,"n_true":100,"n_pred":90,"n_hawkes":150,"n_seismic":null,"ARE":0.1,"ARE_hawkes":0.5,"ARE_seismic":null,"omega":1.0,"model_samples":0}
-{"type":"stat","cid":"2","T_obs":600,"n_obs":20,"n_true":200,"n_pred":260,"n_hawkes":100,"n_seismic":220,"ARE":0.3,"ARE_hawkes":0.5,"ARE_seismic":0.1,"omega":1.0,"model_samples":1}
-{"type":"stat","cid":"3","T_obs":600,"n_obs":5,"n_true":10,"n_pred":12,"n_hawkes":30,"n_seismic":13,"ARE":0.2,"ARE_hawkes":2.0,"ARE_seismic":0.3,"omega":1.0,"model_samples":2,"interval":{"low":8.0,"high":20.0}}
-{"type":"stat","cid":"1","T_obs":1200,"n_obs":30,"n_true":100,"n_pred":50,"n_hawkes":110,"n_seismic":180,"ARE":0.5,"ARE_hawkes":0.1,"ARE_seismic":0.8,"omega":1.0,"model_samples":3,"interval":{"low":40.0,"high":90.0}}
-"#;
+    fn are(pred: f64, truth: u64) -> f64 {
+        (pred - truth as f64).abs() / truth as f64
+    }
 
-    const PARAMS: &str = r#"
-{"type":"parameters","cid":"1","n_obs":10,"params":[0.01,0.001],"n_star":0.5,"G1":1.0,"fit_ok":true,"T_obs":600,"at_bound":true}
-{"type":"parameters","cid":"2","n_obs":20,"params":[0.02,0.002],"n_star":0.4,"G1":1.0,"fit_ok":true,"T_obs":600,"at_bound":false}
-{"type":"parameters","cid":"3","n_obs":5,"params":[0,0],"n_star":0,"G1":0,"fit_ok":false,"T_obs":600,"at_bound":false}
-{"type":"parameters","cid":"1","n_obs":30,"params":[0.01,0.001],"n_star":0.5,"G1":1.0,"fit_ok":true}
-"#;
+    /// A stats record whose course prediction is the default one.
+    fn stat(cid: &str, t_obs: Time, n_true: u64, n_pred: f64, n_hawkes: f64, n_seismic: Option<f64>, samples: usize) -> String {
+        to_json(&StatRecordJson {
+            kind: RecordType::Stat,
+            cid: cid.into(),
+            t_obs,
+            n_obs: 10,
+            n_true: n_true as usize,
+            predicted_at: 100 * samples as Time + t_obs,
+            ended_at: 100 * samples as Time + 5000,
+            n_pred,
+            are: are(n_pred, n_true),
+            predictor: Predictor::Learned,
+            interval: Some(IntervalRecord { low: 0.5 * n_pred, high: 2.0 * n_pred }),
+            n_hawkes,
+            are_hawkes: are(n_hawkes, n_true),
+            n_course: n_pred,
+            are_course: are(n_pred, n_true),
+            n_seismic,
+            are_seismic: n_seismic.map(|x| are(x, n_true)),
+            n_seismic_corrected: None,
+            are_seismic_corrected: None,
+            omega: 1.0,
+            model_samples: samples,
+        })
+    }
+
+    fn params(cid: &str, t_obs: Time, p: [f64; 2], n_star: f64, fit_ok: bool, at_bound: bool) -> String {
+        to_json(&ParametersRecord {
+            kind: RecordType::Parameters,
+            cid: cid.into(),
+            msg: String::new(),
+            t_obs,
+            n_obs: 10,
+            n_supp: 20.0,
+            predictor: Predictor::Learned,
+            interval: None,
+            params: p,
+            n_star,
+            g1: 1.0,
+            n_hawkes: 20.0,
+            fit_ok,
+            at_bound,
+        })
+    }
 
     fn fixture() -> (tempfile::TempDir, Vec<StatRow>, Vec<ParamRow>) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("stats.jsonl"), STATS).unwrap();
-        std::fs::write(dir.path().join("cascade_properties.jsonl"), PARAMS).unwrap();
+        let stats = [
+            stat("1", 600, 100, 90.0, 150.0, None, 0),
+            stat("2", 600, 200, 260.0, 100.0, Some(220.0), 1),
+            stat("3", 600, 10, 12.0, 30.0, Some(13.0), 2),
+            stat("1", 1200, 100, 50.0, 110.0, Some(180.0), 3),
+        ];
+        let props = [
+            params("1", 600, [0.01, 0.001], 0.5, true, true),
+            params("2", 600, [0.02, 0.002], 0.4, true, false),
+            params("3", 600, [0.0, 0.0], 0.0, false, false),
+            params("1", 1200, [0.01, 0.001], 0.5, true, false),
+        ];
+        std::fs::write(dir.path().join("stats.jsonl"), stats.join("\n") + "\n").unwrap();
+        std::fs::write(dir.path().join("cascade_properties.jsonl"), props.join("\n") + "\n").unwrap();
         let stats = read_stats(&dir.path().join("stats.jsonl")).unwrap();
         let params = read_parameters(&dir.path().join("cascade_properties.jsonl")).unwrap();
         (dir, stats, params)
     }
 
     #[test]
-    fn interval_coverage_per_window() {
-        let (_dir, stats, params) = fixture();
-        let w = build(&stats, &params, None);
-        // 600 s: one interval, [8, 20] holds 10; 1200 s: [40, 90] misses 100.
-        assert_eq!((w[0].interval.count, w[0].interval.covered), (1, 1));
-        assert_eq!((w[1].interval.count, w[1].interval.covered), (1, 0));
-        assert!((w[0].interval.median_width - 1.0).abs() < 1e-9, "{:?}", w[0].interval);
-        let md = markdown(&w, &Plots::default(), "x");
-        assert!(md.contains("| 600 | 1 | 1 | 100.0 % | 1.00 |") && md.contains("| 1200 | 1 | 0 | 0.0 % | 1.00 |"), "{md}");
-    }
-
-    #[test]
     fn figures_per_window_and_model() {
         let (_dir, stats, params) = fixture();
-        assert_eq!(stats.len(), 4);
-        assert_eq!(params.len(), 4);
+        assert_eq!((stats.len(), params.len()), (4, 4));
         let w = build(&stats, &params, None);
         assert_eq!(w.len(), 2);
         let w600 = &w[0];
         assert_eq!((w600.t_obs, w600.cascades), (600, 3));
-        // SEISMIC: one infinite prediction, two finite ones.
-        assert_eq!((w600.models[0].are.count, w600.models[0].infinite), (2, 1));
-        assert!((w600.models[0].are.median - 0.2).abs() < 1e-12);
+        // SEISMIC (index 3): one infinite prediction, two finite ones (0.1, 0.3).
+        assert_eq!((w600.models[3].are.count, w600.models[3].infinite), (2, 1));
+        assert!((w600.models[3].are.median - 0.2).abs() < 1e-12);
+        // Hawkes: 0.5, 0.5, 2.0.
         assert!((w600.models[1].are.mean - 1.0).abs() < 1e-12);
         assert!((w600.models[1].are.median - 0.5).abs() < 1e-12);
-        assert!((w600.models[2].are.median - 0.2).abs() < 1e-12);
-        // p90 of [0.1, 0.2, 0.3], type 7: 0.28.
-        assert!((w600.models[2].are.p90 - 0.28).abs() < 1e-12);
+        // Default: 0.1, 0.3, 0.2; p90 of [0.1, 0.2, 0.3], type 7: 0.28.
+        assert!((w600.models[0].are.median - 0.2).abs() < 1e-12);
+        assert!((w600.models[0].are.p90 - 0.28).abs() < 1e-12);
         assert_eq!((w600.fits, w600.fits_ok, w600.at_bound), (3, 2, Some(1)));
-        // The 1200 s parameter record has no T_obs: matched by cid and n_obs; no at_bound.
-        assert_eq!((w[1].fits, w[1].fits_ok, w[1].at_bound), (1, 1, None));
-        // 600: RF (0.2) ties with SEISMIC (0.2): not the best; 1200: RF loses to Hawkes.
-        assert!(w600.verdict().contains("NOT the best"), "{}", w600.verdict());
+        // Every true size is inside its interval [n/2, 2n].
+        assert_eq!(w600.interval, Some((1.0, 3)));
+        // 600: the default (0.2) ties with SEISMIC (0.2): not better than both; 1200: it
+        // loses to Hawkes.
+        assert!(w600.verdict().contains("NOT better than both"), "{}", w600.verdict());
         assert!(w[1].verdict().contains("does NOT beat plain Hawkes"), "{}", w[1].verdict());
     }
 
     #[test]
-    fn the_verdict_says_when_the_forest_wins() {
+    fn the_verdict_says_when_the_default_prediction_wins() {
         let mut w = WindowReport { t_obs: 600, cascades: 3, ..Default::default() };
-        for (m, med) in w.models.iter_mut().zip([0.5, 0.4, 0.3]) {
+        for (m, med) in w.models.iter_mut().zip([0.3, 0.5, 0.45, 0.4, 0.4]) {
             m.are = Summary { count: 3, mean: med, median: med, p90: med };
         }
         let v = w.verdict();
-        assert!(v.contains("beats plain Hawkes") && v.contains("beats SEISMIC") && v.contains("is the best"), "{v}");
+        assert!(v.contains("beats plain Hawkes") && v.contains("beats SEISMIC") && v.contains("better than both"), "{v}");
     }
 
     #[test]
@@ -818,20 +842,29 @@ mod tests {
         let truth_path = dir.path().join("truth.csv");
         std::fs::write(&truth_path, "cascade,p,beta,n_star,size\n1,0.02,0.001,0.5,100\n2,0.02,0.004,0.8,200\n").unwrap();
         let out = dir.path().join("report");
-        let written = write_report(dir.path(), &out, Some(&truth_path)).unwrap();
+        let written = write_report(dir.path(), &out, Some(&truth_path), 5.0).unwrap();
         let md = std::fs::read_to_string(&written.report).unwrap();
         for t in ["600", "1200"] {
             for m in MODELS {
                 assert!(md.lines().any(|l| l.starts_with(&format!("| {t} | {m} |"))), "no row {t} {m}:\n{md}");
             }
         }
-        assert!(md.contains("| 600 | SEISMIC | 2 | 0.200 | 0.200 | 0.280 | 1 |"), "{md}");
-        assert!(md.contains("Parameter recovery"));
-        assert!(written.plots.files.len() >= 2 + 3 + 1 + 3);
+        assert!(md.contains("| 600 | seismic | 2 | 0.200 | 0.200 | 0.280 | 1 |"), "{md}");
+        assert!(md.contains("Parameter recovery") && md.contains("## Against honest baselines") && md.contains("| no_growth |"));
+        assert!(md.contains("## Prediction intervals") && md.contains("| 600 | 3 | 100 % |"), "{md}");
+        assert!(written.plots.files.len() >= 2 + 5 + 1 + 3);
         for (_, f) in &written.plots.files {
             assert!(md.contains(&format!("]({f})")));
             let svg = std::fs::read_to_string(out.join(f)).unwrap();
             assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{f}");
+        }
+    }
+
+    #[test]
+    fn ticks_are_short_and_human() {
+        let cases = [(0.30000000000000004, "0.3"), (1_000_000.0, "1 M"), (1200.0, "1.2 k"), (0.001, "0.001"), (2.5, "2.5"), (0.0, "0"), (42.0, "42"), (0.015, "0.015")];
+        for (v, want) in cases {
+            assert_eq!(tick(v), want, "{v}");
         }
     }
 

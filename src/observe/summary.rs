@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn report_is_independent_of_event_order() {
-        let events = vec![
+        let events = [
             SummaryEvent::Accuracy {
                 t_obs: 600,
                 are: 0.1,

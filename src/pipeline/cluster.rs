@@ -146,7 +146,7 @@ pub struct Cluster {
     processes: usize,
     /// This process's index (`-p`).
     process: usize,
-    /// `host:port` of every process, in index order (from `-h`, else localhost:2101+i).
+    /// `host:port` of every process, in index order (from `--hostfile`, else localhost:2101+i).
     addresses: Vec<String>,
     /// How long start-up waits for every peer (per process: it need not agree).
     connect_timeout: Duration,

@@ -3,10 +3,10 @@
 //! binary, the embedded mode and the tests all call the same function.
 //!
 //! [`run`] is five named steps: with several processes, the start-up of the cluster (every
-//! pair connected, every process agreeing on what it runs: [`handshake`], [`fingerprint`],
-//! then [`control`] for the run), the stage settings (with a warm start), recovery (the
+//! pair connected, every process agreeing on what it runs: `handshake`, [`fingerprint`],
+//! then `control` for the run), the stage settings (with a warm start), recovery (the
 //! checkpoint to resume from and the exactly-once output), the sinks, then the execution of
-//! the dataflow on every worker ([`worker`]) and the end of the run (flushes, the report).
+//! the dataflow on every worker (`worker`) and the end of the run (flushes, the report).
 //!
 //! Every process builds the same dataflow whatever its per-process options: the options
 //! that change the dataflow's shape are in the fingerprint, except `--out`, of which only
@@ -57,7 +57,7 @@ pub enum PipelineError {
         message: String,
     },
     /// An output could not be written.
-    #[error("output {path}: {source}")]
+    #[error("output {path}")]
     Output {
         /// The file or folder.
         path: PathBuf,
@@ -86,6 +86,8 @@ pub enum PipelineError {
 
 /// Where the input events come from.
 #[derive(Debug, Clone)]
+// One per job: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceSpec {
     /// A recorded dataset replayed from memory (each worker takes its share).
     Replay {

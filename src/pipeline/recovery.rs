@@ -62,7 +62,7 @@ impl Recovery {
         // Incomplete checkpoints written while the run ended are pruned with the rest.
         let checkpointing = &self.checkpoint.checkpointing;
         if let Err(e) = checkpointing.store().prune(checkpointing.committed()) {
-            tracing::warn!(error = %e, "pruning old checkpoints failed");
+            tracing::warn!(error = %crate::ErrorChain(&e), "pruning old checkpoints failed");
         }
         Ok(())
     }

@@ -167,7 +167,8 @@ pub fn tail(bytes: &[u8]) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// Sends SIGTERM and waits (bounded) for a clean exit.
+/// Sends SIGTERM and waits (bounded) for the process to stop (a live run then drains,
+/// flushes, and exits 143).
 pub fn terminate(child: Child) -> std::process::Output {
     let pid = child.id().to_string();
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();

@@ -12,6 +12,8 @@
 //! Everything here is synchronous and deterministic so that it can be unit-tested and
 //! benchmarked on its own, and called from the dataflow operators unchanged.
 
+#![warn(missing_docs)]
+
 pub mod forest;
 pub mod hawkes;
 pub mod predictive;

@@ -95,7 +95,7 @@ fn course_sample(p: &Prediction, n_true: usize) -> Result<CourseSample, Exclusio
     if fit.n_star >= 1.0 {
         return Err(Exclusion::Supercritical);
     }
-    if !(fit.g1 > 1e-12) {
+    if fit.g1.is_nan() || fit.g1 <= 1e-12 {
         return Err(Exclusion::ZeroG1);
     }
     if truth < n {

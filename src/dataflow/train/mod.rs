@@ -52,7 +52,7 @@ struct TrainStage {
     /// This stage's checkpoint parts, when checkpointing.
     checkpoints: Option<StageCheckpoints<TrainPart>>,
     /// Restored models in flight, re-emitted once with the initial capability.
-    replay: Option<(Capability<Time>, Vec<(Time, Model)>)>,
+    replay: Option<Replay>,
     /// The training thread (`None`: training inline).
     thread: Option<TrainingThread>,
     /// The capabilities of the runs on the thread, in submission order (= result order).
@@ -62,6 +62,9 @@ struct TrainStage {
 }
 
 type Output<'a> = OutputBuilderSession<'a, Time, Builder<Model>>;
+
+/// Restored models in flight and the capability to emit them at their times.
+type Replay = (Capability<Time>, Vec<(Time, Model)>);
 
 impl TrainStage {
     /// Emits a finished run's model at its planned time.
@@ -127,7 +130,7 @@ impl TrainStage {
                     self.in_flight.push_back(cap.clone());
                     return;
                 }
-                Err(job) => job, // the thread died: train inline from now on
+                Err(job) => *job, // the thread died: train inline from now on
             },
             None => job,
         };

@@ -48,9 +48,10 @@ impl TrainingThread {
         }
     }
 
-    /// Hands a job to the thread; the job comes back when the thread has died.
-    pub fn submit(&self, job: WindowJob) -> Result<(), WindowJob> {
-        self.jobs.send(job).map_err(|mpsc::SendError(job)| job)
+    /// Hands a job to the thread; the job comes back (boxed: it is large) when the thread
+    /// has died.
+    pub fn submit(&self, job: WindowJob) -> Result<(), Box<WindowJob>> {
+        self.jobs.send(job).map_err(|mpsc::SendError(job)| Box::new(job))
     }
 }
 

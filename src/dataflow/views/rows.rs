@@ -172,11 +172,28 @@ pub enum ViewRecord {
     /// A health counter (multiplicity = count).
     Health(Health),
     /// An ARE bucket of a window and model (multiplicity = predictions in it).
-    Are { window: Time, model: ModelName, bucket: u16 },
+    Are {
+        /// The window.
+        window: Time,
+        /// The model.
+        model: ModelName,
+        /// The ARE bucket ([`are_bucket`]).
+        bucket: u16,
+    },
     /// Predictions of a window whose true size fell in / out of their interval.
-    Coverage { window: Time, covered: bool },
+    Coverage {
+        /// The window.
+        window: Time,
+        /// Whether the true size fell in the interval.
+        covered: bool,
+    },
     /// The newest input time a worker has seen (one per worker, replaced as it grows).
-    Newest { worker: u32, time: Time },
+    Newest {
+        /// The worker's index.
+        worker: u32,
+        /// Its newest input event time.
+        time: Time,
+    },
 }
 
 /// The ARE bucket of `are` (non-finite: the last one).

@@ -44,7 +44,12 @@ pub enum TrackerOutput {
     Rejected(Rejection),
     /// A window of a cascade that had too few events to be estimated (fewer than
     /// `min_training_size`), at `start + T_obs`.
-    TooSmall { cascade: CascadeId, t_obs: Time },
+    TooSmall {
+        /// The cascade.
+        cascade: CascadeId,
+        /// The observation window (s).
+        t_obs: Time,
+    },
 }
 
 /// Why tracker settings cannot work.
@@ -417,7 +422,7 @@ mod tests {
     fn a_snapshot_split_over_two_shards_and_restored_continues_identically() {
         use EventKind::*;
         let events =
-            vec![ev(1, 0, Tweet), ev(2, 1, Tweet), ev(1, 5, Retweet), ev(3, 6, Tweet), ev(2, 12, Retweet), ev(1, 15, Retweet)];
+            [ev(1, 0, Tweet), ev(2, 1, Tweet), ev(1, 5, Retweet), ev(3, 6, Tweet), ev(2, 12, Retweet), ev(1, 15, Retweet)];
         let (before, after) = events.split_at(4);
         let mut whole = CascadeTracker::new(settings());
         let mut out = Vec::new();
