@@ -316,7 +316,9 @@ impl Prediction {
     /// below the warning threshold or for a training-only partial; `Critical` above the
     /// critical threshold, or when even the interval's low end is above the warning one.
     pub fn alert_severity(&self, thresholds: &AlertThresholds) -> Option<Severity> {
-        if self.training_only || !(self.n_pred > thresholds.warning) {
+        // NaN predictions raise nothing (a comparison with NaN is false).
+        let above = self.n_pred.partial_cmp(&thresholds.warning) == Some(std::cmp::Ordering::Greater);
+        if self.training_only || !above {
             return None;
         }
         let confident = self.interval.is_some_and(|i| i.low > thresholds.warning);

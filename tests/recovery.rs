@@ -298,10 +298,13 @@ fn the_pipeline_waits_for_a_stopped_broker_and_finishes_with_the_same_outputs() 
     assert_eq!(consume_all(&kafka, &kafka.topics.dead_letters).len(), expected.dead_letters, "dead letters across a broker outage");
 }
 
+/// The (cascade, window) labels of the alerts a receiver got, in order.
+type Received = std::sync::Arc<Mutex<Vec<(String, String)>>>;
+
 /// A loopback stand-in for Alertmanager's API: answers 200 to every POST and keeps the
 /// (cascade, window) labels of every alert it was sent, in order. Its thread ends with the
 /// test process.
-fn alert_receiver() -> (String, std::sync::Arc<Mutex<Vec<(String, String)>>>) {
+fn alert_receiver() -> (String, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

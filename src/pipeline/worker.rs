@@ -171,7 +171,7 @@ fn observe<'s>(
     }
     let cluster = &shared.job.cluster;
     let threads = cluster.threads_per_process();
-    let first_of_process = scope.index() % threads == 0;
+    let first_of_process = scope.index().is_multiple_of(threads);
     let settings = dataflow::views::ViewSettings { thresholds, first_of_process };
     let updates = dataflow::views::live_views(live, summary, settings);
     let view = shared.handles.live.clone().filter(|_| first_of_process);

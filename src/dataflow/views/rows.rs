@@ -30,7 +30,7 @@ pub fn fixed(x: f64) -> Fixed {
 /// Characters of the original tweet kept in a row.
 const MSG_CHARS: usize = 140;
 /// Points of a cascade's events-over-time curve at most.
-const CURVE_POINTS: usize = 24;
+pub const CURVE_POINTS: usize = 24;
 
 /// One window's prediction of a cascade, from every model, and its error once the final
 /// size is known.
