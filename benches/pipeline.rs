@@ -31,6 +31,7 @@ fn bench_pipeline(c: &mut Criterion) {
                     cluster: Cluster::threads(threads).expect("at least one worker"),
                     warm_start: false,
                     initial_models: Vec::new(),
+                    views: false,
                 };
                 let report = run(job, RunHandles::default()).expect("pipeline run").expect("process 0 report");
                 assert!(report.events > 0);

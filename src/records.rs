@@ -230,6 +230,38 @@ impl Predictor {
     }
 }
 
+/// How serious an alert is (the `severity` of the alerts topic, Alertmanager and the page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Predicted above `pipeline.alert_threshold`.
+    Warning,
+    /// Predicted above `pipeline.alert_critical`, or confidently above the warning threshold.
+    Critical,
+}
+
+impl Severity {
+    /// Both, in increasing order.
+    pub const ALL: [Severity; 2] = [Severity::Warning, Severity::Critical];
+
+    /// Stable name (a metric label, Alertmanager's `severity` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// The alert thresholds (`pipeline.alert_threshold`, `pipeline.alert_critical`), validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertThresholds {
+    /// Predicted size above which a warning is raised.
+    pub warning: f64,
+    /// Predicted size above which it is critical.
+    pub critical: f64,
+}
+
 /// A prediction, from predict to the outcome join.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -280,9 +312,22 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The one alert predicate: the default prediction exceeds the threshold.
-    pub fn is_alert(&self, threshold: f64) -> bool {
-        !self.training_only && self.n_pred > threshold
+    /// The one alert predicate (alerts topic, Alertmanager, summary, page, metrics): `None`
+    /// below the warning threshold or for a training-only partial; `Critical` above the
+    /// critical threshold, or when even the interval's low end is above the warning one.
+    pub fn alert_severity(&self, thresholds: &AlertThresholds) -> Option<Severity> {
+        // NaN predictions raise nothing (a comparison with NaN is false).
+        let above = self.n_pred.partial_cmp(&thresholds.warning) == Some(std::cmp::Ordering::Greater);
+        if self.training_only || !above {
+            return None;
+        }
+        let confident = self.interval.is_some_and(|i| i.low > thresholds.warning);
+        Some(if self.n_pred > thresholds.critical || confident { Severity::Critical } else { Severity::Warning })
+    }
+
+    /// Whether the prediction raises an alert (of any severity).
+    pub fn is_alert(&self, thresholds: &AlertThresholds) -> bool {
+        self.alert_severity(thresholds).is_some()
     }
 
     /// ŷ = ln(n_pred / n), the log-ratio the default prediction stands for (its residual
@@ -353,6 +398,10 @@ pub enum Exclusion {
 }
 
 impl Exclusion {
+    /// Every reason (their metric series exist from the start).
+    pub const ALL: [Exclusion; 5] =
+        [Exclusion::FitFailed, Exclusion::ZeroG1, Exclusion::Supercritical, Exclusion::NegativeTarget, Exclusion::NonFinite];
+
     /// Stable name (a metric label).
     pub fn as_str(self) -> &'static str {
         match self {

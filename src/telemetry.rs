@@ -3,18 +3,23 @@
 //!
 //! Labels are bounded: windows (a handful, from the config), outcomes and reasons (fixed
 //! enums), Kafka partitions (a few). A cascade id is never a label; per-cascade facts go to
-//! the live page's state ([`crate::observe::live`]) instead.
+//! the live views (`dataflow::views`) instead.
+//!
+//! Event-time gauges are `*_timestamp_seconds` (a point on the event-time axis); durations
+//! are `*_seconds`. Every labelled series exists (at 0) before its first increment, so that
+//! `rate()` and `increase()` see the first one. The standard `process_*` metrics (CPU,
+//! memory, open files) come from the prometheus crate's process collector.
 
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{Exclusion, Prediction, RejectReason};
+use crate::records::{AlertThresholds, Exclusion, Prediction, RejectReason, Severity};
 use crate::Time;
 
 /// One countable fact from a stage.
@@ -51,8 +56,8 @@ pub enum SummaryEvent {
         t_obs: Time,
         /// Whether the Hawkes fit succeeded.
         fit_ok: bool,
-        /// Whether the prediction raised an alert.
-        alert: bool,
+        /// The alert it raised (`Prediction::alert_severity`), if any.
+        alert: Option<Severity>,
         /// Whether the fit ended on a bound of its domain.
         at_bound: bool,
     },
@@ -99,11 +104,11 @@ pub enum SummaryEvent {
 
 impl SummaryEvent {
     /// The event of a prediction.
-    pub fn from_prediction(p: &Prediction, alert_threshold: f64) -> Self {
+    pub fn from_prediction(p: &Prediction, thresholds: &AlertThresholds) -> Self {
         SummaryEvent::Prediction {
             t_obs: p.t_obs,
             fit_ok: p.fit.is_some(),
-            alert: p.is_alert(alert_threshold),
+            alert: p.alert_severity(thresholds),
             at_bound: p.fit.is_some_and(|f| f.at_bound),
         }
     }
@@ -132,7 +137,9 @@ pub struct Metrics {
     consumer_lag: IntGaugeVec,
     produced: IntCounter,
     delivery_failures: IntCounter,
-    wall_events_per_second: Gauge,
+    latency_event: HistogramVec,
+    latency_wall: HistogramVec,
+    fit_seconds: HistogramVec,
     checkpoint_parts: IntCounterVec,
     checkpoint_bytes: IntCounterVec,
     checkpoint_write_seconds: HistogramVec,
@@ -185,9 +192,31 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(are.clone())).expect("unique metric");
-        let rate = Gauge::new("tweetoscope_input_events_per_second", "Input events per wall-clock second over the run so far.")
-            .expect("valid metric");
-        r.register(Box::new(rate.clone())).expect("unique metric");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>, labels: &[&str]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+            r.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let latency_event = histogram(
+            "tweetoscope_prediction_latency_event_seconds",
+            "Event time from a window's close (start + T_obs) to its prediction's timestamp, by window.",
+            vec![1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0],
+            &["window"],
+        );
+        let latency_wall = histogram(
+            "tweetoscope_prediction_latency_seconds",
+            "Wall-clock time from a window's partial cascade leaving the window stage to its prediction, by window.",
+            vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0],
+            &["window"],
+        );
+        let fit_seconds = histogram(
+            "tweetoscope_hawkes_fit_seconds",
+            "Wall-clock time of one Hawkes MAP fit (with SEISMIC and the features), by window.",
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+            &["window"],
+        );
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
         let checkpoint_write_seconds = HistogramVec::new(
             HistogramOpts::new("tweetoscope_checkpoint_write_seconds", "Time to encode and durably write one checkpoint part, by kind.")
                 .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
@@ -208,13 +237,13 @@ impl Metrics {
             predictions: counter_vec(&r, "tweetoscope_predictions_total", "Predictions made, by window.", &["window"]),
             fits: counter_vec(&r, "tweetoscope_fits_total", "Hawkes fits by outcome (ok, at_bound, failed).", &["outcome"]),
             are,
-            alerts: counter_vec(&r, "tweetoscope_alerts_total", "Alerts raised (prediction above the threshold), by window.", &["window"]),
+            alerts: counter_vec(&r, "tweetoscope_alerts_total", "Alerts raised (prediction above the warning threshold), by window and severity.", &["window", "severity"]),
             samples: counter_vec(&r, "tweetoscope_samples_total", "Training samples by window and outcome (made, or why excluded).", &["window", "outcome"]),
-            model_version: gauge_vec(&r, "tweetoscope_model_version_seconds", "Event time at which the window's current model was trained.", &["window"]),
+            model_version: gauge_vec(&r, "tweetoscope_model_version_timestamp_seconds", "Event time at which the window's current model was trained.", &["window"]),
             training_samples: gauge_vec(&r, "tweetoscope_model_training_samples", "Samples the window's current model was trained on.", &["window"]),
             models_trained: counter_vec(&r, "tweetoscope_models_trained_total", "Models trained, by window.", &["window"]),
-            frontier: gauge(&r, "tweetoscope_event_time_frontier_seconds", "Event-time frontier of the dataflow output (all earlier times are complete)."),
-            newest_event: gauge(&r, "tweetoscope_event_time_newest_seconds", "Newest input event time seen by this process."),
+            frontier: gauge(&r, "tweetoscope_event_time_frontier_timestamp_seconds", "Event-time frontier of the dataflow output (all earlier times are complete)."),
+            newest_event: gauge(&r, "tweetoscope_event_time_newest_timestamp_seconds", "Newest input event time seen by this process."),
             frontier_lag: gauge(&r, "tweetoscope_event_time_lag_seconds", "Newest event time minus the frontier: how far processing trails the input."),
             consumer_lag: gauge_vec(&r, "tweetoscope_kafka_consumer_lag_messages", "Messages between the consumer position and the partition's end.", &["partition"]),
             produced: {
@@ -227,14 +256,16 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
-            wall_events_per_second: rate,
+            latency_event,
+            latency_wall,
+            fit_seconds,
             checkpoint_parts: counter_vec(&r, "tweetoscope_checkpoint_parts_written_total", "Checkpoint parts written by this process, by kind.", &["kind"]),
             checkpoint_bytes: counter_vec(&r, "tweetoscope_checkpoint_bytes_written_total", "Bytes of checkpoint parts written by this process, by kind.", &["kind"]),
             checkpoint_write_seconds,
             checkpoint_failures: counter(&r, "tweetoscope_checkpoint_failures_total", "Checkpoint parts that could not be written (the checkpoint is then incomplete)."),
             checkpoints_skipped: counter(&r, "tweetoscope_checkpoints_skipped_total", "Incomplete or corrupt checkpoints skipped when restoring."),
-            checkpoint_restored: gauge(&r, "tweetoscope_checkpoint_restored_seconds", "Event time F of the checkpoint this run resumed from (0: a fresh start)."),
-            output_committed: gauge(&r, "tweetoscope_output_committed_frontier_seconds", "Output frontier committed to Kafka: every output record before it is visible to read-committed consumers."),
+            checkpoint_restored: gauge(&r, "tweetoscope_checkpoint_restored_timestamp_seconds", "Event time F of the checkpoint this run resumed from (0: a fresh start)."),
+            output_committed: gauge(&r, "tweetoscope_output_committed_frontier_timestamp_seconds", "Output frontier committed to Kafka: every output record before it is visible to read-committed consumers."),
             transactions: counter_vec(&r, "tweetoscope_kafka_transactions_total", "Output transactions by outcome (committed, aborted).", &["outcome"]),
             outputs_suppressed: counter(&r, "tweetoscope_outputs_suppressed_total", "Output records recomputed after a restart and not produced again (already committed)."),
             registry: r,
@@ -248,6 +279,12 @@ impl Metrics {
         }
         for outcome in ["committed", "aborted"] {
             m.transactions.with_label_values(&[outcome]);
+        }
+        // The stages that write checkpoint parts (`dataflow::STAGES`; telemetry sits below it).
+        for kind in ["window", "predict", "outcome", "train"] {
+            m.checkpoint_parts.with_label_values(&[kind]);
+            m.checkpoint_bytes.with_label_values(&[kind]);
+            m.checkpoint_write_seconds.with_label_values(&[kind]);
         }
         m
     }
@@ -272,9 +309,22 @@ pub fn windows_configured(windows: &[Time]) {
     for w in windows {
         let w = w.to_string();
         m.partials.with_label_values(&[&w]);
+        m.too_small.with_label_values(&[&w]);
         m.predictions.with_label_values(&[&w]);
-        m.alerts.with_label_values(&[&w]);
+        for s in Severity::ALL {
+            m.alerts.with_label_values(&[&w, s.as_str()]);
+        }
         m.samples.with_label_values(&[&w, "made"]);
+        for reason in Exclusion::ALL {
+            m.samples.with_label_values(&[&w, reason.as_str()]);
+        }
+        m.models_trained.with_label_values(&[&w]);
+        for model in ["default", "hawkes", "course", "seismic", "seismic_corrected"] {
+            m.are.with_label_values(&[&w, model]);
+        }
+        m.latency_event.with_label_values(&[&w]);
+        m.latency_wall.with_label_values(&[&w]);
+        m.fit_seconds.with_label_values(&[&w]);
     }
 }
 
@@ -296,8 +346,8 @@ pub fn summary_event(e: &SummaryEvent) {
                 (true, false) => "ok",
             };
             m.fits.with_label_values(&[outcome]).inc();
-            if *alert {
-                m.alerts.with_label_values(&[&w]).inc();
+            if let Some(severity) = alert {
+                m.alerts.with_label_values(&[&w, severity.as_str()]).inc();
             }
         }
         SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_course, are_seismic, are_seismic_corrected, .. } => {
@@ -386,11 +436,20 @@ pub fn deliveries(delivered: u64, failed: u64) {
     m.delivery_failures.inc_by(failed);
 }
 
-/// Input throughput so far.
-pub fn throughput(events_per_second: f64) {
-    if events_per_second.is_finite() {
-        metrics().wall_events_per_second.set(events_per_second);
+/// A prediction of window `window` was made `event` seconds of event time after the
+/// window closed and `wall` after its partial cascade left the window stage (when known).
+pub fn prediction_latency(window: Time, event: Time, wall: Option<std::time::Duration>) {
+    let m = metrics();
+    let w = window.to_string();
+    m.latency_event.with_label_values(&[&w]).observe(event as f64);
+    if let Some(d) = wall {
+        m.latency_wall.with_label_values(&[&w]).observe(d.as_secs_f64());
     }
+}
+
+/// One Hawkes fit of window `window` took `took`.
+pub fn hawkes_fit(window: Time, took: std::time::Duration) {
+    metrics().fit_seconds.with_label_values(&[&window.to_string()]).observe(took.as_secs_f64());
 }
 
 /// A checkpoint part was written.
@@ -472,8 +531,13 @@ mod tests {
         windows_configured(&[600]);
         let text = metrics().render();
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
-            assert!(line.split_whitespace().nth(2).unwrap().starts_with("tweetoscope_"), "{line}");
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(name.starts_with("tweetoscope_") || name.starts_with("process_"), "{line}");
         }
+        assert!(text.contains("tweetoscope_alerts_total{severity=\"critical\",window=\"600\"} 0"), "{text}");
+        assert!(text.contains("tweetoscope_are_ratio_count{model=\"seismic_corrected\",window=\"600\"} 0"), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_cpu_seconds_total"), "{text}");
         assert!(text.contains("tweetoscope_events_total{outcome=\"late\"} 0"), "{text}");
         assert!(text.contains("tweetoscope_predictions_total{window=\"600\"}"));
         assert!(text.contains("tweetoscope_build_info"));

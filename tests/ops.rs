@@ -419,14 +419,24 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     wait_for("Prometheus ready", &mut children, || get(prom, "/-/ready").ok().filter(|(s, _)| *s == 200));
 
     // A paced replay (about 25 s, predictions during the first 12 s or so: several scrapes see
-    // the alerts counter grow), serving metrics afterwards, pushing per-cascade alerts.
+    // the alerts counter grow), serving metrics afterwards, pushing per-cascade alerts. The
+    // embedded config with the course's threshold (150), so that many cascades alert, of
+    // both severities (critical above 1,000).
     let summary_path = dir.path().join("summary.json");
+    let config_path = dir.path().join("config.toml");
+    let embedded = read("dataflows/embedded.toml");
+    let threshold_line = embedded.lines().find(|l| l.starts_with("alert_threshold")).expect("alert_threshold in the embedded config");
+    let critical_line = embedded.lines().find(|l| l.starts_with("alert_critical")).expect("alert_critical in the embedded config");
+    let config_text = embedded.replace(threshold_line, "alert_threshold = 150.0").replace(critical_line, "alert_critical = 1000.0");
+    std::fs::write(&config_path, &config_text).unwrap();
     children.spawn(
         "tweetoscope",
         Command::new(BIN)
             .args(["--pace", "50000", "--serve", "--metrics-addr", &format!("127.0.0.1:{tw}")])
             .arg("--summary")
             .arg(&summary_path)
+            .arg("--config")
+            .arg(&config_path)
             .args(["--alertmanager", &format!("http://127.0.0.1:{am}")])
             .current_dir(dir.path()),
         &logs,
@@ -480,7 +490,7 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     let terminated = BTreeMap::from([(String::new(), summary["terminated"].as_f64().unwrap())]);
     let checks: [(&str, &str, &BTreeMap<String, f64>); 5] = [
         ("tweetoscope_predictions_total{job=\"tweetoscope\"}", "window", &predictions),
-        ("tweetoscope_alerts_total", "window", &alerts),
+        ("sum by (window) (tweetoscope_alerts_total)", "window", &alerts),
         ("tweetoscope_are_ratio_count{model=\"default\"}", "window", &are_counts),
         ("tweetoscope_events_total > 0", "outcome", &accepted_outcomes),
         ("tweetoscope_cascades_terminated_total", "", &terminated),
@@ -524,15 +534,17 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
         "tweetoscope_are_ratio_count",
         "tweetoscope_alerts_total",
         "tweetoscope_samples_total",
-        "tweetoscope_model_version_seconds",
+        "tweetoscope_model_version_timestamp_seconds",
         "tweetoscope_model_training_samples",
         "tweetoscope_models_trained_total",
-        "tweetoscope_event_time_frontier_seconds",
-        "tweetoscope_event_time_newest_seconds",
+        "tweetoscope_event_time_frontier_timestamp_seconds",
+        "tweetoscope_event_time_newest_timestamp_seconds",
         "tweetoscope_event_time_lag_seconds",
         "tweetoscope_kafka_messages_produced_total",
         "tweetoscope_kafka_delivery_failures_total",
-        "tweetoscope_input_events_per_second",
+        "tweetoscope_prediction_latency_seconds_bucket",
+        "tweetoscope_prediction_latency_event_seconds_bucket",
+        "tweetoscope_hawkes_fit_seconds_bucket",
     ] {
         assert!(names.contains(name), "{name} has no series in Prometheus: {names:?}");
     }
@@ -540,22 +552,29 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     // The per-cascade alerts pushed by --alertmanager: one per alert of the summary, each
     // with its cascade as a label and in the annotations.
     let expected: f64 = alerts.values().sum();
-    let config: toml::Table = toml::from_str(&read("dataflows/embedded.toml")).expect("the embedded config");
+    let config: toml::Table = toml::from_str(&config_text).expect("the test's config");
     let threshold = config["pipeline"]["alert_threshold"].as_float().expect("pipeline.alert_threshold");
+    let critical = config["pipeline"]["alert_critical"].as_float().expect("pipeline.alert_critical");
     let pushed = wait_for("every PopularCascade alert in Alertmanager", &mut children, || {
         let found: Vec<Value> = alertmanager_alerts(am)?.into_iter().filter(|a| a["labels"]["alertname"] == "PopularCascade").collect();
         (found.len() as f64 == expected).then_some(found)
     });
     let mut per_window_pushed: BTreeMap<String, f64> = BTreeMap::new();
+    let mut severities: BTreeMap<String, usize> = BTreeMap::new();
     for a in &pushed {
         let cascade = a["labels"]["cascade"].as_str().expect("cascade label");
         assert_eq!(a["annotations"]["cascade"], cascade, "{a}");
         let predicted: f64 = a["annotations"]["predicted"].as_str().unwrap().parse().unwrap();
         assert!(predicted > threshold, "{a}");
+        // Critical above the critical threshold; below it, only when the interval is confident.
+        let severity = a["labels"]["severity"].as_str().unwrap_or_default();
+        assert!(severity == "critical" || (severity == "warning" && predicted <= critical + 0.5), "{a}");
+        *severities.entry(severity.to_owned()).or_default() += 1;
         assert_eq!(a["status"]["state"], "active", "{a}");
         *per_window_pushed.entry(a["labels"]["window"].as_str().unwrap().to_owned()).or_default() += 1.0;
     }
     assert_eq!(per_window_pushed, alerts);
+    assert!(severities.len() == 2, "both severities are pushed with these thresholds: {severities:?}");
 
     // Alertmanager routes them: the (test's) webhook receiver is notified.
     let deadline = Instant::now() + WAIT;

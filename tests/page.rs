@@ -1,6 +1,7 @@
 //! The live page in a real headless Chromium (Debian's `chromium`, started here): during a
-//! paced replay the page shows table rows and the ARE chart, its content updates between two
-//! loads, and a screenshot is saved as a test artifact, `target/test-artifacts/page.png`.
+//! paced replay the page shows the cascades, uPlot charts and alerts; sorting, filtering and
+//! the drill-down into a cascade work; no script error; its content updates between two
+//! loads; a screenshot is saved as a test artifact, `target/test-artifacts/page.png`.
 //!
 //! When Chromium is not installed the test fails and says to run `scripts/ops install`
 //! (scripts/test does). Every child is killed at the end, also on failure; every wait is
@@ -60,6 +61,7 @@ fn chromium(chromium: &Path, url: &str, extra: &[String]) -> String {
             "--hide-scrollbars",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--enable-logging=stderr")
         .args(extra)
         .arg(url)
         .stdin(Stdio::null())
@@ -92,19 +94,44 @@ fn status_predictions(dom: &str) -> u64 {
     text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in the status: {}", &text[..80.min(text.len())]))
 }
 
-fn table_rows(dom: &str) -> usize {
-    let body = dom.split("<tbody>").nth(1).expect("the table body");
-    body[..body.find("</tbody>").unwrap()].matches("<tr>").count()
+/// The cascade ids of the table's rows, in the order shown.
+fn table_cascades(dom: &str) -> Vec<String> {
+    let body = dom.split("<table id=\"cascades\">").nth(1).expect("the cascades table");
+    let body = &body[..body.find("</table>").unwrap()];
+    body.split("<tr data-cascade=\"").skip(1).map(|r| r[..r.find('"').unwrap()].to_owned()).collect()
+}
+
+/// The table's rows (as HTML), in order.
+fn table_rows(dom: &str) -> Vec<String> {
+    let body = dom.split("<table id=\"cascades\">").nth(1).expect("the cascades table");
+    let body = &body[..body.find("</table>").unwrap()];
+    body.split("<tr data-cascade=").skip(1).map(|r| r[..r.find("</tr>").unwrap_or(r.len())].to_owned()).collect()
+}
+
+/// Fails on a script error: the page's own banner, or an uncaught error in Chromium's log.
+fn assert_no_script_error(dom: &str) {
+    assert!(!dom.contains("id=\"script-error\""), "the page reported a script error:\n{dom}");
+    let log = std::fs::read_to_string(artifacts("").join("chromium.log")).unwrap_or_default();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error"))).collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
 }
 
 #[test]
-fn the_live_page_shows_rows_and_the_chart_and_updates() {
+fn the_live_page_sorts_filters_drills_down_and_updates() {
     let browser = require("chromium");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    // The course's thresholds, so that the sample raises alerts of both severities.
+    let embedded = std::fs::read_to_string(common::root().join("dataflows/embedded.toml")).unwrap();
+    let config: String = embedded
+        .lines()
+        .map(|l| if l.starts_with("alert_threshold") { "alert_threshold = 150.0" } else if l.starts_with("alert_critical") { "alert_critical = 1000.0" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let log = std::fs::File::create(artifacts("").join("page-tweetoscope.log")).unwrap();
     let replay = Command::new(BIN)
-        .args(["--pace", PACE, "--serve", "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--pace", PACE, "--serve", "--config", "config.toml", "--metrics-addr", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -114,51 +141,73 @@ fn the_live_page_shows_rows_and_the_chart_and_updates() {
     let mut replay = Killed(replay);
     let url = format!("http://127.0.0.1:{port}/");
 
-    // Until the state has rows and ARE points (the first cascades terminated).
+    // Until the state has a few cascades, an alert and ARE points (the first cascades ended).
     let deadline = Instant::now() + WAIT;
-    loop {
+    let state = loop {
         if let Some(status) = replay.0.try_wait().unwrap() {
             panic!("tweetoscope exited early ({status})");
         }
-        if let Ok(body) = get(port, "/api/state") {
-            if let Ok(state) = serde_json::from_str::<serde_json::Value>(&body) {
-                let points = state["are_series"].as_object().map(|s| s.values().filter_map(|v| v.as_array()).map(Vec::len).sum::<usize>());
-                if state["top"].as_array().is_some_and(|t| !t.is_empty()) && points.unwrap_or(0) >= 2 {
-                    break;
-                }
+        if let Some(state) = get(port, "/api/state").ok().and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok()) {
+            let points = state["are_series"].as_object().map(|s| s.values().filter_map(|v| v.as_array()).map(Vec::len).sum::<usize>());
+            let cascades = state["cascades"].as_array().map_or(0, Vec::len);
+            if cascades >= 5 && points.unwrap_or(0) >= 1 && state["alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+                break state;
             }
         }
-        assert!(Instant::now() < deadline, "no rows and ARE points in /api/state after {WAIT:?}");
+        assert!(Instant::now() < deadline, "no cascades, alerts and ARE points in /api/state after {WAIT:?}");
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    assert_eq!(state["job"]["state"], "replaying", "{}", state["job"]);
 
     let first = dump_dom(&browser, &url);
-    assert!(first.contains("<svg id=\"chart\""), "{first}");
-    assert!(table_rows(&first) >= 1, "no table rows:\n{first}");
-    assert!(first.contains("<path class=\"series\""), "no chart series:\n{first}");
+    assert_no_script_error(&first);
+    assert!(first.contains("class=\"uplot"), "no uPlot chart:\n{first}");
+    assert!(!table_cascades(&first).is_empty(), "no table rows:\n{first}");
     let before = status_predictions(&first);
     assert!(before > 0, "{first}");
+    assert!(first.contains("href=\"/metrics\"") && first.contains("Grafana dashboard"), "links to /metrics and Grafana");
+
+    // Sorting by cascade id, ascending (a deep link does what a click on the header does).
+    let sorted = dump_dom(&browser, &format!("{url}?sort=cascade&asc=1"));
+    assert_no_script_error(&sorted);
+    let ids: Vec<u128> = table_cascades(&sorted).iter().map(|c| c.parse().unwrap()).collect();
+    assert!(ids.len() >= 2 && ids.windows(2).all(|w| w[0] < w[1]), "not sorted by cascade: {ids:?}");
+
+    // Filtering: critical alerts only.
+    let critical = dump_dom(&browser, &format!("{url}?alert=critical"));
+    assert_no_script_error(&critical);
+    let rows = table_rows(&critical);
+    assert!(rows.iter().all(|r| r.contains("sev critical")), "a non-critical row passed the filter: {rows:?}");
+    assert!(rows.len() < table_cascades(&first).len().max(rows.len() + 1), "the filter kept every row");
+
+    // Drill-down into the top cascade: every model's prediction per window, the curve.
+    let top = state["cascades"][0]["cascade"].as_str().unwrap().to_owned();
+    let detail = dump_dom(&browser, &format!("{url}?cascade={top}"));
+    assert_no_script_error(&detail);
+    let section = detail.split("<section id=\"detail\"").nth(1).expect("the detail section");
+    assert!(!section.starts_with(" hidden"), "the detail is hidden:\n{section}");
+    assert!(section.contains(&format!("Cascade {top}")) && section.contains("seismic_corrected") && section.contains("<th>hawkes</th>"), "{section}");
+    assert!(section.contains("id=\"chart-cascade\"") && section.contains("class=\"uplot"), "no events-over-time chart:\n{section}");
 
     // A second load a few seconds later shows more predictions (the replay goes on).
     std::thread::sleep(Duration::from_secs(3));
     let second = dump_dom(&browser, &url);
+    assert_no_script_error(&second);
     let after = status_predictions(&second);
     assert!(after > before, "the page did not update: {before} then {after} predictions");
-    assert!(table_rows(&second) >= table_rows(&first));
-    assert!(second.contains("<path class=\"series\""));
 
     // The screenshot, as a test artifact.
     let png = artifacts("").join("page.png");
     let _ = std::fs::remove_file(&png);
     chromium(
         &browser,
-        &url,
-        &["--virtual-time-budget=3000".into(), format!("--screenshot={}", png.display()), "--window-size=1280,900".into()],
+        &format!("{url}?cascade={top}"),
+        &["--virtual-time-budget=3000".into(), format!("--screenshot={}", png.display()), "--window-size=1280,1400".into()],
     );
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
     assert!(bytes.len() > 10_000, "suspiciously small screenshot ({} bytes)", bytes.len());
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let (width, height) = (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
-    assert_eq!((width, height), (1280, 900));
+    assert_eq!((width, height), (1280, 1400));
     eprintln!("screenshot: {}", png.display());
 }

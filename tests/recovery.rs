@@ -87,15 +87,30 @@ impl Over {
 
 /// A live cluster: `processes` processes of `threads` workers each, checkpointing to `ck`,
 /// ending `idle` seconds after the input goes quiet.
-fn start_cluster(over: Over, prefix: &str, dir: &Path, ck: &Path, (processes, threads): (usize, usize), run: &str, idle: &str) -> Vec<Child> {
-    let config = config(dir);
+fn start_cluster(over: Over, prefix: &str, dir: &Path, ck: &Path, layout: (usize, usize), run: &str, idle: &str) -> Vec<Child> {
+    start_cluster_with(over, prefix, dir, &config(dir), ck, layout, run, idle, &[])
+}
+
+/// [`start_cluster`] with a config and more arguments.
+#[allow(clippy::too_many_arguments)]
+fn start_cluster_with(
+    over: Over,
+    prefix: &str,
+    dir: &Path,
+    config: &Path,
+    ck: &Path,
+    (processes, threads): (usize, usize),
+    run: &str,
+    idle: &str,
+    extra: &[String],
+) -> Vec<Child> {
     let hostfile = dir.join(format!("hosts-{run}"));
     let ports = free_ports(processes);
     std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
     (0..processes)
         .map(|p| {
             let mut cmd = over.tweetoscope(prefix, &["live", "--metrics-addr", "off", "--until-idle", idle, "--config"]);
-            cmd.arg(&config).arg("--checkpoint-dir").arg(ck).args(["-w", &threads.to_string()]);
+            cmd.arg(config).arg("--checkpoint-dir").arg(ck).args(["-w", &threads.to_string()]).args(extra);
             if processes > 1 {
                 cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "--hostfile"]).arg(&hostfile);
             }
@@ -281,4 +296,106 @@ fn the_pipeline_waits_for_a_stopped_broker_and_finishes_with_the_same_outputs() 
     finish(cluster, dir, "first");
     assert_same_multisets(&expected.topics, &topic_multisets(&kafka), "outputs across a broker outage");
     assert_eq!(consume_all(&kafka, &kafka.topics.dead_letters).len(), expected.dead_letters, "dead letters across a broker outage");
+}
+
+/// The (cascade, window) labels of the alerts a receiver got, in order.
+type Received = std::sync::Arc<Mutex<Vec<(String, String)>>>;
+
+/// A loopback stand-in for Alertmanager's API: answers 200 to every POST and keeps the
+/// (cascade, window) labels of every alert it was sent, in order. Its thread ends with the
+/// test process.
+fn alert_receiver() -> (String, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            if let Ok(serde_json::Value::Array(alerts)) = serde_json::from_slice(&body) {
+                let mut got = sink.lock().unwrap();
+                for a in alerts {
+                    let label = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_owned();
+                    got.push((label("cascade"), label("window")));
+                }
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, received)
+}
+
+#[test]
+fn alertmanager_gets_each_alert_once_across_a_kill_9_and_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = &fresh_artifacts("alerts");
+    let (prefix, kafka) = namespace("alerts");
+    let ck = dir.join("checkpoints");
+    // The course's thresholds: many alerts (the defaults raise a few only).
+    let config = config(dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let low: String = text
+        .lines()
+        .map(|l| if l.starts_with("alert_threshold") { "alert_threshold = 150.0" } else if l.starts_with("alert_critical") { "alert_critical = 1000.0" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, low).unwrap();
+    let (url, received) = alert_receiver();
+    let extra = vec!["--alertmanager".to_owned(), url];
+    // One process: the kill -9 hits the process that owns the transactions and pushes.
+    let mut first = start_cluster_with(Over::Plaintext, &prefix, dir, &config, &ck, (1, 2), "first", "4", &extra);
+    let feed = start_feed(Over::Plaintext, &prefix);
+    wait_for_checkpoint_and_commits(&kafka, &ck, &mut first, dir, 1);
+    kill9(&first[0]);
+    reap(first);
+    let before_restart = received.lock().unwrap().len();
+    let committed = committed_frontier(&kafka);
+    assert!(committed < u64::MAX, "the first run finished before the kill: the test did not exercise recovery");
+    let restart = start_cluster_with(Over::Plaintext, &prefix, dir, &config, &ck, (1, 2), "restart", "4", &extra);
+    let fed = wait_bounded(feed, Duration::from_secs(120), "generate");
+    assert!(fed.status.success(), "generate failed: {}", tail(&fed.stderr));
+    finish(restart, dir, "restart");
+    let restart_logs = logs(dir, "restart");
+    assert!(restart_logs.contains("resuming from a checkpoint"), "no resume:\n{}", tail(restart_logs.as_bytes()));
+
+    let pushed = received.lock().unwrap().clone();
+    let topic: Vec<(String, String)> = consume_all(&kafka, &kafka.topics.alerts)
+        .iter()
+        .map(|(_, r)| {
+            let v: serde_json::Value = serde_json::from_str(r).expect("an alert record");
+            (v["cid"].as_str().unwrap().to_owned(), v["T_obs"].to_string())
+        })
+        .collect();
+    let mut counts: std::collections::BTreeMap<&(String, String), usize> = std::collections::BTreeMap::new();
+    for p in &pushed {
+        *counts.entry(p).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "alerts pushed more than once across the kill -9: {twice:?}");
+    let (mut pushed_set, mut topic_set) = (pushed.clone(), topic.clone());
+    pushed_set.sort();
+    topic_set.sort();
+    assert_eq!(topic_set.len(), topic.len(), "the alerts topic holds an alert twice");
+    assert_eq!(pushed_set, topic_set, "Alertmanager did not get exactly the alerts of the alerts topic");
+    assert!(
+        before_restart > 0 && before_restart < pushed.len(),
+        "the kill should fall between pushes: {before_restart} of {} before it (committed frontier {committed})",
+        pushed.len()
+    );
 }

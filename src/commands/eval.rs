@@ -143,6 +143,7 @@ fn replay(dataset: &Dataset, config: &DataflowConfig, models: Vec<Model>, out: &
         cluster: Cluster::default(),
         warm_start: false,
         initial_models: models,
+        views: false,
     };
     run(job, RunHandles::default())?;
     let path = out.join("stats.jsonl");

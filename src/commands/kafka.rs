@@ -18,7 +18,7 @@ use super::signals;
 use crate::config::DataflowConfig;
 use crate::dataflow::source::kafka::{KafkaSourceSpec, StartAt};
 use crate::io::kafka::KafkaConfig;
-use crate::observe::live::LiveView;
+use crate::observe::live::{JobKind, LiveView};
 use crate::pipeline::{run as run_job, Job, RunHandles, SourceSpec};
 
 /// How long the topic check waits for the metadata (the brokers have just answered
@@ -110,7 +110,7 @@ fn pipeline(
 ) -> Result<ExitCode> {
     let live = report_options.is_none();
     run.note_ignored(report_options);
-    let view = LiveView::new(config.pipeline.alert_threshold);
+    let view = LiveView::new(if live { JobKind::Live } else { JobKind::Replay }, config.pipeline.alert_thresholds());
     let http = run.http(&view, live.then_some("until the pipeline stops"))?;
     // The page's state is kept only when a server shows it.
     let handles = RunHandles { live: http.as_ref().map(|_| view), alertmanager: alertmanager(run)?, ..handles };
@@ -124,6 +124,7 @@ fn pipeline(
         cluster: run.cluster()?,
         warm_start: live,
         initial_models: Vec::new(),
+        views: run.views(),
     };
     let result = {
         let _progress = Progress::start(if live { "live" } else { "backtest" }, None, Pace::Paced, handles.events.clone());

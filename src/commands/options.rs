@@ -418,6 +418,12 @@ impl RunOptions {
         }
     }
 
+    /// Whether the job builds the live views: unless `--metrics-addr off` (every process of a
+    /// cluster must agree: it is in the fingerprint).
+    pub fn views(&self) -> bool {
+        self.metrics_addr != "off"
+    }
+
     /// Starts the HTTP server as `--metrics-addr` says, serving `live` (None when off, or
     /// when the default address is already taken). `announce` is said after the address
     /// when the server will be there for people to open (`--serve`, a paced replay, live);

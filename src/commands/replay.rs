@@ -14,7 +14,7 @@ use super::progress::{Pace, Progress};
 use super::{resolve_bundled, signals, BUNDLED_SAMPLE};
 use crate::io::files::read_dataset;
 use crate::observe::alertmanager::{Pusher, PusherOptions};
-use crate::observe::live::LiveView;
+use crate::observe::live::{JobKind, LiveView};
 use crate::observe::summary::RunReport;
 use crate::pipeline::{run, Job, RunHandles, SourceSpec, StopCause};
 
@@ -48,7 +48,7 @@ pub fn replay(
     let dataset = read_dataset(&input, index.as_deref())?;
     let cluster = options.cluster()?;
     options.note_ignored(Some(report_options));
-    let live = LiveView::new(config.pipeline.alert_threshold);
+    let live = LiveView::new(JobKind::Replay, config.pipeline.alert_thresholds());
     // Only a page that stays up long enough to be opened is advertised.
     let announce = match (replay_options.serve, replay_options.pace) {
         (true, _) => Some("during the replay and after it, until Ctrl-C (--serve)"),
@@ -75,6 +75,7 @@ pub fn replay(
         cluster,
         warm_start: false,
         initial_models: models,
+        views: options.views(),
     };
     let result = {
         let pace = if replay_options.pace.is_some() { Pace::Paced } else { Pace::Max };

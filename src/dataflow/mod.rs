@@ -19,6 +19,7 @@ pub mod sink;
 pub mod source;
 pub mod stash;
 pub mod train;
+pub mod views;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -46,7 +47,7 @@ use crate::io::schema::{
     SizeRecord,
 };
 use crate::records::{
-    finite, DeadLetter, FinalSize, Model, Outcome, OutputRecord, Partial, Prediction, Sample, Topic, TweetEvent,
+    finite, AlertThresholds, DeadLetter, FinalSize, Model, Outcome, OutputRecord, Partial, Prediction, Sample, Topic, TweetEvent,
 };
 use crate::telemetry::SummaryEvent;
 use crate::Time;
@@ -79,8 +80,8 @@ pub struct StageSettings {
     pub(crate) granularity: Time,
     /// The Hawkes estimator.
     pub(crate) hawkes: HawkesModel,
-    /// Prediction size that raises an alert.
-    pub(crate) alert_threshold: f64,
+    /// The alert predicate's thresholds (warning, critical).
+    pub(crate) alerts: AlertThresholds,
     /// The predictive layer.
     pub(crate) predictor: PredictorSettings,
     /// The course forest.
@@ -92,9 +93,9 @@ pub struct StageSettings {
 }
 
 impl StageSettings {
-    /// The alert threshold (the one alert predicate: `Prediction::is_alert`).
-    pub fn alert_threshold(&self) -> f64 {
-        self.alert_threshold
+    /// The alert thresholds (the one alert predicate: `Prediction::alert_severity`).
+    pub fn alerts(&self) -> AlertThresholds {
+        self.alerts
     }
 
     /// Derives the stage settings from a config (validating it).
@@ -109,7 +110,7 @@ impl StageSettings {
             tracker,
             granularity: p.granularity,
             hawkes: HawkesModel::new(config.hawkes.clone()).map_err(|e| invalid("hawkes", &e))?,
-            alert_threshold: p.alert_threshold,
+            alerts: p.alert_thresholds(),
             predictor: PredictorSettings {
                 mode: q.mode,
                 trainer: q.trainer()?,
@@ -184,9 +185,18 @@ pub struct PipelineStreams<'s> {
     pub live: StreamVec<'s, Time, LiveEvent>,
 }
 
-/// What the live page follows.
+/// What the live views follow.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum LiveEvent {
+    /// A partial cascade's events over time (seconds after the tweet, events so far).
+    Curve {
+        /// The cascade.
+        cascade: crate::records::CascadeId,
+        /// Its window.
+        t_obs: Time,
+        /// At most a few dozen points.
+        curve: Vec<(Time, u64)>,
+    },
     /// A prediction.
     Prediction(Prediction),
     /// Its outcome.
@@ -225,12 +235,15 @@ pub fn build<'s>(
     let scope = events.scope();
     let stages = build_stages(events, settings, shutdown, checkpoint);
     let live = scope.concatenate(vec![
+        stages.partials.clone().flat_map(|p| {
+            (!p.training_only).then(|| LiveEvent::Curve { cascade: p.cascade, t_obs: p.t_obs, curve: views::curve_of(&p) })
+        }),
         stages.predictions.clone().map(LiveEvent::Prediction),
         stages.outcomes.clone().map(LiveEvent::Outcome),
     ]);
     PipelineStreams {
-        records: want_records.then(|| output_records(scope, &stages, settings.alert_threshold, settings.predictor.mode)),
-        summary: summary_events(scope, &stages, settings.alert_threshold),
+        records: want_records.then(|| output_records(scope, &stages, settings.alerts, settings.predictor.mode)),
+        summary: summary_events(scope, &stages, settings.alerts),
         dead_letters: stages.tracked.clone().flat_map(|o| match o {
             TrackerOutput::Rejected(r) => Some(DeadLetter {
                 reason: r.reason,
@@ -286,12 +299,12 @@ fn build_stages<'s>(
 }
 
 /// The summary events of every stage.
-fn summary_events<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f64) -> StreamVec<'s, Time, SummaryEvent> {
+fn summary_events<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alerts: AlertThresholds) -> StreamVec<'s, Time, SummaryEvent> {
     let s = s.clone();
     scope.concatenate(vec![
         s.input_counts,
         s.tracked.flat_map(|o| summary_of(&o)),
-        s.predictions.flat_map(move |p| (!p.training_only).then(|| SummaryEvent::from_prediction(&p, alert_threshold))),
+        s.predictions.flat_map(move |p| (!p.training_only).then(|| SummaryEvent::from_prediction(&p, &alerts))),
         s.outcomes.flat_map(|o| o.summary_event()),
         s.trained.map(|m| SummaryEvent::ModelTrained { t_obs: m.t_obs, n_samples: m.n_samples(), version: m.version }),
     ])
@@ -301,7 +314,7 @@ fn summary_events<'s>(scope: Scope<'s, Time>, s: &Stages<'s>, alert_threshold: f
 fn output_records<'s>(
     scope: Scope<'s, Time>,
     s: &Stages<'s>,
-    alert_threshold: f64,
+    alerts: AlertThresholds,
     mode: PredictorMode,
 ) -> StreamVec<'s, Time, OutputRecord> {
     let s = s.clone();
@@ -328,7 +341,8 @@ fn output_records<'s>(
         s.samples.flat_map(move |x| sample_record(&x, mode).map(|v| record(Topic::Samples, x.cascade, x.t_obs, 0, Some(x.t_obs.to_string()), v))),
         s.trained.map(move |m| record(Topic::Models, 0, m.t_obs, 0, Some(m.t_obs.to_string()), to_json(&ModelRecord::of(&m)))),
         s.predictions.flat_map(move |p| {
-            p.is_alert(alert_threshold).then(|| record(Topic::Alerts, p.cascade, p.t_obs, 0, None, to_json(&AlertRecord::of(&p))))
+            let severity = p.alert_severity(&alerts)?;
+            Some(record(Topic::Alerts, p.cascade, p.t_obs, 0, None, to_json(&AlertRecord::of(&p, severity))))
         }),
         s.outcomes.flat_map(|o| o.stat_record()),
     ])

@@ -21,7 +21,7 @@ use tweetoscope_model::predictive::{Interval, PredictiveModel, FEATURE_SET};
 use tweetoscope_model::seismic::CorrectedSeismic;
 
 use crate::records::{
-    finite, CourseModel, DeadLetter, FinalSize, LearnedModel, LearnedSample, Model, Partial, Prediction, Predictor,
+    finite, CourseModel, DeadLetter, Severity, FinalSize, LearnedModel, LearnedSample, Model, Partial, Prediction, Predictor,
     StatRecord,
 };
 use crate::Time;
@@ -251,11 +251,13 @@ pub struct AlertRecord {
     pub n_tot: u64,
     /// Its prediction interval, if the window has one.
     pub interval: Option<IntervalRecord>,
+    /// `warning` or `critical` (`Prediction::alert_severity`).
+    pub severity: Severity,
 }
 
 impl AlertRecord {
-    /// The record of a prediction above the threshold.
-    pub fn of(p: &Prediction) -> Self {
+    /// The record of a prediction that raised an alert of `severity`.
+    pub fn of(p: &Prediction, severity: Severity) -> Self {
         Self {
             kind: RecordType::Alert,
             cid: p.cascade.to_string(),
@@ -263,6 +265,7 @@ impl AlertRecord {
             t_obs: p.t_obs,
             n_tot: finite(p.n_pred).round() as u64,
             interval: IntervalRecord::of(p.interval),
+            severity,
         }
     }
 }

@@ -12,7 +12,8 @@
 //! same alert, and the later one overwrites the earlier one's annotations. With the cascade
 //! id only in the annotations, every popular cascade of a window would collapse into a
 //! single alert showing the last cascade pushed; the others would never be notified. So the
-//! labels are `{alertname="PopularCascade", severity="info", window, cascade}`, and the
+//! labels are `{alertname="PopularCascade", severity, window, cascade}` (severity `warning`
+//! or `critical`, `Prediction::alert_severity`: the predicate of the alerts topic), and the
 //! annotations repeat the cascade with the details (`cascade`, `predicted`, `events`,
 //! `event_time`, `summary`, `tweet`).
 //!
@@ -23,6 +24,18 @@
 //! is bounded by the alert rate times one hour. Notifications stay bounded too: the shipped
 //! route groups `PopularCascade` by `[alertname, window]`, so a burst of popular cascades is
 //! one notification per window listing them, not one per cascade.
+//!
+//! # Delivery: the alerts topic's guarantee
+//!
+//! Alerts come from a dataflow sink (`dataflow::sink::push_alerts`, on worker 0 of process
+//! 0). In exactly-once mode the pusher is [gated](Pusher::gate) on the output frontier
+//! committed to Kafka: an alert made at event time `t` is held until every output before
+//! some `B > t` is committed. After each POST the pusher records, beside the checkpoints,
+//! the event time P before which every alert was pushed (P ≤ B), and the (cascade, window)
+//! of the alerts it pushed at or after P; a restart recomputes from a checkpoint at or before
+//! B and pushes the alerts from P on, but those. So a kill -9 and restart pushes every alert
+//! of the alerts topic once: never twice, and none lost (what was committed but not pushed
+//! is at or after P). An alert that failed twice is not retried after a restart either.
 //!
 //! # Never blocking the dataflow
 //!
@@ -40,13 +53,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use crate::records::Prediction;
+use crate::records::{Prediction, Severity};
 use crate::Time;
 
 /// The `alertname` label of the per-cascade alerts.
@@ -197,11 +210,13 @@ pub struct PopularCascade {
     pub tweet: String,
     /// Wall-clock time the alert was raised (its `startsAt`).
     pub raised: SystemTime,
+    /// Its severity (a label: Alertmanager routes on it).
+    pub severity: Severity,
 }
 
 impl PopularCascade {
     /// The alert for a prediction made at event time `time`, raised now.
-    pub fn from_prediction(time: Time, p: &Prediction) -> Self {
+    pub fn from_prediction(time: Time, p: &Prediction, severity: Severity) -> Self {
         Self {
             cascade: p.cascade.to_string(),
             window: p.t_obs,
@@ -210,6 +225,7 @@ impl PopularCascade {
             event_time: time,
             tweet: p.msg.clone(),
             raised: SystemTime::now(),
+            severity,
         }
     }
 
@@ -220,7 +236,7 @@ impl PopularCascade {
         json!({
             "labels": {
                 "alertname": ALERT_NAME,
-                "severity": "info",
+                "severity": self.severity.as_str(),
                 "window": self.window.to_string(),
                 "cascade": self.cascade,
             },
@@ -299,6 +315,8 @@ impl Default for PusherOptions {
 
 enum Message {
     Alert(Box<PopularCascade>),
+    /// Every alert before this event time has been queued.
+    Progress(Time),
     /// Answered once everything queued before it was attempted.
     Flush(SyncSender<()>),
 }
@@ -309,6 +327,20 @@ pub struct Pusher {
     queue: Option<SyncSender<Message>>,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<()>>,
+    /// Exactly-once mode: the committed output frontier alerts wait for.
+    gate: Arc<OnceLock<Gate>>,
+    /// Exactly-once mode: (cascade, window) pushed by the previous run at or after the time
+    /// this run pushes from.
+    skip: OnceLock<std::collections::HashSet<(String, Time)>>,
+}
+
+/// Exactly-once mode's state of the pusher.
+#[derive(Debug)]
+struct Gate {
+    /// The output frontier committed to Kafka.
+    committed: Arc<AtomicU64>,
+    /// Where the pushed frontier P is recorded (a file beside the checkpoints).
+    record: Option<std::path::PathBuf>,
 }
 
 impl Pusher {
@@ -317,13 +349,25 @@ impl Pusher {
         let endpoint = Endpoint::parse(url)?;
         let (queue, rx) = sync_channel(options.capacity.max(1));
         let stats = Arc::new(Stats::default());
+        let gate = Arc::new(OnceLock::new());
         let agent = client(options.timeout);
-        let sender = Sender { endpoint: endpoint.clone(), agent, options, stats: stats.clone(), failing: false };
+        let sender = Sender {
+            endpoint: endpoint.clone(),
+            agent,
+            options,
+            stats: stats.clone(),
+            failing: false,
+            gate: gate.clone(),
+            held: Vec::new(),
+            handed: 0,
+            recorded: None,
+            pushed: Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("alertmanager".into())
             .spawn(move || sender.run(rx))
             .map_err(|source| AlertmanagerError::Io { addr: endpoint.authority.clone(), source })?;
-        Ok(Self { endpoint, queue: Some(queue), stats, thread: Some(thread) })
+        Ok(Self { endpoint, queue: Some(queue), stats, thread: Some(thread), gate, skip: OnceLock::new() })
     }
 
     /// Where alerts go.
@@ -398,6 +442,16 @@ struct Sender {
     stats: Arc<Stats>,
     /// Whether the last POST failed (to log transitions, not every failure).
     failing: bool,
+    /// The committed output frontier, in exactly-once mode.
+    gate: Arc<OnceLock<Gate>>,
+    /// Alerts waiting for their output to be committed.
+    held: Vec<PopularCascade>,
+    /// Every alert before this event time has been queued.
+    handed: Time,
+    /// What was last recorded: the pushed frontier and how many alerts after it.
+    recorded: Option<(Time, usize)>,
+    /// Alerts pushed at or after the last pushed frontier: (cascade, window, event time).
+    pushed: Vec<(String, Time, Time)>,
 }
 
 impl Sender {
@@ -405,10 +459,18 @@ impl Sender {
         let mut batch: Vec<PopularCascade> = Vec::with_capacity(MAX_BATCH);
         let mut flushes: Vec<SyncSender<()>> = Vec::new();
         loop {
-            // Block for the first message, then take what else is already waiting.
-            match rx.recv() {
+            // Block for the first message (polling while alerts wait for a commit), then
+            // take what else is already waiting.
+            let first = if self.held.is_empty() { rx.recv().map_err(|_| RecvTimeoutError::Disconnected) } else { rx.recv_timeout(Duration::from_millis(50)) };
+            match first {
                 Ok(m) => self.take(m, &mut batch, &mut flushes),
-                Err(_) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.release(&mut batch);
+                    batch.chunks(MAX_BATCH).for_each(|chunk| self.send(chunk));
+                    self.record();
+                    return;
+                }
             }
             while batch.len() < MAX_BATCH {
                 match rx.recv_timeout(Duration::ZERO) {
@@ -416,24 +478,67 @@ impl Sender {
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            if !batch.is_empty() {
-                self.send(&batch);
-                batch.clear();
-            }
+            self.release(&mut batch);
+            batch.chunks(MAX_BATCH).for_each(|chunk| self.send(chunk));
+            batch.clear();
+            self.record();
             for done in flushes.drain(..) {
                 let _ = done.try_send(());
             }
         }
     }
 
-    fn take(&self, m: Message, batch: &mut Vec<PopularCascade>, flushes: &mut Vec<SyncSender<()>>) {
+    fn take(&mut self, m: Message, batch: &mut Vec<PopularCascade>, flushes: &mut Vec<SyncSender<()>>) {
         match m {
+            Message::Alert(a) if self.gate.get().is_some() => self.held.push(*a),
             Message::Alert(a) => batch.push(*a),
+            Message::Progress(t) => self.handed = self.handed.max(t),
             Message::Flush(done) => flushes.push(done),
         }
     }
 
+    /// Records the pushed frontier P (every alert before it was pushed, or failed for good):
+    /// the committed frontier, the sink's progress and the oldest held alert bound it.
+    fn record(&mut self) {
+        let Some(Gate { committed, record: Some(path) }) = self.gate.get() else { return };
+        let held = self.held.iter().map(|a| a.event_time).min().unwrap_or(Time::MAX);
+        let frontier = committed.load(Ordering::Acquire).min(self.handed).min(held);
+        self.pushed.retain(|(_, _, t)| *t >= frontier);
+        let state = (frontier, self.pushed.len());
+        if self.recorded.is_some_and(|r| r == state) {
+            return;
+        }
+        let mut text = format!("{frontier}\n");
+        for (cascade, window, _) in &self.pushed {
+            text.push_str(&format!("{cascade} {window}\n"));
+        }
+        let tmp = path.with_extension("tmp");
+        match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            Ok(()) => self.recorded = Some(state),
+            Err(e) => tracing::warn!(error = %e, path = %path.display(), "recording the pushed alerts failed"),
+        }
+    }
+
+    /// Moves the held alerts whose output is committed to `batch`.
+    fn release(&mut self, batch: &mut Vec<PopularCascade>) {
+        let Some(committed) = self.gate.get().map(|g| g.committed.load(Ordering::Acquire)) else { return };
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].event_time < committed {
+                batch.push(self.held.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     fn send(&mut self, batch: &[PopularCascade]) {
+        if self.gate.get().is_some() {
+            // Recorded before the POST: a crash between the two loses these alerts rather than
+            // pushing them twice after the restart (exactly once up to that instant).
+            self.pushed.extend(batch.iter().map(|a| (a.cascade.clone(), a.window, a.event_time)));
+            self.record();
+        }
         let body = serde_json::Value::Array(batch.iter().map(|a| a.to_json(self.options.ttl)).collect()).to_string();
         let mut result = post_with(&self.agent, &self.endpoint, body.as_bytes());
         if result.is_err() {
@@ -545,9 +650,44 @@ impl Pusher {
         }
     }
 
-    /// A prediction above the alert threshold, made at event time `time` (never blocks).
-    pub fn popular_cascade(&self, time: Time, p: &Prediction) {
-        self.push(PopularCascade::from_prediction(time, p));
+    /// A prediction that raised an alert of `severity`, made at event time `time` (never
+    /// blocks).
+    pub fn popular_cascade(&self, time: Time, p: &Prediction, severity: Severity) {
+        if self.skip.get().is_some_and(|s| s.contains(&(p.cascade.to_string(), p.t_obs))) {
+            return;
+        }
+        self.push(PopularCascade::from_prediction(time, p, severity));
+    }
+
+    /// From now on, holds each alert until `committed` (the output frontier committed to
+    /// Kafka) is past its event time, and records the pushed frontier in `record`:
+    /// exactly-once mode. Set once, before the run. Returns the time from which alerts are to
+    /// be pushed: the previous run's recorded pushed frontier (≤ `resume_from`, the output
+    /// frontier it committed), else `resume_from`.
+    pub fn gate(&self, committed: Arc<AtomicU64>, record: Option<std::path::PathBuf>, resume_from: Time) -> Time {
+        let text = record.as_ref().and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
+        let mut lines = text.lines();
+        let pushed = lines.next().and_then(|t| t.trim().parse::<Time>().ok());
+        let skip = lines.filter_map(|l| l.split_once(' ')).filter_map(|(c, w)| Some((c.to_owned(), w.parse().ok()?))).collect();
+        let _ = self.gate.set(Gate { committed, record });
+        match pushed {
+            Some(p) if p <= resume_from => {
+                let _ = self.skip.set(skip);
+                if p < resume_from {
+                    tracing::info!(pushed = p, resume_from, "pushing the alerts committed but not pushed before the restart");
+                }
+                p
+            }
+            _ => resume_from,
+        }
+    }
+
+    /// Every alert before event time `time` has been queued (never blocks; skipped when the
+    /// queue is full: a later call says as much).
+    pub fn progress(&self, time: Time) {
+        if let Some(queue) = &self.queue {
+            let _ = queue.try_send(Message::Progress(time));
+        }
     }
 }
 
@@ -568,6 +708,7 @@ mod tests {
             event_time: 1234,
             tweet: "hello".into(),
             raised: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            severity: Severity::Warning,
         }
     }
 
@@ -632,7 +773,7 @@ mod tests {
         assert_eq!(alerts.len(), 2);
         let a = &alerts[0];
         assert_eq!(a["labels"]["alertname"], "PopularCascade");
-        assert_eq!(a["labels"]["severity"], "info");
+        assert_eq!(a["labels"]["severity"], "warning");
         assert_eq!(a["labels"]["window"], "600");
         assert_eq!(a["labels"]["cascade"], "36");
         assert_eq!(a["labels"].as_object().unwrap().len(), 4, "labels stay few and bounded per cascade");

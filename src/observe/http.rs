@@ -1,6 +1,8 @@
 //! The process's HTTP server: `/metrics` (Prometheus), `/` (the live page), `/api/state`
-//! (the page's data), `/healthz` (liveness: 503 when the event-time frontier has not
-//! advanced for five minutes while newer input is pending).
+//! (the page's data: the cluster-wide views, `docs/api-state.md`), `/vendor/…` (the page's
+//! chart library, uPlot, vendored: no CDN), `/healthz` (liveness: 503 when the event-time
+//! frontier has not advanced for five minutes while newer input is pending). Everything is
+//! read-only: any method but GET and HEAD is answered 405.
 //!
 //! tiny_http is used because the server is a side door of a dataflow process: a few
 //! requests per second on one thread, no async runtime needed.
@@ -17,6 +19,11 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The live page (no build step: plain HTML and JavaScript, served from the binary).
 const PAGE: &str = include_str!("page.html");
+/// uPlot 1.6.32 (MIT, `vendor/uPlot.LICENSE`), from the npm registry's `uplot` package: a
+/// small (50 kB) canvas chart library made for time series that update every second.
+const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+/// Its stylesheet.
+const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
 
 /// A running HTTP server.
 pub struct HttpServer {
@@ -41,9 +48,14 @@ impl HttpServer {
         let worker = server.clone();
         let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
             for request in worker.incoming_requests() {
-                let (status, content_type, body) = route(request.url(), &live);
+                let read_only = matches!(request.method(), tiny_http::Method::Get | tiny_http::Method::Head);
+                let (status, content_type, body) =
+                    if read_only { route(request.url(), &live) } else { (405, "text/plain", "method not allowed: GET only\n".to_owned()) };
                 let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
-                let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
+                let mut response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
+                if status == 405 {
+                    response.add_header(tiny_http::Header::from_bytes("Allow", "GET, HEAD").expect("valid header"));
+                }
                 if let Err(e) = request.respond(response) {
                     tracing::debug!(error = %e, "http client went away");
                 }
@@ -74,6 +86,8 @@ fn route(url: &str, live: &LiveView) -> (u16, &'static str, String) {
         "/metrics" => (200, "text/plain; version=0.0.4", crate::telemetry::metrics().render()),
         "/api/state" => (200, "application/json", serde_json::to_string(&live.snapshot()).unwrap_or_default()),
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE.to_owned()),
+        "/vendor/uPlot.iife.min.js" => (200, "text/javascript; charset=utf-8", UPLOT_JS.to_owned()),
+        "/vendor/uPlot.min.css" => (200, "text/css; charset=utf-8", UPLOT_CSS.to_owned()),
         "/healthz" => match crate::telemetry::liveness(STALL) {
             Ok(()) => (200, "text/plain", "ok\n".to_owned()),
             Err(reason) => (503, "text/plain", format!("{reason}\n")),
@@ -88,7 +102,7 @@ mod tests {
 
     #[test]
     fn serves_metrics_state_and_page_on_loopback() {
-        let server = HttpServer::start("127.0.0.1:0", LiveView::new(150.0)).unwrap();
+        let server = HttpServer::start("127.0.0.1:0", LiveView::new(super::super::live::JobKind::Replay, crate::records::AlertThresholds { warning: 1.0, critical: 2.0 })).unwrap();
         let get = |path: &str| {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(server.addr).unwrap();
@@ -98,7 +112,18 @@ mod tests {
             body
         };
         assert!(get("/metrics").contains("tweetoscope_build_info"));
-        assert!(get("/api/state").contains("\"top\""));
+        assert!(get("/api/state").contains("\"cascades\""));
+        assert!(get("/vendor/uPlot.iife.min.js").contains("uPlot"));
+        let post = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+            write!(s, "POST /metrics HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            body
+        };
+        assert!(post.starts_with("HTTP/1.0 405") || post.starts_with("HTTP/1.1 405"), "{post}");
+        assert!(post.contains("Allow: GET, HEAD"), "{post}");
         assert!(get("/").contains("<html"));
         assert!(get("/nope").starts_with("HTTP/1.0 404") || get("/nope").contains("404"));
     }

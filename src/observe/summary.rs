@@ -73,7 +73,7 @@ impl SummaryAccumulator {
                 w.predictions += 1;
                 w.at_bound += u64::from(at_bound);
                 w.fits_failed += u64::from(!fit_ok);
-                w.alerts += u64::from(alert);
+                w.alerts += u64::from(alert.is_some());
             }
             SummaryEvent::Accuracy { t_obs, are, are_hawkes, are_course, are_seismic, are_seismic_corrected, covered } => {
                 let w = self.windows.entry(t_obs).or_default();
@@ -340,7 +340,7 @@ mod tests {
                 are_seismic_corrected: Some(0.1),
                 covered: None,
             },
-            SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: true, at_bound: false },
+            SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: Some(crate::records::Severity::Warning), at_bound: false },
         ];
         let mut a = SummaryAccumulator::default();
         let mut b = SummaryAccumulator::default();
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn an_empty_window_shows_a_dash_not_a_perfect_zero() {
         let mut a = SummaryAccumulator::default();
-        a.add(SummaryEvent::Prediction { t_obs: 1200, fit_ok: true, alert: false, at_bound: false });
+        a.add(SummaryEvent::Prediction { t_obs: 1200, fit_ok: true, alert: None, at_bound: false });
         let table = a.report(1.0).table();
         let row = table.lines().find(|l| l.trim_start().starts_with("1200")).unwrap();
         assert!(row.contains('—') && !row.contains("0.000"), "{row}");

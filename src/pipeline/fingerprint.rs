@@ -78,6 +78,7 @@ impl Fingerprint {
             }
         }
         add("output", "", format!("kafka sink {}, warm start {}", job.kafka_sink, job.warm_start));
+        add("live views", "", if job.views { "on (a process serves HTTP)" } else { "off (--metrics-addr off everywhere)" }.into());
         let models: Vec<String> = job.initial_models.iter().map(|m| format!("{}@{}", m.t_obs, m.version)).collect();
         add("--models", "", if models.is_empty() { "none".into() } else { models.join(" ") });
         let config = serde_json::to_value(&job.config).unwrap_or(serde_json::Value::Null);
@@ -185,6 +186,7 @@ mod tests {
             cluster: Cluster::new(2, 2, 0, vec![]).unwrap(),
             warm_start: false,
             initial_models: Vec::new(),
+            views: false,
         }
     }
 

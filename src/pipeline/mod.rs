@@ -120,6 +120,9 @@ pub struct Job {
     /// Start from these models (a models file of an earlier run: `run --models`); empty for
     /// a cold start (or the `models` topic with `warm_start`).
     pub initial_models: Vec<crate::records::Model>,
+    /// Build the live views (`dataflow::views`): the page's cluster-wide state. Part of the
+    /// fingerprint (the dataflow's shape depends on it); off when no process serves HTTP.
+    pub views: bool,
 }
 
 /// Why a run was asked to stop: the signal, and the process that received it.
@@ -188,6 +191,8 @@ struct Sinks {
     resume_from: Time,
     /// Whether records go out exactly once (checkpointing).
     exactly_once: bool,
+    /// Alerts before this time were pushed to Alertmanager before this run.
+    alerts_from: Time,
 }
 
 /// What worker 0 leaves for the caller: the summary and the first write error.
@@ -215,8 +220,6 @@ struct WorkerShared {
     result: Mutex<Option<WorkerResult>>,
     /// Kafka source set-up errors (the source then finishes; the run reports the first).
     source_errors: Mutex<Vec<KafkaSetupError>>,
-    /// When the run started (throughput gauge).
-    started: Instant,
 }
 
 /// Runs a job to completion (or, in live mode, until `handles.shutdown` is set). Returns the
@@ -253,7 +256,8 @@ fn run_connected(
 ) -> Result<Option<RunReport>, PipelineError> {
     let settings = stage_settings(&job)?;
     let recovery = Recovery::prepare(&job)?;
-    let sinks = build_sinks(&job, recovery.as_ref())?;
+    let mut sinks = build_sinks(&job, recovery.as_ref())?;
+    sinks.alerts_from = gate_alerts(&job, &handles, recovery.as_ref());
     let records = files || sinks.producer.is_some() || sinks.exactly_once;
     let shared = Arc::new(WorkerShared {
         settings,
@@ -266,7 +270,6 @@ fn run_connected(
         handles,
         result: Mutex::default(),
         source_errors: Mutex::default(),
-        started,
     });
     let data = link.as_deref_mut().map(Link::take_data);
     let in_workers = shared.clone();
@@ -328,8 +331,25 @@ fn build_sinks(job: &Job, recovery: Option<&Recovery>) -> Result<Sinks, Pipeline
         Some(r) => (r.resume_from, r.output.as_ref().and_then(|o| o.sender())),
         None => (0, None),
     };
-    Ok(Sinks { producer, transactions: Arc::new(Mutex::new(sender)), resume_from, exactly_once: recovery.is_some() })
+    Ok(Sinks { producer, transactions: Arc::new(Mutex::new(sender)), resume_from, exactly_once: recovery.is_some(), alerts_from: resume_from })
 }
+
+/// Exactly once: Alertmanager gets an alert once its output is committed, and a restart
+/// pushes from where the previous run's pushes stopped (recorded beside the checkpoints; see
+/// `observe::alertmanager`). Returns the time from which the alert sink pushes.
+fn gate_alerts(job: &Job, handles: &RunHandles, recovery: Option<&Recovery>) -> Time {
+    let Some(recovery) = recovery else { return 0 };
+    match (&handles.alertmanager, &recovery.output, &job.config.checkpoint.dir) {
+        (Some(pusher), Some(output), Some(dir)) => {
+            pusher.gate(output.committed.clone(), Some(dir.join(ALERTS_PUSHED)), recovery.resume_from)
+        }
+        _ => recovery.resume_from,
+    }
+}
+
+/// The file (in the checkpoint folder) where process 0 records up to which event time every
+/// alert was pushed to Alertmanager.
+const ALERTS_PUSHED: &str = "alertmanager-pushed";
 
 /// The end of the run: flushes the at-least-once producer and reports the first error, or
 /// worker 0's summary.

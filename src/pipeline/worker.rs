@@ -3,8 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Inspect, Probe};
@@ -46,7 +45,7 @@ pub(super) fn run(worker: &mut Worker, shared: &WorkerShared) {
         let streams = dataflow::build(events, &shared.settings, shared.records, shared.handles.shutdown.clone(), checkpoint);
         connect(scope, shared, &mine, &probe, streams, source_dead_letters);
     });
-    step_until_done(worker, &probe, shared);
+    step_until_done(worker, &probe);
     if index == 0 {
         let summary = mine.summary.borrow().clone();
         let error = mine.write_error.borrow_mut().take();
@@ -104,9 +103,9 @@ fn connect<'s>(
     if let Some(records) = streams.records {
         connect_outputs(scope, shared, mine, probe, records.probe_with(probe), dead_letters.probe_with(probe));
     }
-    observe(shared, streams.live);
-    let fold = mine.summary.clone();
     let summary = summary.inspect(crate::telemetry::summary_event);
+    observe(scope, shared, streams.live, summary.clone());
+    let fold = mine.summary.clone();
     sink::fold_on_worker_0(summary.probe_with(probe), move |e| fold.borrow_mut().add(e));
 }
 
@@ -148,44 +147,54 @@ fn connect_outputs<'s>(
     }
 }
 
-/// Feeds the live page and Alertmanager with this worker's predictions and outcomes. The
-/// operator exists even when neither is set: the page and Alertmanager are per-process
-/// options, and the dataflow must have the same shape on every process.
-fn observe(shared: &WorkerShared, live: StreamVec<'_, Time, LiveEvent>) {
-    // Built on every process whether or not it serves a page or pushes alerts: every
-    // process must build the same dataflow (a process whose default HTTP address was taken
-    // has no page, and an operator missing there would hang the cluster).
-    let (view, pusher) = (shared.handles.live.clone(), shared.handles.alertmanager.clone());
-    let threshold = shared.settings.alert_threshold;
-    live.inspect_core(move |event| {
-        let Ok((stamp, data)) = event else { return };
-        let time = stamp.iter().next().copied().unwrap_or_default();
-        for e in data {
-            match e {
-                LiveEvent::Prediction(p) => {
-                    if let Some(v) = &view {
-                        v.prediction(time, p);
-                    }
-                    if let Some(pusher) = pusher.as_ref().filter(|_| p.is_alert(threshold)) {
-                        pusher.popular_cascade(time, p);
-                    }
-                }
-                LiveEvent::Outcome(o) => {
-                    if let Some(v) = &view {
-                        v.outcome(time, o);
-                    }
-                }
-            }
+/// Alertmanager and the live views. The operators exist on every process whatever its
+/// options (a process without a page or Alertmanager must still build the same dataflow,
+/// or the cluster would hang); the views only when the job asks for them (`Job::views`,
+/// agreed by every process).
+fn observe<'s>(
+    scope: Scope<'s, Time>,
+    shared: &WorkerShared,
+    live: StreamVec<'s, Time, LiveEvent>,
+    summary: StreamVec<'s, Time, crate::telemetry::SummaryEvent>,
+) {
+    let thresholds = shared.settings.alerts;
+    let alerts = live.clone().flat_map(move |e| match e {
+        LiveEvent::Prediction(p) if p.is_alert(&thresholds) => Some(p),
+        _ => None,
+    });
+    // Worker 0 pushes (the alerts are gathered there, as the exactly-once output is).
+    let pusher = shared.handles.alertmanager.clone().filter(|_| scope.index() == 0);
+    let push = pusher.map(|pusher| {
+        move |out: sink::AlertOut<'_>| match out {
+            sink::AlertOut::Alert(time, p, severity) => pusher.popular_cascade(time, p, severity),
+            sink::AlertOut::Progress(time) => pusher.progress(time),
         }
     });
+    sink::push_alerts(alerts, push, thresholds, shared.sinks.alerts_from);
+    dataflow::views::prediction_latency(live.clone());
+    if !shared.job.views {
+        return;
+    }
+    let cluster = &shared.job.cluster;
+    let threads = cluster.threads_per_process();
+    let first_of_process = scope.index().is_multiple_of(threads);
+    let settings = dataflow::views::ViewSettings { thresholds, first_of_process };
+    let updates = dataflow::views::live_views(live, summary, settings);
+    let view = shared.handles.live.clone().filter(|_| first_of_process);
+    let finished = view.clone();
+    sink::serve_views(
+        updates,
+        cluster.processes(),
+        threads,
+        move |time, records| view.iter().for_each(|v| v.apply(time, records.clone())),
+        move || finished.iter().for_each(|v| v.finish()),
+    );
 }
 
-/// Steps the worker until its dataflow completes, exporting the frontier and the input
-/// rate (worker 0).
-fn step_until_done(worker: &mut Worker, probe: &ProbeHandle<Time>, shared: &WorkerShared) {
+/// Steps the worker until its dataflow completes, exporting the frontier (worker 0).
+fn step_until_done(worker: &mut Worker, probe: &ProbeHandle<Time>) {
     let index = worker.index();
     let mut last_frontier = None;
-    let mut last_rate = Instant::now();
     while worker.step_or_park(Some(Duration::from_millis(50))) {
         if index != 0 {
             continue;
@@ -194,11 +203,6 @@ fn step_until_done(worker: &mut Worker, probe: &ProbeHandle<Time>, shared: &Work
         if frontier != last_frontier {
             crate::telemetry::frontier(frontier);
             last_frontier = frontier;
-        }
-        if last_rate.elapsed() > Duration::from_millis(500) {
-            last_rate = Instant::now();
-            let events = shared.handles.events.load(Ordering::Relaxed) as f64;
-            crate::telemetry::throughput(events / shared.started.elapsed().as_secs_f64().max(1e-9));
         }
     }
     if index == 0 {

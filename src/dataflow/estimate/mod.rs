@@ -49,5 +49,10 @@ pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
 
 /// The estimate stage: one estimate per partial cascade, on the worker that owns it.
 pub fn estimate_stage<'s>(partials: StreamVec<'s, Time, Partial>, model: HawkesModel) -> StreamVec<'s, Time, Estimate> {
-    partials.map(move |p| estimate(&model, p))
+    partials.map(move |p| {
+        let (window, started) = (p.t_obs, std::time::Instant::now());
+        let e = estimate(&model, p);
+        crate::telemetry::hawkes_fit(window, started.elapsed());
+        e
+    })
 }

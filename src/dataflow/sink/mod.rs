@@ -145,3 +145,85 @@ pub fn produce_exactly_once(
         }
     });
 }
+
+/// Sends every update of the live views to the first worker of every process and hands it
+/// each completed time's updates, in time order (`apply`), then says when the views are
+/// complete (`finished`: the run ended, or was stopped). Every process thus applies the same
+/// updates at the same times: each serves the cluster-wide views.
+pub fn serve_views(
+    updates: StreamVec<'_, Time, crate::dataflow::views::ViewUpdate>,
+    processes: usize,
+    threads: usize,
+    mut apply: impl FnMut(Time, Vec<(crate::dataflow::views::ViewRecord, isize)>) + 'static,
+    mut finished: impl FnMut() + 'static,
+) {
+    use timely::dataflow::operators::vec::Map;
+    type Addressed = (u64, crate::dataflow::views::ViewRecord, Time, isize);
+    let copies = updates.flat_map(move |(record, time, diff)| {
+        (0..processes as u64).map(move |p| (p * threads as u64, record.clone(), time, diff))
+    });
+    // By each update's own time: differential's messages may be stamped earlier than the
+    // updates they carry (a batch goes out at its lower bound).
+    let mut stash: TimeStash<(crate::dataflow::views::ViewRecord, isize)> = TimeStash::new();
+    let mut done = false;
+    copies.sink(Exchange::new(|(worker, _, _, _): &Addressed| *worker), "ServeViews", move |(input, frontier)| {
+        input.for_each_stamp(|_cap, data| {
+            for (_, record, time, diff) in data.flat_map(|d| d.drain(..)) {
+                stash.insert(time, (record, diff));
+            }
+        });
+        while let Some((time, pending)) = stash.pop_if(|t| passed(frontier, t)) {
+            apply(time, pending.records);
+        }
+        if frontier.is_empty() && !done {
+            done = true;
+            finished();
+        }
+    });
+}
+
+/// What the alert sink hands to Alertmanager's pusher.
+#[derive(Debug)]
+pub enum AlertOut<'a> {
+    /// An alert of `severity`, made at event time `time`.
+    Alert(Time, &'a crate::records::Prediction, crate::records::Severity),
+    /// Every alert before this time has been handed over.
+    Progress(Time),
+}
+
+/// Gathers the predictions on worker 0 and hands each completed time's alerts, in
+/// (cascade, window) order, to `push` (Alertmanager), then the sink's progress: a sink with
+/// the delivery guarantee of the alerts topic. In exactly-once mode the pusher holds each
+/// alert until the output frontier committed to Kafka has passed its time (`Pusher::gate`),
+/// and alerts timed before `resume_from` (what the previous run pushed) are not pushed again
+/// after a restart: a kill -9 and restart never pushes an alert twice. `push` is `None` on
+/// the workers that push nothing (the operator exists everywhere: the dataflow's shape agrees).
+pub fn push_alerts(
+    predictions: StreamVec<'_, Time, crate::records::Prediction>,
+    mut push: Option<impl FnMut(AlertOut<'_>) + 'static>,
+    thresholds: crate::records::AlertThresholds,
+    resume_from: Time,
+) {
+    let mut stash = TimeStash::new();
+    let route = Exchange::new(|_: &crate::records::Prediction| 0);
+    predictions.sink(route, "PushAlerts", move |(input, frontier)| {
+        stash.absorb(input, Hold::Nothing);
+        let Some(push) = push.as_mut() else {
+            stash.clear();
+            return;
+        };
+        while let Some((time, pending)) = stash.pop_if(|t| passed(frontier, t)) {
+            if time < resume_from {
+                continue;
+            }
+            let mut alerts = pending.records;
+            alerts.sort_by_key(|p| (p.cascade, p.t_obs));
+            for p in &alerts {
+                if let Some(severity) = p.alert_severity(&thresholds) {
+                    push(AlertOut::Alert(time, p, severity));
+                }
+            }
+        }
+        push(AlertOut::Progress(frontier.frontier().first().copied().unwrap_or(Time::MAX)));
+    });
+}
