@@ -98,7 +98,12 @@ fn main() {
     println!("  per open cascade (original tweet only, timers included): {per_cascade:.0} B");
     println!("  per buffered event (slope from 1 to {e} events per cascade): {per_event:.1} B");
     println!("  per terminated cascade remembered (tombstone + expiry entry, plus the open map's capacity, which does not shrink): {per_tombstone:.0} B");
-    println!("  ({n_out} outputs emitted while terminating; example: {k} open cascades × 160 events ≈ {:.0} MiB)",
-        (k as f64 * (per_cascade + 159.0 * per_event)) / 1048576.0);
-    println!("  size_of::<TweetEvent>() = {} B (the replay timeline holds one per input event)", std::mem::size_of::<TweetEvent>());
+    println!(
+        "  ({n_out} outputs emitted while terminating; example: {k} open cascades × 160 events ≈ {:.0} MiB)",
+        (k as f64 * (per_cascade + 159.0 * per_event)) / 1048576.0
+    );
+    println!(
+        "  size_of::<TweetEvent>() = {} B (the replay timeline holds one per input event)",
+        std::mem::size_of::<TweetEvent>()
+    );
 }

@@ -242,7 +242,8 @@ impl Default for PredictorConfig {
 impl PredictorConfig {
     /// The learned layer's trainer settings (validated by the model crate).
     pub fn trainer(&self) -> Result<TrainerSettings, ConfigError> {
-        let invalid = |e: tweetoscope_model::predictive::PredictiveError| ConfigError::Invalid { key: "predictor", rule: e.to_string() };
+        let invalid =
+            |e: tweetoscope_model::predictive::PredictiveError| ConfigError::Invalid { key: "predictor", rule: e.to_string() };
         let fallback = match self.fallback {
             FallbackKind::NoGrowth => Fallback::NoGrowth,
             FallbackKind::Seismic => Fallback::Seismic { max_log_ratio: self.fallback_max_ratio.ln() },

@@ -11,9 +11,7 @@ use tweetoscope::commands::{dispatch, error_line, exit_code, Cli};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal, not in a redirected log.
         .with_ansi(std::io::stderr().is_terminal())

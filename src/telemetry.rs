@@ -13,8 +13,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use serde::{Deserialize, Serialize};
@@ -218,56 +217,149 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self())).expect("unique metric");
         let checkpoint_write_seconds = HistogramVec::new(
-            HistogramOpts::new("tweetoscope_checkpoint_write_seconds", "Time to encode and durably write one checkpoint part, by kind.")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "tweetoscope_checkpoint_write_seconds",
+                "Time to encode and durably write one checkpoint part, by kind.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             &["kind"],
         )
         .expect("valid metric");
         r.register(Box::new(checkpoint_write_seconds.clone())).expect("unique metric");
         let m = Self {
-            events: counter_vec(&r, "tweetoscope_events_total", "Input events by outcome (accepted, or the rejection reason).", &["outcome"]),
-            open_cascades: gauge_vec(&r, "tweetoscope_open_cascades", "Cascades currently open, per worker of this process.", &["worker"]),
+            events: counter_vec(
+                &r,
+                "tweetoscope_events_total",
+                "Input events by outcome (accepted, or the rejection reason).",
+                &["outcome"],
+            ),
+            open_cascades: gauge_vec(
+                &r,
+                "tweetoscope_open_cascades",
+                "Cascades currently open, per worker of this process.",
+                &["worker"],
+            ),
             cascades_terminated: {
-                let c = IntCounter::new("tweetoscope_cascades_terminated_total", "Cascades terminated (idle for t_end).").expect("valid");
+                let c = IntCounter::new("tweetoscope_cascades_terminated_total", "Cascades terminated (idle for t_end).")
+                    .expect("valid");
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
             partials: counter_vec(&r, "tweetoscope_partial_cascades_total", "Partial cascades emitted, by window.", &["window"]),
-            too_small: counter_vec(&r, "tweetoscope_partial_cascades_too_small_total", "Windows skipped because the cascade had too few events.", &["window"]),
+            too_small: counter_vec(
+                &r,
+                "tweetoscope_partial_cascades_too_small_total",
+                "Windows skipped because the cascade had too few events.",
+                &["window"],
+            ),
             predictions: counter_vec(&r, "tweetoscope_predictions_total", "Predictions made, by window.", &["window"]),
             fits: counter_vec(&r, "tweetoscope_fits_total", "Hawkes fits by outcome (ok, at_bound, failed).", &["outcome"]),
             are,
-            alerts: counter_vec(&r, "tweetoscope_alerts_total", "Alerts raised (prediction above the warning threshold), by window and severity.", &["window", "severity"]),
-            samples: counter_vec(&r, "tweetoscope_samples_total", "Training samples by window and outcome (made, or why excluded).", &["window", "outcome"]),
-            model_version: gauge_vec(&r, "tweetoscope_model_version_timestamp_seconds", "Event time at which the window's current model was trained.", &["window"]),
-            training_samples: gauge_vec(&r, "tweetoscope_model_training_samples", "Samples the window's current model was trained on.", &["window"]),
+            alerts: counter_vec(
+                &r,
+                "tweetoscope_alerts_total",
+                "Alerts raised (prediction above the warning threshold), by window and severity.",
+                &["window", "severity"],
+            ),
+            samples: counter_vec(
+                &r,
+                "tweetoscope_samples_total",
+                "Training samples by window and outcome (made, or why excluded).",
+                &["window", "outcome"],
+            ),
+            model_version: gauge_vec(
+                &r,
+                "tweetoscope_model_version_timestamp_seconds",
+                "Event time at which the window's current model was trained.",
+                &["window"],
+            ),
+            training_samples: gauge_vec(
+                &r,
+                "tweetoscope_model_training_samples",
+                "Samples the window's current model was trained on.",
+                &["window"],
+            ),
             models_trained: counter_vec(&r, "tweetoscope_models_trained_total", "Models trained, by window.", &["window"]),
-            frontier: gauge(&r, "tweetoscope_event_time_frontier_timestamp_seconds", "Event-time frontier of the dataflow output (all earlier times are complete)."),
-            newest_event: gauge(&r, "tweetoscope_event_time_newest_timestamp_seconds", "Newest input event time seen by this process."),
-            frontier_lag: gauge(&r, "tweetoscope_event_time_lag_seconds", "Newest event time minus the frontier: how far processing trails the input."),
-            consumer_lag: gauge_vec(&r, "tweetoscope_kafka_consumer_lag_messages", "Messages between the consumer position and the partition's end.", &["partition"]),
+            frontier: gauge(
+                &r,
+                "tweetoscope_event_time_frontier_timestamp_seconds",
+                "Event-time frontier of the dataflow output (all earlier times are complete).",
+            ),
+            newest_event: gauge(
+                &r,
+                "tweetoscope_event_time_newest_timestamp_seconds",
+                "Newest input event time seen by this process.",
+            ),
+            frontier_lag: gauge(
+                &r,
+                "tweetoscope_event_time_lag_seconds",
+                "Newest event time minus the frontier: how far processing trails the input.",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "tweetoscope_kafka_consumer_lag_messages",
+                "Messages between the consumer position and the partition's end.",
+                &["partition"],
+            ),
             produced: {
-                let c = IntCounter::new("tweetoscope_kafka_messages_produced_total", "Messages acknowledged by Kafka.").expect("valid");
+                let c = IntCounter::new("tweetoscope_kafka_messages_produced_total", "Messages acknowledged by Kafka.")
+                    .expect("valid");
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
             delivery_failures: {
-                let c = IntCounter::new("tweetoscope_kafka_delivery_failures_total", "Messages Kafka did not acknowledge.").expect("valid");
+                let c = IntCounter::new("tweetoscope_kafka_delivery_failures_total", "Messages Kafka did not acknowledge.")
+                    .expect("valid");
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
             latency_event,
             latency_wall,
             fit_seconds,
-            checkpoint_parts: counter_vec(&r, "tweetoscope_checkpoint_parts_written_total", "Checkpoint parts written by this process, by kind.", &["kind"]),
-            checkpoint_bytes: counter_vec(&r, "tweetoscope_checkpoint_bytes_written_total", "Bytes of checkpoint parts written by this process, by kind.", &["kind"]),
+            checkpoint_parts: counter_vec(
+                &r,
+                "tweetoscope_checkpoint_parts_written_total",
+                "Checkpoint parts written by this process, by kind.",
+                &["kind"],
+            ),
+            checkpoint_bytes: counter_vec(
+                &r,
+                "tweetoscope_checkpoint_bytes_written_total",
+                "Bytes of checkpoint parts written by this process, by kind.",
+                &["kind"],
+            ),
             checkpoint_write_seconds,
-            checkpoint_failures: counter(&r, "tweetoscope_checkpoint_failures_total", "Checkpoint parts that could not be written (the checkpoint is then incomplete)."),
-            checkpoints_skipped: counter(&r, "tweetoscope_checkpoints_skipped_total", "Incomplete or corrupt checkpoints skipped when restoring."),
-            checkpoint_restored: gauge(&r, "tweetoscope_checkpoint_restored_timestamp_seconds", "Event time F of the checkpoint this run resumed from (0: a fresh start)."),
-            output_committed: gauge(&r, "tweetoscope_output_committed_frontier_timestamp_seconds", "Output frontier committed to Kafka: every output record before it is visible to read-committed consumers."),
-            transactions: counter_vec(&r, "tweetoscope_kafka_transactions_total", "Output transactions by outcome (committed, aborted).", &["outcome"]),
-            outputs_suppressed: counter(&r, "tweetoscope_outputs_suppressed_total", "Output records recomputed after a restart and not produced again (already committed)."),
+            checkpoint_failures: counter(
+                &r,
+                "tweetoscope_checkpoint_failures_total",
+                "Checkpoint parts that could not be written (the checkpoint is then incomplete).",
+            ),
+            checkpoints_skipped: counter(
+                &r,
+                "tweetoscope_checkpoints_skipped_total",
+                "Incomplete or corrupt checkpoints skipped when restoring.",
+            ),
+            checkpoint_restored: gauge(
+                &r,
+                "tweetoscope_checkpoint_restored_timestamp_seconds",
+                "Event time F of the checkpoint this run resumed from (0: a fresh start).",
+            ),
+            output_committed: gauge(
+                &r,
+                "tweetoscope_output_committed_frontier_timestamp_seconds",
+                "Output frontier committed to Kafka: every output record before it is visible to read-committed consumers.",
+            ),
+            transactions: counter_vec(
+                &r,
+                "tweetoscope_kafka_transactions_total",
+                "Output transactions by outcome (committed, aborted).",
+                &["outcome"],
+            ),
+            outputs_suppressed: counter(
+                &r,
+                "tweetoscope_outputs_suppressed_total",
+                "Output records recomputed after a restart and not produced again (already committed).",
+            ),
             registry: r,
         };
         m.events.with_label_values(&["accepted"]);

@@ -94,7 +94,9 @@ fn code_only(text: &str) -> String {
             }
             out.push(' ');
             i += 1;
-        } else if c == '\'' && (b.get(i + 2) == Some(&'\'') || (next == Some('\\') && b[i..].iter().skip(2).take(10).any(|c| *c == '\''))) {
+        } else if c == '\''
+            && (b.get(i + 2) == Some(&'\'') || (next == Some('\\') && b[i..].iter().skip(2).take(10).any(|c| *c == '\'')))
+        {
             // A char literal ('x', '\n', '\u{..}'), not a lifetime.
             let mut j = i + 1;
             if b[j] == '\\' {
@@ -179,7 +181,12 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
 
 /// A cycle of the graph, if any (depth-first search).
 fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
-    fn visit(n: &str, g: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        g: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
         if let Some(i) = path.iter().position(|p| p == n) {
             let mut cycle = path[i..].to_vec();
             cycle.push(n.to_owned());
@@ -222,10 +229,7 @@ fn top_level_modules_form_no_cycle_and_match_architecture_md() {
     let drawn = mermaid(&graph);
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
     let block = doc.split("```mermaid\n").nth(1).and_then(|b| b.split("```").next()).unwrap_or_default();
-    assert_eq!(
-        block, drawn,
-        "ARCHITECTURE.md's module graph is not the code's: replace its ```mermaid block with\n{drawn}"
-    );
+    assert_eq!(block, drawn, "ARCHITECTURE.md's module graph is not the code's: replace its ```mermaid block with\n{drawn}");
 }
 
 #[test]
@@ -276,7 +280,11 @@ fn no_function_of_the_dataflow_is_longer_than_the_limit() {
             }
         }
     }
-    assert!(long.is_empty(), "functions of the dataflow over {MAX_FN_LINES} lines (split them into named steps):\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "functions of the dataflow over {MAX_FN_LINES} lines (split them into named steps):\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]
@@ -303,7 +311,8 @@ fn no_process_global_mutable_state_outside_the_metrics_registry() {
 
 #[test]
 fn the_lexer_ignores_braces_and_paths_in_strings_and_comments() {
-    let code = code_only("let s = \"crate::x { \"; // crate::y {\nlet c = '{'; let r = r#\"crate::z\"#; fn f<'a>(x: &'a str) {}\n");
+    let code =
+        code_only("let s = \"crate::x { \"; // crate::y {\nlet c = '{'; let r = r#\"crate::z\"#; fn f<'a>(x: &'a str) {}\n");
     assert!(!code.contains("crate::"), "{code}");
     assert_eq!(code.matches('{').count(), 1, "{code}");
     assert_eq!(crate_references("use crate::{a::B, c, d::{e, f}};"), ["a", "c", "d"].iter().map(|s| s.to_string()).collect());

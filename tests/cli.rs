@@ -41,11 +41,7 @@ fn with_no_arguments_the_embedded_default_runs() {
 fn run_reads_the_course_layout_like_the_raw_layout_apart_from_start_times() {
     let root = root().join("data/seismic-tideh100");
     let out = run_ok(
-        binary()
-            .args(["run", "--input"])
-            .arg(root.join("cascades-data.csv"))
-            .arg("--index")
-            .arg(root.join("cascades-index.csv")),
+        binary().args(["run", "--input"]).arg(root.join("cascades-data.csv")).arg("--index").arg(root.join("cascades-index.csv")),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("298227 events"));
 }

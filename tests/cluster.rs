@@ -89,7 +89,11 @@ impl Procs {
     fn wait_for_stderr(&self, name: &str, text: &str, limit: Duration) {
         let started = Instant::now();
         while !self.stderr(name).contains(text) {
-            assert!(started.elapsed() < limit, "{name} did not say {text:?} within {limit:?}; its stderr:\n{}", self.stderr(name));
+            assert!(
+                started.elapsed() < limit,
+                "{name} did not say {text:?} within {limit:?}; its stderr:\n{}",
+                self.stderr(name)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -86,7 +86,11 @@ fn an_io_error_prints_its_cause_once() {
     let out = binary().args(["run", "--input", "/nonexistent/cascades"]).output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim_end(), "error: /nonexistent/cascades: No such file or directory (os error 2)", "one line, each cause once");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: /nonexistent/cascades: No such file or directory (os error 2)",
+        "one line, each cause once"
+    );
     let out = binary().args(["--config", "/nonexistent.toml"]).output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
@@ -117,7 +121,11 @@ fn course_files_need_their_headers_and_the_right_file_is_named() {
     std::fs::write(&data, "time,magnitude\n0,10\n5,3\n").unwrap();
     std::fs::write(&index, "start_ind,end_ind\n2,1\n").unwrap();
     let out = binary().args(["run", "--metrics-addr", "off", "--input"]).arg(&data).arg("--index").arg(&index).output().unwrap();
-    assert!(text(&out.stderr).contains("cascades-index.csv:2: range 2..=1 is reversed (start_ind > end_ind)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cascades-index.csv:2: range 2..=1 is reversed (start_ind > end_ind)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -137,7 +145,11 @@ fn mistaken_inputs_point_to_what_to_pass() {
 #[test]
 fn output_paths_are_checked_before_the_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, took) = run_within(binary().args(["--metrics-addr", "off", "--summary"]).arg(dir.path()), Duration::from_secs(30), "--summary DIR");
+    let (out, took) = run_within(
+        binary().args(["--metrics-addr", "off", "--summary"]).arg(dir.path()),
+        Duration::from_secs(30),
+        "--summary DIR",
+    );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--summary") && stderr.contains("is a folder"), "{stderr}");
@@ -218,7 +230,9 @@ fn hostfile_says_what_is_wrong_with_hostname() {
 fn generate_to_a_missing_topic_is_one_line_naming_topics() {
     let prefix = format!("first_hour_missing_{}_", std::process::id());
     let (out, took) = run_within(
-        binary().args(["generate", "--speed", "max", "--brokers", &brokers(), "--topic-prefix", &prefix, "--input"]).arg(bundled_sample()),
+        binary()
+            .args(["generate", "--speed", "max", "--brokers", &brokers(), "--topic-prefix", &prefix, "--input"])
+            .arg(bundled_sample()),
         Duration::from_secs(60),
         "generate to a missing topic",
     );
@@ -227,7 +241,10 @@ fn generate_to_a_missing_topic_is_one_line_naming_topics() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let lines = stdout.lines().count() + stderr.lines().count();
     assert!(lines <= 5, "{lines} lines:\n{stdout}{stderr}");
-    let fix = format!("topic {prefix}tweets does not exist: run `tweetoscope topics --brokers {} --topic-prefix {prefix}` first", brokers());
+    let fix = format!(
+        "topic {prefix}tweets does not exist: run `tweetoscope topics --brokers {} --topic-prefix {prefix}` first",
+        brokers()
+    );
     assert!(stderr.contains(&fix), "no line says {fix:?}:\n{stderr}");
     assert!(!stderr.contains('\u{1b}'), "colours in a redirected stderr: {stderr:?}");
 }
@@ -244,7 +261,8 @@ fn an_unreachable_broker_is_one_line_for_generate_topics_and_backtest() {
     let children: Vec<_> = commands
         .iter()
         .map(|args| {
-            let child = binary().args(*args).args(["--brokers", &nowhere]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            let child =
+                binary().args(*args).args(["--brokers", &nowhere]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
             (args[0], child)
         })
         .collect();
@@ -253,7 +271,10 @@ fn an_unreachable_broker_is_one_line_for_generate_topics_and_backtest() {
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{name}: one line expected:\n{stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(&nowhere) && stderr.contains("no broker answered"), "{name}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(&nowhere) && stderr.contains("no broker answered"),
+            "{name}: {stderr}"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
 }
@@ -263,14 +284,15 @@ fn sigterm_stops_live_within_5_s_with_an_interrupted_summary_and_a_checkpoint() 
     let (prefix, _kafka) = namespace("first_hour_sigterm");
     let dir = tempfile::tempdir().unwrap();
     let (checkpoints, summary) = (dir.path().join("ck"), dir.path().join("live.json"));
-    let live = common::kafka::tweetoscope(&prefix, &["live", "--metrics-addr", "off", "--checkpoint-interval", "86400", "--summary"])
-        .arg(&summary)
-        .arg("--checkpoint-dir")
-        .arg(&checkpoints)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let live =
+        common::kafka::tweetoscope(&prefix, &["live", "--metrics-addr", "off", "--checkpoint-interval", "86400", "--summary"])
+            .arg(&summary)
+            .arg("--checkpoint-dir")
+            .arg(&checkpoints)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     // The sample's two weeks of event time in about 6 s: a checkpoint every event-time day.
     let (fed, _) = run_within(
         common::kafka::tweetoscope(&prefix, &["generate", "--speed", "200000", "--input"]).arg(bundled_sample()),

@@ -74,7 +74,8 @@ fn parse_corpus(starts: &[Time]) -> Vec<Hostile> {
         let mut rest = line;
         let mut fields = Vec::new();
         for _ in 0..4 {
-            let (field, tail) = rest.trim_start().split_once(char::is_whitespace).unwrap_or_else(|| panic!("{what}: five fields"));
+            let (field, tail) =
+                rest.trim_start().split_once(char::is_whitespace).unwrap_or_else(|| panic!("{what}: five fields"));
             fields.push(field);
             rest = tail;
         }
@@ -201,7 +202,12 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
     let out = |name: &str| dir.path().join(name);
     run_ok(binary().args(["run", "--metrics-addr", "off", "--input"]).arg(&base).arg("--out").arg(out("run")));
     for (prefix, name) in [(&clean, "clean"), (&mixed, "mixed")] {
-        run_ok(tweetoscope(prefix, &["backtest", "--metrics-addr", "off", "--out"]).arg(out(name)).arg("--summary").arg(out(&format!("{name}.json"))));
+        run_ok(
+            tweetoscope(prefix, &["backtest", "--metrics-addr", "off", "--out"])
+                .arg(out(name))
+                .arg("--summary")
+                .arg(out(&format!("{name}.json"))),
+        );
     }
     assert_same_outputs(&out("run"), &out("clean"));
     // The well-formed cascades' outputs do not change by a byte.
@@ -224,8 +230,11 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
         for reason in expected.keys().chain(r_mixed.keys()).collect::<std::collections::BTreeSet<_>>() {
             let (want, got) = (expected.get(reason).copied().unwrap_or(0), r_mixed.get(reason).copied().unwrap_or(0));
             let mark = if want == got { "  " } else { "≠ " };
-            report += &format!("{mark}{reason}: expected {want} (clean run {}), got {got}; corpus: {:?}\n",
-                r_clean.get(reason).copied().unwrap_or(0), names.get(reason.as_str()).cloned().unwrap_or_default());
+            report += &format!(
+                "{mark}{reason}: expected {want} (clean run {}), got {got}; corpus: {:?}\n",
+                r_clean.get(reason).copied().unwrap_or(0),
+                names.get(reason.as_str()).cloned().unwrap_or_default()
+            );
         }
         panic!("rejections by reason differ from the corpus's expectations:\n{report}");
     }
@@ -235,7 +244,8 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
 
     // Live, the same messages reach the dead-letter topic, each with its reason. A tweet far
     // in the future on every partition moves the watermark past every hostile message.
-    let live = tweetoscope(&mixed, &["live", "--metrics-addr", "off"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let live =
+        tweetoscope(&mixed, &["live", "--metrics-addr", "off"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     for p in 0..4 {
         let id = 2_000_000_000u64 + p as u64;
         let value = format!(r#"{{"type":"tweet","msg":"","t":10000000,"m":1,"source":0,"info":"cascade={id}"}}"#);
@@ -262,7 +272,8 @@ fn hostile_messages_through_the_kafka_source_are_dead_lettered_by_reason_and_cha
     assert_eq!(o.status.code(), Some(143), "live stopped by SIGTERM exits 143: {}", String::from_utf8_lossy(&o.stderr));
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
     for (_, letter) in consume_all(&kafka, &kafka.topics.dead_letters) {
-        let v: serde_json::Value = serde_json::from_str(&letter).unwrap_or_else(|e| panic!("dead letter is not JSON ({e}): {letter}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&letter).unwrap_or_else(|e| panic!("dead letter is not JSON ({e}): {letter}"));
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "a dead letter without detail: {letter}");
         assert!(letter.len() < 4096, "dead letters are truncated: {} bytes", letter.len());
         *by_reason.entry(v["reason"].as_str().unwrap().to_owned()).or_default() += 1;
@@ -328,7 +339,10 @@ fn hostile_files_are_errors_naming_file_and_line_and_never_a_panic() {
         match &case.expect {
             Err((at, fragment)) => {
                 if o.status.code() != Some(1) || !stderr.contains(&format!("{at}: ")) || !stderr.contains(fragment.as_str()) {
-                    failures.push(format!("{name}: expected exit 1 with `{at}: …{fragment}…`, got {} and stderr:\n{stderr}", o.status));
+                    failures.push(format!(
+                        "{name}: expected exit 1 with `{at}: …{fragment}…`, got {} and stderr:\n{stderr}",
+                        o.status
+                    ));
                 }
             }
             Ok((cascades, events)) => {
@@ -339,8 +353,11 @@ fn hostile_files_are_errors_naming_file_and_line_and_never_a_panic() {
                 let ds = tweetoscope::io::files::read_dataset(&input, index.as_deref()).unwrap();
                 let s = summary(&out_dir.join("summary.json"));
                 if ds.cascades.len() != *cascades || s["events"].as_u64() != Some(*events) {
-                    failures.push(format!("{name}: expected {cascades} cascades and {events} events, read {} and replayed {}",
-                        ds.cascades.len(), s["events"]));
+                    failures.push(format!(
+                        "{name}: expected {cascades} cascades and {events} events, read {} and replayed {}",
+                        ds.cascades.len(),
+                        s["events"]
+                    ));
                 }
             }
         }

@@ -96,7 +96,11 @@ fn assert_holds(overlay: &str, cm: &Value, files: &BTreeMap<String, String>) {
     let keys: Vec<_> = data.keys().cloned().collect();
     assert_eq!(keys, files.keys().cloned().collect::<Vec<_>>(), "{overlay}: {} keys", cm["metadata"]["name"]);
     for (name, text) in files {
-        assert!(data[name].as_str() == Some(text.as_str()), "{overlay}: {}/{name} differs from the repo's file", cm["metadata"]["name"]);
+        assert!(
+            data[name].as_str() == Some(text.as_str()),
+            "{overlay}: {}/{name} differs from the repo's file",
+            cm["metadata"]["name"]
+        );
     }
 }
 
@@ -109,9 +113,9 @@ fn secured_overlays() -> BTreeSet<String> {
     rendered()
         .keys()
         .filter(|o| {
-            read(&format!("k8s/overlays/{o}/kustomization.yaml"))
-                .lines()
-                .any(|l| !l.trim_start().starts_with('#') && l.trim().trim_start_matches("- ").trim() == "../../components/kafka-sasl-ssl")
+            read(&format!("k8s/overlays/{o}/kustomization.yaml")).lines().any(|l| {
+                !l.trim_start().starts_with('#') && l.trim().trim_start_matches("- ").trim() == "../../components/kafka-sasl-ssl"
+            })
         })
         .cloned()
         .collect()
@@ -120,7 +124,11 @@ fn secured_overlays() -> BTreeSet<String> {
 /// The dataflow config an overlay's Kafka clients run with: the SASL_SSL one where the
 /// component is listed.
 fn kafka_dataflow_of(overlay: &str) -> &'static str {
-    if secured_overlays().contains(overlay) { "dataflows/kafka-sasl-ssl.toml" } else { "dataflows/kafka.toml" }
+    if secured_overlays().contains(overlay) {
+        "dataflows/kafka-sasl-ssl.toml"
+    } else {
+        "dataflows/kafka.toml"
+    }
 }
 
 #[test]
@@ -131,13 +139,21 @@ fn config_maps_hold_the_repos_own_files_byte_for_byte() {
         // Under the key every client's --config names, whichever file the overlay deploys.
         assert_holds(overlay, config_map(all, "tweetoscope-config"), &one("kafka.toml", kafka_dataflow_of(overlay)));
         if secured_overlays().contains(overlay) {
-            assert_holds(overlay, config_map(all, "kafka-sasl"), &BTreeMap::from([
-                ("kafka_server_jaas.conf".to_owned(), read("k8s/components/kafka-sasl-ssl/kafka_server_jaas.conf")),
-                ("upsert-scram-user.sh".to_owned(), read("k8s/components/kafka-sasl-ssl/upsert-scram-user.sh")),
-            ]));
+            assert_holds(
+                overlay,
+                config_map(all, "kafka-sasl"),
+                &BTreeMap::from([
+                    ("kafka_server_jaas.conf".to_owned(), read("k8s/components/kafka-sasl-ssl/kafka_server_jaas.conf")),
+                    ("upsert-scram-user.sh".to_owned(), read("k8s/components/kafka-sasl-ssl/upsert-scram-user.sh")),
+                ]),
+            );
         }
         assert_holds(overlay, config_map(all, "prometheus-rules"), &files_of("ops/prometheus/rules", "yml"));
-        assert_holds(overlay, config_map(all, "alertmanager-config"), &one("alertmanager.yml", "ops/alertmanager/alertmanager.yml"));
+        assert_holds(
+            overlay,
+            config_map(all, "alertmanager-config"),
+            &one("alertmanager.yml", "ops/alertmanager/alertmanager.yml"),
+        );
         assert_holds(overlay, config_map(all, "grafana-dashboards"), &files_of("ops/grafana/dashboards", "json"));
         assert_holds(
             overlay,
@@ -146,7 +162,11 @@ fn config_maps_hold_the_repos_own_files_byte_for_byte() {
         );
         // The two cluster-specific files (discovery instead of 127.0.0.1) live in k8s/base.
         assert_holds(overlay, config_map(all, "prometheus-config"), &one("prometheus.yml", "k8s/base/monitoring/prometheus.yml"));
-        assert_holds(overlay, config_map(all, "grafana-datasources"), &one("tweetoscope.yml", "k8s/base/monitoring/grafana-datasource.yml"));
+        assert_holds(
+            overlay,
+            config_map(all, "grafana-datasources"),
+            &one("tweetoscope.yml", "k8s/base/monitoring/grafana-datasource.yml"),
+        );
     }
 }
 
@@ -208,14 +228,25 @@ fn the_kafka_dataflow_has_the_embedded_pipeline_settings_and_the_in_cluster_brok
     let k = &mut same.kafka;
     (k.brokers, k.security_protocol, k.sasl_mechanism, k.sasl_username, k.sasl_password_file, k.ssl_ca_location) =
         (kafka.kafka.brokers.clone(), kafka.kafka.security_protocol.clone(), None, None, None, None);
-    assert_eq!(same, kafka, "dataflows/kafka-sasl-ssl.toml differs from dataflows/kafka.toml beyond the [kafka] connection settings");
+    assert_eq!(
+        same, kafka,
+        "dataflows/kafka-sasl-ssl.toml differs from dataflows/kafka.toml beyond the [kafka] connection settings"
+    );
     assert_eq!(secured.kafka.security_protocol, "sasl_ssl");
     // The brokers are the Kafka Service of the manifests, on a port the Service has.
     for (overlay, all) in rendered() {
-        let config = DataflowConfig::parse(config_map(all, "tweetoscope-config")["data"]["kafka.toml"].as_str().unwrap()).unwrap();
+        let config =
+            DataflowConfig::parse(config_map(all, "tweetoscope-config")["data"]["kafka.toml"].as_str().unwrap()).unwrap();
         let (host, port) = config.kafka.brokers.split_once(':').unwrap();
         let svc = named(all, "Service", host);
-        assert!(svc["spec"]["ports"].as_array().unwrap().iter().any(|p| p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(port)), "{overlay}: {host} has no port {port}");
+        assert!(
+            svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"].as_u64().map(|n| n.to_string()).as_deref() == Some(port)),
+            "{overlay}: {host} has no port {port}"
+        );
     }
 }
 
@@ -227,7 +258,15 @@ fn tweetoscope_containers(all: &[Value]) -> Vec<(String, &Value)> {
         for list in ["initContainers", "containers"] {
             for c in spec[list].as_array().into_iter().flatten() {
                 if c["image"].as_str().is_some_and(|i| i.starts_with("tweetoscope:")) {
-                    out.push((format!("{}/{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap(), c["name"].as_str().unwrap()), c));
+                    out.push((
+                        format!(
+                            "{}/{}/{}",
+                            o["kind"].as_str().unwrap(),
+                            o["metadata"]["name"].as_str().unwrap(),
+                            c["name"].as_str().unwrap()
+                        ),
+                        c,
+                    ));
                 }
             }
         }
@@ -240,7 +279,12 @@ fn args_of(c: &Value) -> Vec<String> {
 }
 
 fn env_of(c: &Value) -> BTreeMap<String, String> {
-    c["env"].as_array().into_iter().flatten().filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned()))).collect()
+    c["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
 }
 
 #[test]
@@ -271,7 +315,8 @@ fn manifests_command_lines_parse_and_the_statefulset_service_and_n_agree() {
         assert_eq!(env["TWEETOSCOPE_SERVICE"], service["metadata"]["name"].as_str().unwrap(), "{overlay}");
         let mounts = main["volumeMounts"].as_array().unwrap();
         // What each pod's entrypoint does: render its hostfile, then exec `live -n -p -h`.
-        let Some(Sub::Hostfile(args)) = Cli::try_parse_from(std::iter::once("tweetoscope".to_owned()).chain(args_of(main))).unwrap().command
+        let Some(Sub::Hostfile(args)) =
+            Cli::try_parse_from(std::iter::once("tweetoscope".to_owned()).chain(args_of(main))).unwrap().command
         else {
             panic!("{overlay}: the StatefulSet's container must run `tweetoscope hostfile … -- live …`")
         };
@@ -289,12 +334,18 @@ fn manifests_command_lines_parse_and_the_statefulset_service_and_n_agree() {
                 let expected = if j == ordinal {
                     "0.0.0.0:2101".to_owned()
                 } else {
-                    format!("tweetoscope-{j}.{}.{namespace}.svc.cluster.local:2101", service["metadata"]["name"].as_str().unwrap())
+                    format!(
+                        "tweetoscope-{j}.{}.{namespace}.svc.cluster.local:2101",
+                        service["metadata"]["name"].as_str().unwrap()
+                    )
                 };
                 assert_eq!(line, &expected, "{overlay} pod {ordinal}");
             }
             let out = args.out.as_ref().unwrap().display().to_string();
-            assert!(mounts.iter().any(|m| out.starts_with(m["mountPath"].as_str().unwrap())), "{overlay}: {out} is not on a volume");
+            assert!(
+                mounts.iter().any(|m| out.starts_with(m["mountPath"].as_str().unwrap())),
+                "{overlay}: {out} is not on a volume"
+            );
             let exec: Vec<String> =
                 std::iter::once("tweetoscope".to_owned()).chain(args.exec.clone()).chain(plan.timely_flags(&out)).collect();
             let Some(Sub::Live { run, .. }) = Cli::try_parse_from(&exec).unwrap().command else { panic!("{overlay}: {exec:?}") };
@@ -363,7 +414,8 @@ fn three_pods_hostfiles_form_one_cluster_on_loopback() {
         cmd.arg("hostfile");
         pod_env(&mut cmd, i);
         let out = String::from_utf8(run_ok(&mut cmd).stdout).unwrap();
-        let expected: String = (0..N).map(|j| if j == i { "0.0.0.0:2101\n".to_owned() } else { format!("{}\n", dns(j)) }).collect();
+        let expected: String =
+            (0..N).map(|j| if j == i { "0.0.0.0:2101\n".to_owned() } else { format!("{}\n", dns(j)) }).collect();
         assert_eq!(out, expected, "pod {i}");
     }
     // The same hostfiles with every pod name (and the own line) mapped to a loopback port,
@@ -390,7 +442,11 @@ fn three_pods_hostfiles_form_one_cluster_on_loopback() {
         let hosts = std::fs::read_to_string(dir.path().join(format!("hosts-{i}"))).unwrap();
         assert_eq!(hosts.lines().collect::<Vec<_>>(), ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>());
         // The entrypoint said which process this is, and exec'd with those flags.
-        assert!(stderr_of(dir.path(), i).contains(&format!("process {i} of {N}: -n {N} -p {i} --hostfile")), "{}", stderr_of(dir.path(), i));
+        assert!(
+            stderr_of(dir.path(), i).contains(&format!("process {i} of {N}: -n {N} -p {i} --hostfile")),
+            "{}",
+            stderr_of(dir.path(), i)
+        );
     }
     // One cluster: process 0's outputs are those of a single-process run.
     let single = dir.path().join("single");
@@ -421,7 +477,8 @@ fn string_map(v: &Value) -> BTreeMap<String, String> {
 
 /// A label selector (matchLabels and matchExpressions; `{}` selects everything).
 fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let by_label = selector["matchLabels"].as_object().into_iter().flatten().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
+    let by_label =
+        selector["matchLabels"].as_object().into_iter().flatten().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
     let by_expression = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
         let key = e["key"].as_str().unwrap();
         let values: Vec<&str> = e["values"].as_array().into_iter().flatten().map(|v| v.as_str().unwrap()).collect();
@@ -576,7 +633,11 @@ fn network_endpoints(all: &[Value]) -> (String, Vec<Endpoint>) {
             })
             .collect();
         let name = what.split_once('/').unwrap().1.to_owned();
-        endpoints.push(Endpoint { name, place: pod(&namespace, &namespace_labels, string_map(&template["metadata"]["labels"])), ports });
+        endpoints.push(Endpoint {
+            name,
+            place: pod(&namespace, &namespace_labels, string_map(&template["metadata"]["labels"])),
+            ports,
+        });
     }
     let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
     endpoints.push(Endpoint {
@@ -687,7 +748,10 @@ fn network_policies_allow_exactly_the_dataflows_graph() {
         let got = network_graph(&policies, &endpoints, &namespace);
         let extra: Vec<_> = got.difference(&want).collect();
         let missing: Vec<_> = want.difference(&got).collect();
-        assert!(extra.is_empty() && missing.is_empty(), "{overlay}: allowed but not in the graph: {extra:#?}\nin the graph but refused: {missing:#?}");
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "{overlay}: allowed but not in the graph: {extra:#?}\nin the graph but refused: {missing:#?}"
+        );
         if overlay != "dev" {
             let inbound: Vec<_> = got.iter().filter(|e| OUTSIDE.iter().any(|o| e.starts_with(&format!("{o} ->")))).collect();
             assert!(inbound.is_empty(), "{overlay}: reachable from outside the namespace: {inbound:?}");
@@ -704,7 +768,10 @@ fn network_policies_allow_exactly_the_dataflows_graph() {
         let deny = named(all, "NetworkPolicy", "default-deny");
         assert_eq!(deny["spec"]["podSelector"], serde_json::json!({}), "{overlay}");
         assert_eq!(policy_types(deny), ["Ingress", "Egress"], "{overlay}");
-        assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none(), "{overlay}: default-deny allows something");
+        assert!(
+            deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none(),
+            "{overlay}: default-deny allows something"
+        );
     }
 }
 
@@ -730,8 +797,16 @@ fn prod_exposes_nothing_outside_the_cluster_and_grafana_has_no_default_login() {
     let container = &spec["containers"][0];
     let env = env_of(container);
     assert_eq!(env.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str), Some("false"));
-    assert!(!env.contains_key("GF_SECURITY_ADMIN_PASSWORD") && !env.contains_key("GF_SECURITY_ADMIN_USER"), "a literal Grafana login");
-    let admin_volume = spec["volumes"].as_array().unwrap().iter().find(|v| v["secret"]["secretName"] == "grafana-admin").expect("the grafana-admin Secret volume");
+    assert!(
+        !env.contains_key("GF_SECURITY_ADMIN_PASSWORD") && !env.contains_key("GF_SECURITY_ADMIN_USER"),
+        "a literal Grafana login"
+    );
+    let admin_volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "grafana-admin")
+        .expect("the grafana-admin Secret volume");
     let mount = container["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == admin_volume["name"]).unwrap();
     assert_eq!(mount["readOnly"], true);
     for (var, key) in [("GF_SECURITY_ADMIN_USER__FILE", "admin-user"), ("GF_SECURITY_ADMIN_PASSWORD__FILE", "admin-password")] {
@@ -744,7 +819,11 @@ fn prod_exposes_nothing_outside_the_cluster_and_grafana_has_no_default_login() {
     let dev = &rendered()["dev"];
     for (name, port) in [("prometheus", 30187), ("grafana", 30188), ("alertmanager", 30189)] {
         let svc = named(dev, "Service", name);
-        assert_eq!((svc["spec"]["type"].as_str(), svc["spec"]["ports"][0]["nodePort"].as_u64()), (Some("NodePort"), Some(port)), "dev {name}");
+        assert_eq!(
+            (svc["spec"]["type"].as_str(), svc["spec"]["ports"][0]["nodePort"].as_u64()),
+            (Some("NodePort"), Some(port)),
+            "dev {name}"
+        );
     }
     let env = env_of(&named(dev, "Deployment", "grafana")["spec"]["template"]["spec"]["containers"][0]);
     assert_eq!((env["GF_AUTH_ANONYMOUS_ENABLED"].as_str(), env["GF_AUTH_ANONYMOUS_ORG_ROLE"].as_str()), ("true", "Viewer"));
@@ -770,7 +849,8 @@ fn the_timely_cluster_and_kafka_have_a_disruption_budget_and_one_pod_per_node() 
             // Exactly one budget covers these pods, and it refuses every voluntary eviction
             // (fail-stop timely cluster; one Kafka broker): `kubectl drain` waits for the
             // operator's procedure (k8s/README.md, "Draining a node").
-            let budgets: Vec<&Value> = objects(all, "PodDisruptionBudget").filter(|b| selects(&b["spec"]["selector"], &labels)).collect();
+            let budgets: Vec<&Value> =
+                objects(all, "PodDisruptionBudget").filter(|b| selects(&b["spec"]["selector"], &labels)).collect();
             assert_eq!(budgets.len(), 1, "{overlay}: {set_name} is covered by {} PodDisruptionBudgets", budgets.len());
             let budget = &budgets[0]["spec"];
             let replicas = set["spec"]["replicas"].as_u64().unwrap();
@@ -781,14 +861,21 @@ fn the_timely_cluster_and_kafka_have_a_disruption_budget_and_one_pod_per_node() 
             // The budget covers no other workload's pods.
             for (what, other) in pod_templates(all) {
                 if what != format!("StatefulSet/{set_name}") {
-                    assert!(!selects(&budget["selector"], &string_map(&other["metadata"]["labels"])), "{overlay}: {set_name}'s budget also covers {what}");
+                    assert!(
+                        !selects(&budget["selector"], &string_map(&other["metadata"]["labels"])),
+                        "{overlay}: {set_name}'s budget also covers {what}"
+                    );
                 }
             }
             // Required (not preferred) anti-affinity: never two of these pods on one node.
             let anti = &template["spec"]["affinity"]["podAntiAffinity"];
-            let required = anti["requiredDuringSchedulingIgnoredDuringExecution"].as_array().unwrap_or_else(|| panic!("{overlay}: {set_name} has no required anti-affinity"));
+            let required = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{overlay}: {set_name} has no required anti-affinity"));
             assert!(
-                required.iter().any(|term| term["topologyKey"] == "kubernetes.io/hostname" && selects(&term["labelSelector"], &labels)),
+                required
+                    .iter()
+                    .any(|term| term["topologyKey"] == "kubernetes.io/hostname" && selects(&term["labelSelector"], &labels)),
                 "{overlay}: {set_name}'s anti-affinity does not keep its own pods on distinct nodes: {required:?}"
             );
             // And it does not repel the other workload's pods by accident (kafka and
@@ -827,7 +914,13 @@ fn every_pod_is_non_root_read_only_and_bounded_on_disk() {
         let ns = objects(all, "Namespace").next().unwrap();
         assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted", "{overlay}");
         let claims: BTreeSet<String> = objects(all, "StatefulSet")
-            .flat_map(|s| s["spec"]["volumeClaimTemplates"].as_array().into_iter().flatten().map(|c| c["metadata"]["name"].as_str().unwrap().to_owned()))
+            .flat_map(|s| {
+                s["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["metadata"]["name"].as_str().unwrap().to_owned())
+            })
             .collect();
         let mut uid_of_image: BTreeMap<String, i64> = BTreeMap::new();
         for (what, template) in pod_templates(all) {
@@ -859,7 +952,9 @@ fn every_pod_is_non_root_read_only_and_bounded_on_disk() {
                 assert!(v.get("hostPath").is_none(), "{at}: hostPath volume {}", v["name"]);
                 if let Some(e) = v.get("emptyDir") {
                     // Every scratch volume is bounded: the kubelet evicts the pod past it.
-                    empty_dirs += quantity_bytes(e.get("sizeLimit").unwrap_or_else(|| panic!("{at}: emptyDir {} has no sizeLimit", v["name"])));
+                    empty_dirs += quantity_bytes(
+                        e.get("sizeLimit").unwrap_or_else(|| panic!("{at}: emptyDir {} has no sizeLimit", v["name"])),
+                    );
                 }
             }
             let mut ephemeral_limits = 0;
@@ -903,7 +998,10 @@ fn every_pod_is_non_root_read_only_and_bounded_on_disk() {
                 }
             }
             // The pod's scratch volumes fit in what its containers may use together.
-            assert!(empty_dirs <= ephemeral_limits, "{at}: emptyDir sizeLimits {empty_dirs} B above the ephemeral-storage limits {ephemeral_limits} B");
+            assert!(
+                empty_dirs <= ephemeral_limits,
+                "{at}: emptyDir sizeLimits {empty_dirs} B above the ephemeral-storage limits {ephemeral_limits} B"
+            );
         }
         let uids: BTreeSet<i64> = uid_of_image.values().copied().collect();
         assert_eq!(uids.len(), uid_of_image.len(), "{overlay}: two images share a uid: {uid_of_image:?}");
@@ -920,7 +1018,12 @@ fn readiness_and_liveness_differ_for_every_long_running_container() {
                 assert!(ready.is_object() && live.is_object(), "{at}: readiness and liveness probes");
                 // The check itself (handler and target) must differ: the same probe for both
                 // restarts a pod that is merely busy or not ready yet.
-                let check = |p: &Value| ["httpGet", "tcpSocket", "exec", "grpc"].iter().find_map(|k| p.get(*k).map(|h| (k.to_string(), h.clone()))).unwrap();
+                let check = |p: &Value| {
+                    ["httpGet", "tcpSocket", "exec", "grpc"]
+                        .iter()
+                        .find_map(|k| p.get(*k).map(|h| (k.to_string(), h.clone())))
+                        .unwrap()
+                };
                 assert_ne!(check(ready), check(live), "{at}: the same check for readiness and liveness");
             }
         }
@@ -970,7 +1073,11 @@ fn the_tweetoscope_probes_are_endpoints_the_binary_serves() {
     let _children = Children(vec![child]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_status(port, "/").is_err() {
-        assert!(Instant::now() < deadline, "no HTTP server on 127.0.0.1:{port} after 60 s: {}", std::fs::read_to_string(dir.path().join("stderr")).unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "no HTTP server on 127.0.0.1:{port} after 60 s: {}",
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(http_status(port, ready).unwrap(), 200, "readiness {ready}");
@@ -1103,13 +1210,29 @@ fn every_kafka_client_reads_its_settings_from_the_mounted_config() {
             let args = args_of(c);
             // The [kafka] settings come from the file alone: no flag or variable overrides it
             // (a forgotten --brokers would bypass the secured listener).
-            let config = &args[args.iter().position(|a| a == "--config").unwrap_or_else(|| panic!("{at}: no --config in {args:?}")) + 1];
+            let config =
+                &args[args.iter().position(|a| a == "--config").unwrap_or_else(|| panic!("{at}: no --config in {args:?}")) + 1];
             let (mount, volume) = mount_holding(template, c, config);
-            assert_eq!(volume["configMap"]["name"], config_map(all, "tweetoscope-config")["metadata"]["name"], "{at}: {config} is not the generated config");
+            assert_eq!(
+                volume["configMap"]["name"],
+                config_map(all, "tweetoscope-config")["metadata"]["name"],
+                "{at}: {config} is not the generated config"
+            );
             assert_eq!(mount["readOnly"], true, "{at}");
             assert_eq!(key_and_mode(&volume["configMap"], "kafka.toml").0, "kafka.toml");
-            for flag in ["--brokers", "--security-protocol", "--sasl-mechanism", "--sasl-username", "--sasl-password-file", "--ssl-ca-location", "--topic-prefix"] {
-                assert!(!args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))), "{at}: {flag} overrides the config");
+            for flag in [
+                "--brokers",
+                "--security-protocol",
+                "--sasl-mechanism",
+                "--sasl-username",
+                "--sasl-password-file",
+                "--ssl-ca-location",
+                "--topic-prefix",
+            ] {
+                assert!(
+                    !args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))),
+                    "{at}: {flag} overrides the config"
+                );
             }
             let env = c["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str());
             for var in env {
@@ -1140,10 +1263,21 @@ fn prod_kafka_clients_mount_the_client_secret_read_only_and_point_at_the_sasl_ss
         // The brokers: the Kafka Service's port onto the broker's SASL_SSL listener.
         let (listener, port) = sasl_ssl_listener(&overlay, all);
         let (host, client_port) = k.brokers.split_once(':').unwrap();
-        assert_eq!(client_port, port.to_string(), "{overlay}: the clients connect to {}, the SASL_SSL listener {listener} is on {port}", k.brokers);
-        let svc_port = named(all, "Service", host)["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).cloned().unwrap();
+        assert_eq!(
+            client_port,
+            port.to_string(),
+            "{overlay}: the clients connect to {}, the SASL_SSL listener {listener} is on {port}",
+            k.brokers
+        );
+        let svc_port =
+            named(all, "Service", host)["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == port).cloned().unwrap();
         let (_, broker) = kafka_broker(all);
-        let container_port = broker["ports"].as_array().unwrap().iter().find(|p| p["containerPort"] == port).expect("the broker declares the client port");
+        let container_port = broker["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["containerPort"] == port)
+            .expect("the broker declares the client port");
         assert!(svc_port["targetPort"] == container_port["name"] || svc_port["targetPort"] == port, "{overlay}: {svc_port}");
         for (what, template, c) in kafka_clients(all) {
             let at = format!("{overlay} {what}");
@@ -1156,12 +1290,19 @@ fn prod_kafka_clients_mount_the_client_secret_read_only_and_point_at_the_sasl_ss
             assert_eq!(key, "sasl-password", "{at}");
             assert_eq!(mode & 0o007, 0, "{at}: the password file is world-readable (mode {mode:o})");
             let sc = &template["spec"]["securityContext"];
-            assert!(sc["fsGroup"].is_i64() && sc["fsGroup"] == sc["runAsGroup"], "{at}: without fsGroup = runAsGroup the process cannot read a {mode:o} file");
+            assert!(
+                sc["fsGroup"].is_i64() && sc["fsGroup"] == sc["runAsGroup"],
+                "{at}: without fsGroup = runAsGroup the process cannot read a {mode:o} file"
+            );
             // The CA: ca.crt of the ConfigMap kafka-ca.
             let (mount, volume) = mount_holding(template, c, &ca);
             assert_eq!(volume["configMap"]["name"], "kafka-ca", "{at}: {ca} is not from the ConfigMap kafka-ca");
             assert_eq!(mount["readOnly"], true, "{at}");
-            assert_eq!(key_and_mode(&volume["configMap"], Path::new(&ca).file_name().unwrap().to_str().unwrap()).0, "ca.crt", "{at}");
+            assert_eq!(
+                key_and_mode(&volume["configMap"], Path::new(&ca).file_name().unwrap().to_str().unwrap()).0,
+                "ca.crt",
+                "{at}"
+            );
         }
         // Both are the operator's, created before the first apply: not in the repository.
         assert!(objects(all, "ConfigMap").all(|m| m["metadata"]["name"] != "kafka-ca"), "{overlay}: kafka-ca is rendered");
@@ -1189,15 +1330,27 @@ fn prod_kafka_listens_for_clients_on_sasl_ssl_with_scram_and_a_keystore_from_a_s
             assert_eq!(env[var], plain_env[var], "{overlay}: {var}");
         }
         let controller = &env["KAFKA_CONTROLLER_LISTENER_NAMES"];
-        assert_eq!(kafka_listeners(&env["KAFKA_LISTENERS"])[controller], kafka_listeners(&plain_env["KAFKA_LISTENERS"])[controller]);
+        assert_eq!(
+            kafka_listeners(&env["KAFKA_LISTENERS"])[controller],
+            kafka_listeners(&plain_env["KAFKA_LISTENERS"])[controller]
+        );
         // Inter-broker traffic stays inside the pod (its listener is on the loopback) or is SASL_SSL.
         let inter = &env["KAFKA_INTER_BROKER_LISTENER_NAME"];
         let (inter_host, inter_port) = kafka_listeners(&env["KAFKA_LISTENERS"])[inter].clone();
-        assert!(is_loopback(&inter_host) || protocol_map(&env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"])[inter] == "SASL_SSL", "{overlay}: {inter}");
+        assert!(
+            is_loopback(&inter_host) || protocol_map(&env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"])[inter] == "SASL_SSL",
+            "{overlay}: {inter}"
+        );
         // Nothing outside the pod is pointed at the loopback listener: neither a container
         // port nor a Service port.
-        assert!(broker["ports"].as_array().unwrap().iter().all(|p| p["containerPort"] != inter_port), "{overlay}: port {inter_port} declared");
-        assert!(named(all, "Service", "kafka")["spec"]["ports"].as_array().unwrap().iter().all(|p| p["port"] != inter_port), "{overlay}");
+        assert!(
+            broker["ports"].as_array().unwrap().iter().all(|p| p["containerPort"] != inter_port),
+            "{overlay}: port {inter_port} declared"
+        );
+        assert!(
+            named(all, "Service", "kafka")["spec"]["ports"].as_array().unwrap().iter().all(|p| p["port"] != inter_port),
+            "{overlay}"
+        );
         // Ready when the clients' listener answers.
         let ready = &broker["readinessProbe"]["tcpSocket"]["port"];
         let named_port = broker["ports"].as_array().unwrap().iter().find(|p| p["containerPort"] == port).unwrap();
@@ -1208,7 +1361,11 @@ fn prod_kafka_listens_for_clients_on_sasl_ssl_with_scram_and_a_keystore_from_a_s
         for var in ["KAFKA_SSL_KEYSTORE_FILENAME", "KAFKA_SSL_KEYSTORE_CREDENTIALS", "KAFKA_SSL_KEY_CREDENTIALS"] {
             let file = &env[var];
             let (mount, volume) = mount_holding(template, broker, &format!("/etc/kafka/secrets/{file}"));
-            assert_eq!((volume["secret"]["secretName"].as_str(), &mount["readOnly"]), (Some("kafka-tls"), &Value::Bool(true)), "{overlay}: {var}");
+            assert_eq!(
+                (volume["secret"]["secretName"].as_str(), &mount["readOnly"]),
+                (Some("kafka-tls"), &Value::Bool(true)),
+                "{overlay}: {var}"
+            );
             let (key, mode) = key_and_mode(&volume["secret"], file);
             assert_eq!((key.as_str(), mode & 0o007), (file.as_str(), 0), "{overlay}: {var}");
         }
@@ -1222,23 +1379,47 @@ fn prod_kafka_listens_for_clients_on_sasl_ssl_with_scram_and_a_keystore_from_a_s
         let text = cm["data"][Path::new(jaas).file_name().unwrap().to_str().unwrap()].as_str().unwrap();
         let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
         assert!(code.contains("org.apache.kafka.common.security.scram.ScramLoginModule required"), "{overlay}: {code}");
-        assert!(!code.to_lowercase().contains("password") && !code.contains("username"), "{overlay}: credentials in the JAAS file: {code}");
+        assert!(
+            !code.to_lowercase().contains("password") && !code.contains("username"),
+            "{overlay}: credentials in the JAAS file: {code}"
+        );
         // The client user's credential: set at start by the postStart hook from the Secret
         // kafka-client (read-only), for the user the clients log in as, through the loopback
         // listener.
-        let hook: Vec<&str> = broker["lifecycle"]["postStart"]["exec"]["command"].as_array().expect("a postStart hook").iter().map(|a| a.as_str().unwrap()).collect();
+        let hook: Vec<&str> = broker["lifecycle"]["postStart"]["exec"]["command"]
+            .as_array()
+            .expect("a postStart hook")
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(hook.len(), 2, "{overlay}: {hook:?}");
         assert_eq!(hook[0], "bash");
         let (mount, volume) = mount_holding(template, broker, hook[1]);
         assert_eq!(mount["readOnly"], true);
-        let script = named(all, "ConfigMap", volume["configMap"]["name"].as_str().unwrap())["data"][Path::new(hook[1]).file_name().unwrap().to_str().unwrap()].as_str().unwrap();
-        assert!(script.contains("--add-config-file") && script.contains("SCRAM-SHA-512="), "{overlay}: the hook sets no SCRAM-SHA-512 credential");
-        assert!(script.contains(&format!("SCRAM_BOOTSTRAP:-{inter_host}:{inter_port}")), "{overlay}: the hook does not use the loopback listener");
+        let script = named(all, "ConfigMap", volume["configMap"]["name"].as_str().unwrap())["data"]
+            [Path::new(hook[1]).file_name().unwrap().to_str().unwrap()]
+        .as_str()
+        .unwrap();
+        assert!(
+            script.contains("--add-config-file") && script.contains("SCRAM-SHA-512="),
+            "{overlay}: the hook sets no SCRAM-SHA-512 credential"
+        );
+        assert!(
+            script.contains(&format!("SCRAM_BOOTSTRAP:-{inter_host}:{inter_port}")),
+            "{overlay}: the hook does not use the loopback listener"
+        );
         assert_eq!(env.get("SCRAM_USER"), config.kafka.sasl_username.as_ref(), "{overlay}: the hook's user is not the clients'");
         let password = &env["SCRAM_PASSWORD_FILE"];
         let (mount, volume) = mount_holding(template, broker, password);
-        assert_eq!((volume["secret"]["secretName"].as_str(), &mount["readOnly"]), (Some("kafka-client"), &Value::Bool(true)), "{overlay}");
-        assert_eq!(key_and_mode(&volume["secret"], Path::new(password).file_name().unwrap().to_str().unwrap()).0, "sasl-password");
+        assert_eq!(
+            (volume["secret"]["secretName"].as_str(), &mount["readOnly"]),
+            (Some("kafka-client"), &Value::Bool(true)),
+            "{overlay}"
+        );
+        assert_eq!(
+            key_and_mode(&volume["secret"], Path::new(password).file_name().unwrap().to_str().unwrap()).0,
+            "sasl-password"
+        );
     }
 }
 
@@ -1249,10 +1430,20 @@ fn dev_keeps_kafka_plaintext() {
         let env = env_of(broker);
         assert!(protocol_map(&env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]).values().all(|p| p == "PLAINTEXT"), "{overlay}");
         assert_eq!(kafka_listeners(&env["KAFKA_LISTENERS"]).get("PLAINTEXT").map(|l| l.1), Some(9092), "{overlay}");
-        assert!(env.keys().all(|k| !k.starts_with("KAFKA_SSL_") && !k.starts_with("KAFKA_SASL_") && k != "KAFKA_OPTS"), "{overlay}");
-        assert!(template["spec"]["volumes"].as_array().unwrap().iter().all(|v| v.get("secret").is_none()), "{overlay}: kafka mounts a Secret");
+        assert!(
+            env.keys().all(|k| !k.starts_with("KAFKA_SSL_") && !k.starts_with("KAFKA_SASL_") && k != "KAFKA_OPTS"),
+            "{overlay}"
+        );
+        assert!(
+            template["spec"]["volumes"].as_array().unwrap().iter().all(|v| v.get("secret").is_none()),
+            "{overlay}: kafka mounts a Secret"
+        );
         let config = deployed_dataflow(all);
-        assert_eq!((config.kafka.security_protocol.as_str(), config.kafka.brokers.as_str()), ("plaintext", "kafka:9092"), "{overlay}");
+        assert_eq!(
+            (config.kafka.security_protocol.as_str(), config.kafka.brokers.as_str()),
+            ("plaintext", "kafka:9092"),
+            "{overlay}"
+        );
         for (what, template, _) in kafka_clients(all) {
             for v in template["spec"]["volumes"].as_array().unwrap() {
                 let name = v["secret"]["secretName"].as_str().or(v["configMap"]["name"].as_str()).unwrap_or("");
@@ -1326,7 +1517,9 @@ fn password_literals(all: &[Value]) -> Vec<String> {
                     found.push(format!("{at}: a Secret in the environment"));
                 }
                 let upper = name.to_ascii_uppercase();
-                if let Some(value) = e["value"].as_str().filter(|_| ["PASSWORD", "SECRET", "TOKEN", "JAAS"].iter().any(|w| upper.contains(w))) {
+                if let Some(value) =
+                    e["value"].as_str().filter(|_| ["PASSWORD", "SECRET", "TOKEN", "JAAS"].iter().any(|w| upper.contains(w)))
+                {
                     if !value.starts_with('/') {
                         found.push(format!("{at}: a literal value"));
                     }
@@ -1356,33 +1549,63 @@ fn no_password_literal_in_any_rendered_manifest() {
     /// An edit of the rendered objects that slips a password in.
     type Edit = Box<dyn Fn(&mut Vec<Value>)>;
     let cases: Vec<(&str, Edit)> = vec![
-        ("TWEETOSCOPE_KAFKA_SASL_PASSWORD in the environment", Box::new(|all: &mut Vec<Value>| {
-            let i = find(all, "StatefulSet", "tweetoscope");
-            all[i]["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap().push(serde_json::json!({"name": "TWEETOSCOPE_KAFKA_SASL_PASSWORD", "value": "hunter2"}));
-        })),
-        ("a Secret copied into the environment", Box::new(|all: &mut Vec<Value>| {
-            let i = find(all, "Job", "generator");
-            all[i]["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "kafka-client", "key": "sasl-password"}}}]);
-        })),
-        ("sasl_password in the dataflow config", Box::new(|all: &mut Vec<Value>| {
-            let i = find(all, "ConfigMap", "tweetoscope-config-");
-            let text = all[i]["data"]["kafka.toml"].as_str().unwrap().replace("sasl_password_file = ", "sasl_password = \"hunter2\"\nsasl_password_file = ");
-            all[i]["data"]["kafka.toml"] = text.into();
-        })),
-        ("a password in the JAAS file", Box::new(|all: &mut Vec<Value>| {
-            let i = find(all, "ConfigMap", "kafka-sasl-");
-            let text = all[i]["data"]["kafka_server_jaas.conf"].as_str().unwrap().replace("required;", "required username=\"admin\" password=\"hunter2\";");
-            all[i]["data"]["kafka_server_jaas.conf"] = text.into();
-        })),
-        ("a password on a command line", Box::new(|all: &mut Vec<Value>| {
-            let i = find(all, "StatefulSet", "kafka");
-            all[i]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] =
-                serde_json::json!(["sh", "-c", "kafka-configs.sh --add-config 'SCRAM-SHA-512=[password=hunter2]'"]);
-        })),
-        ("the keystore password in the broker's environment", Box::new(|all: &mut Vec<Value>| {
-            let i = find(all, "StatefulSet", "kafka");
-            all[i]["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().unwrap().push(serde_json::json!({"name": "KAFKA_SSL_KEYSTORE_PASSWORD", "value": "changeit"}));
-        })),
+        (
+            "TWEETOSCOPE_KAFKA_SASL_PASSWORD in the environment",
+            Box::new(|all: &mut Vec<Value>| {
+                let i = find(all, "StatefulSet", "tweetoscope");
+                all[i]["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"name": "TWEETOSCOPE_KAFKA_SASL_PASSWORD", "value": "hunter2"}));
+            }),
+        ),
+        (
+            "a Secret copied into the environment",
+            Box::new(|all: &mut Vec<Value>| {
+                let i = find(all, "Job", "generator");
+                all[i]["spec"]["template"]["spec"]["containers"][0]["env"] = serde_json::json!([{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "kafka-client", "key": "sasl-password"}}}]);
+            }),
+        ),
+        (
+            "sasl_password in the dataflow config",
+            Box::new(|all: &mut Vec<Value>| {
+                let i = find(all, "ConfigMap", "tweetoscope-config-");
+                let text = all[i]["data"]["kafka.toml"]
+                    .as_str()
+                    .unwrap()
+                    .replace("sasl_password_file = ", "sasl_password = \"hunter2\"\nsasl_password_file = ");
+                all[i]["data"]["kafka.toml"] = text.into();
+            }),
+        ),
+        (
+            "a password in the JAAS file",
+            Box::new(|all: &mut Vec<Value>| {
+                let i = find(all, "ConfigMap", "kafka-sasl-");
+                let text = all[i]["data"]["kafka_server_jaas.conf"]
+                    .as_str()
+                    .unwrap()
+                    .replace("required;", "required username=\"admin\" password=\"hunter2\";");
+                all[i]["data"]["kafka_server_jaas.conf"] = text.into();
+            }),
+        ),
+        (
+            "a password on a command line",
+            Box::new(|all: &mut Vec<Value>| {
+                let i = find(all, "StatefulSet", "kafka");
+                all[i]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] =
+                    serde_json::json!(["sh", "-c", "kafka-configs.sh --add-config 'SCRAM-SHA-512=[password=hunter2]'"]);
+            }),
+        ),
+        (
+            "the keystore password in the broker's environment",
+            Box::new(|all: &mut Vec<Value>| {
+                let i = find(all, "StatefulSet", "kafka");
+                all[i]["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"name": "KAFKA_SSL_KEYSTORE_PASSWORD", "value": "changeit"}));
+            }),
+        ),
     ];
     for (what, edit) in &cases {
         assert!(!mutated(edit.as_ref()).is_empty(), "the scan misses {what}");
@@ -1451,7 +1674,8 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
     let k = deployed_dataflow(prod).kafka;
     let advertised = kafka_listeners(&env_of(broker)["KAFKA_ADVERTISED_LISTENERS"]);
     let (listener, _) = sasl_ssl_listener("prod", prod);
-    let dialed = [k.brokers.split_once(':').unwrap().0.to_owned(), advertised[&listener].0.replace("$(POD_NAMESPACE)", &namespace)];
+    let dialed =
+        [k.brokers.split_once(':').unwrap().0.to_owned(), advertised[&listener].0.replace("$(POD_NAMESPACE)", &namespace)];
     let keystore = &env_of(broker)["KAFKA_SSL_KEYSTORE_FILENAME"];
     let keystore_password = &env_of(broker)["KAFKA_SSL_KEYSTORE_CREDENTIALS"];
     for host in &dialed {
@@ -1488,7 +1712,8 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
     for (name, value) in env_of(broker) {
         if name.starts_with("KAFKA_") || name == "CLUSTER_ID" {
             let value = moves.iter().fold(value, |v, (from, to)| v.replace(from, to));
-            let fixed_port = |p: &str| value.match_indices(p).any(|(i, _)| !value[i + p.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            let fixed_port =
+                |p: &str| value.match_indices(p).any(|(i, _)| !value[i + p.len()..].starts_with(|c: char| c.is_ascii_digit()));
             assert!(![":9092", ":9093", ":9094", "/etc/", "$("].iter().any(|p| fixed_port(p)), "{name}={value} was not moved");
             env.insert(name, value);
         }
@@ -1511,10 +1736,17 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
     java(&mut setup);
     run_ok(&mut setup);
     let properties = std::fs::read_to_string(d("config/server.properties")).unwrap();
-    assert!(properties.contains("sasl.enabled.mechanisms=SCRAM-SHA-512") && properties.contains("ssl.keystore.type=PKCS12"), "{properties}");
+    assert!(
+        properties.contains("sasl.enabled.mechanisms=SCRAM-SHA-512") && properties.contains("ssl.keystore.type=PKCS12"),
+        "{properties}"
+    );
     let log = d("kafka.log");
     let mut start = Command::new("java");
-    start.args(["-Xmx320m", "-XX:+UseSerialGC"]).args(env["KAFKA_OPTS"].split_whitespace()).args(["-cp", &classpath, "kafka.Kafka"]);
+    start.args(["-Xmx320m", "-XX:+UseSerialGC"]).args(env["KAFKA_OPTS"].split_whitespace()).args([
+        "-cp",
+        &classpath,
+        "kafka.Kafka",
+    ]);
     start.arg(d("config/server.properties"));
     java(&mut start);
     let child = start.stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null()).spawn().unwrap();
@@ -1544,7 +1776,11 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
         .env("SCRAM_UPSERT_TIMEOUT", "120")
         .env("KAFKA_CONFIGS", &tool);
     let out = run_ok(&mut hook);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("credential of user tweetoscope set"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("credential of user tweetoscope set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Prod's client config, its two mounted paths here, the Service name the certificate's
     // localhost (the name the broker advertises here).
     let client = config_map(prod, "tweetoscope-config")["data"]["kafka.toml"].as_str().unwrap().to_owned();
@@ -1565,10 +1801,22 @@ fn prod_kafka_settings_run_a_real_broker_that_prod_clients_reach_over_sasl_ssl()
     let out = run_ok(client_cmd().args(["topics", "--partitions", "1", "--config"]).arg(d("client.toml")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("topics ready"), "{}", String::from_utf8_lossy(&out.stdout));
     // The producer path too (the generator Job's command): every message acknowledged.
-    let out = run_ok(client_cmd().args(["generate", "--input", "data/seismic-tideh100/raw/training/RT1.txt", "--speed", "max", "--config"]).arg(d("client.toml")).current_dir(root()));
+    let out = run_ok(
+        client_cmd()
+            .args(["generate", "--input", "data/seismic-tideh100/raw/training/RT1.txt", "--speed", "max", "--config"])
+            .arg(d("client.toml"))
+            .current_dir(root()),
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     let counts: Vec<u64> = said.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    assert!(said.contains("acknowledged by the broker") && counts.len() == 3 && counts[0] > 0 && counts[1] == counts[0] && counts[2] == 0, "generate over SASL_SSL: {said}");
+    assert!(
+        said.contains("acknowledged by the broker")
+            && counts.len() == 3
+            && counts[0] > 0
+            && counts[1] == counts[0]
+            && counts[2] == 0,
+        "generate over SASL_SSL: {said}"
+    );
     // The listener checks the password (and the test is not passing by accident).
     std::fs::write(d("wrong-password"), "not-the-password").unwrap();
     std::fs::write(d("wrong.toml"), client.replace(password.to_str().unwrap(), d("wrong-password").to_str().unwrap())).unwrap();

@@ -132,7 +132,12 @@ fn live_pipeline_produces_the_output_topics_of_an_embedded_run() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let out = terminate(live);
-    assert_eq!(out.status.code(), Some(143), "live stopped by SIGTERM exits 143; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "live stopped by SIGTERM exits 143; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_same_multisets(&expected, &topic_multisets(&kafka), "the live records vs the embedded run's");
     // Warm start: the latest model of each window, rebuilt from the topic, is the embedded
     // run's last model of that window. A calibration-only update (no course forest, no
@@ -207,7 +212,8 @@ fn malformed_and_late_messages_are_dead_lettered_with_their_reason() {
 
     // Live mode writes them to the dead-letter topic with their reason (the eight the source
     // rejects; the tracker's two wait for event time to pass 5003 + lateness).
-    let live = tweetoscope(&prefix, &["live", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let live =
+        tweetoscope(&prefix, &["live", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while topic_len(&kafka, &kafka.topics.dead_letters) < 8 {
         assert!(Instant::now() < deadline, "dead letters not produced within 60 s");

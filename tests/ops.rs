@@ -194,7 +194,10 @@ fn read(path: &str) -> String {
 #[test]
 fn dashboard_and_rules_name_only_exported_metrics() {
     let mut exported = exported_metrics();
-    assert!(exported.contains("tweetoscope_predictions_total") && exported.contains("tweetoscope_are_ratio_bucket"), "{exported:?}");
+    assert!(
+        exported.contains("tweetoscope_predictions_total") && exported.contains("tweetoscope_are_ratio_bucket"),
+        "{exported:?}"
+    );
     let binary = std::fs::read(BIN).unwrap();
     for name in CONDITIONAL_METRICS {
         assert!(binary.windows(name.len()).any(|w| w == name.as_bytes()), "{name} is not in the binary");
@@ -287,7 +290,9 @@ fn dashboard_and_rules_name_only_exported_metrics() {
 #[test]
 fn metric_names_are_found_outside_strings() {
     assert_eq!(
-        metric_names(r#"histogram_quantile(0.5, sum by (window, le) (rate(tweetoscope_are_ratio_bucket{model="tweetoscope_x"}[1h]))) / tweetoscope_b"#),
+        metric_names(
+            r#"histogram_quantile(0.5, sum by (window, le) (rate(tweetoscope_are_ratio_bucket{model="tweetoscope_x"}[1h]))) / tweetoscope_b"#
+        ),
         ["tweetoscope_are_ratio_bucket", "tweetoscope_b"]
     );
     assert!(metric_names("up{job=\"tweetoscope\"} == 0").is_empty());
@@ -425,9 +430,12 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     let summary_path = dir.path().join("summary.json");
     let config_path = dir.path().join("config.toml");
     let embedded = read("dataflows/embedded.toml");
-    let threshold_line = embedded.lines().find(|l| l.starts_with("alert_threshold")).expect("alert_threshold in the embedded config");
-    let critical_line = embedded.lines().find(|l| l.starts_with("alert_critical")).expect("alert_critical in the embedded config");
-    let config_text = embedded.replace(threshold_line, "alert_threshold = 150.0").replace(critical_line, "alert_critical = 1000.0");
+    let threshold_line =
+        embedded.lines().find(|l| l.starts_with("alert_threshold")).expect("alert_threshold in the embedded config");
+    let critical_line =
+        embedded.lines().find(|l| l.starts_with("alert_critical")).expect("alert_critical in the embedded config");
+    let config_text =
+        embedded.replace(threshold_line, "alert_threshold = 150.0").replace(critical_line, "alert_critical = 1000.0");
     std::fs::write(&config_path, &config_text).unwrap();
     children.spawn(
         "tweetoscope",
@@ -556,7 +564,8 @@ fn prometheus_scrapes_a_replay_and_alerts_reach_alertmanager() {
     let threshold = config["pipeline"]["alert_threshold"].as_float().expect("pipeline.alert_threshold");
     let critical = config["pipeline"]["alert_critical"].as_float().expect("pipeline.alert_critical");
     let pushed = wait_for("every PopularCascade alert in Alertmanager", &mut children, || {
-        let found: Vec<Value> = alertmanager_alerts(am)?.into_iter().filter(|a| a["labels"]["alertname"] == "PopularCascade").collect();
+        let found: Vec<Value> =
+            alertmanager_alerts(am)?.into_iter().filter(|a| a["labels"]["alertname"] == "PopularCascade").collect();
         (found.len() as f64 == expected).then_some(found)
     });
     let mut per_window_pushed: BTreeMap<String, f64> = BTreeMap::new();

@@ -91,7 +91,10 @@ fn dump_dom(browser: &Path, url: &str) -> String {
 fn status_predictions(dom: &str) -> u64 {
     let status = dom.split("id=\"status\"").nth(1).expect("a status line");
     let text = &status[status.find('>').unwrap() + 1..];
-    text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in the status: {}", &text[..80.min(text.len())]))
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in the status: {}", &text[..80.min(text.len())]))
 }
 
 /// The cascade ids of the table's rows, in the order shown.
@@ -112,7 +115,8 @@ fn table_rows(dom: &str) -> Vec<String> {
 fn assert_no_script_error(dom: &str) {
     assert!(!dom.contains("id=\"script-error\""), "the page reported a script error:\n{dom}");
     let log = std::fs::read_to_string(artifacts("").join("chromium.log")).unwrap_or_default();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error"))).collect();
+    let errors: Vec<&str> =
+        log.lines().filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error"))).collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 }
 
@@ -125,7 +129,15 @@ fn the_live_page_sorts_filters_drills_down_and_updates() {
     let embedded = std::fs::read_to_string(common::root().join("dataflows/embedded.toml")).unwrap();
     let config: String = embedded
         .lines()
-        .map(|l| if l.starts_with("alert_threshold") { "alert_threshold = 150.0" } else if l.starts_with("alert_critical") { "alert_critical = 1000.0" } else { l })
+        .map(|l| {
+            if l.starts_with("alert_threshold") {
+                "alert_threshold = 150.0"
+            } else if l.starts_with("alert_critical") {
+                "alert_critical = 1000.0"
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(dir.path().join("config.toml"), config).unwrap();
@@ -148,7 +160,8 @@ fn the_live_page_sorts_filters_drills_down_and_updates() {
             panic!("tweetoscope exited early ({status})");
         }
         if let Some(state) = get(port, "/api/state").ok().and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok()) {
-            let points = state["are_series"].as_object().map(|s| s.values().filter_map(|v| v.as_array()).map(Vec::len).sum::<usize>());
+            let points =
+                state["are_series"].as_object().map(|s| s.values().filter_map(|v| v.as_array()).map(Vec::len).sum::<usize>());
             let cascades = state["cascades"].as_array().map_or(0, Vec::len);
             if cascades >= 5 && points.unwrap_or(0) >= 1 && state["alerts"].as_array().is_some_and(|a| !a.is_empty()) {
                 break state;
@@ -186,8 +199,16 @@ fn the_live_page_sorts_filters_drills_down_and_updates() {
     assert_no_script_error(&detail);
     let section = detail.split("<section id=\"detail\"").nth(1).expect("the detail section");
     assert!(!section.starts_with(" hidden"), "the detail is hidden:\n{section}");
-    assert!(section.contains(&format!("Cascade {top}")) && section.contains("seismic_corrected") && section.contains("<th>hawkes</th>"), "{section}");
-    assert!(section.contains("id=\"chart-cascade\"") && section.contains("class=\"uplot"), "no events-over-time chart:\n{section}");
+    assert!(
+        section.contains(&format!("Cascade {top}"))
+            && section.contains("seismic_corrected")
+            && section.contains("<th>hawkes</th>"),
+        "{section}"
+    );
+    assert!(
+        section.contains("id=\"chart-cascade\"") && section.contains("class=\"uplot"),
+        "no events-over-time chart:\n{section}"
+    );
 
     // A second load a few seconds later shows more predictions (the replay goes on).
     std::thread::sleep(Duration::from_secs(3));
@@ -207,7 +228,8 @@ fn the_live_page_sorts_filters_drills_down_and_updates() {
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
     assert!(bytes.len() > 10_000, "suspiciously small screenshot ({} bytes)", bytes.len());
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    let (width, height) = (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
+    let (width, height) =
+        (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
     assert_eq!((width, height), (1280, 1400));
     eprintln!("screenshot: {}", png.display());
 }

@@ -43,7 +43,15 @@ struct Expected {
 fn expected(dir: &Path) -> Expected {
     let out = dir.join("expected");
     let summary = dir.join("expected.json");
-    run_ok(binary().args(["run", "--metrics-addr", "off", "--input"]).arg(bundled_sample()).arg("--out").arg(&out).arg("--summary").arg(&summary));
+    run_ok(
+        binary()
+            .args(["run", "--metrics-addr", "off", "--input"])
+            .arg(bundled_sample())
+            .arg("--out")
+            .arg(&out)
+            .arg("--summary")
+            .arg(&summary),
+    );
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
     let dead_letters = s["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap() as usize).sum();
     Expected { topics: file_multisets(&out), dead_letters }
@@ -54,8 +62,11 @@ fn expected(dir: &Path) -> Expected {
 fn config(dir: &Path) -> PathBuf {
     let path = dir.join("config.toml");
     let base = std::fs::read_to_string(root().join("dataflows/embedded.toml")).unwrap();
-    std::fs::write(&path, format!("{base}\n[kafka.source]\nidle_timeout_ms = 60000\n\n[checkpoint]\ninterval = {INTERVAL}\nretention = 3\n"))
-        .unwrap();
+    std::fs::write(
+        &path,
+        format!("{base}\n[kafka.source]\nidle_timeout_ms = 60000\n\n[checkpoint]\ninterval = {INTERVAL}\nretention = 3\n"),
+    )
+    .unwrap();
     path
 }
 
@@ -141,7 +152,13 @@ fn committed_frontier(kafka: &KafkaConfig) -> u64 {
 /// Waits until `min_complete` complete checkpoints exist and some outputs were committed
 /// after the newest, so that a crash then exercises both the restore and the suppression of
 /// committed outputs. Returns the newest complete checkpoint's time.
-fn wait_for_checkpoint_and_commits(kafka: &KafkaConfig, ck: &Path, cluster: &mut [Child], logs: &Path, min_complete: usize) -> u64 {
+fn wait_for_checkpoint_and_commits(
+    kafka: &KafkaConfig,
+    ck: &Path,
+    cluster: &mut [Child],
+    logs: &Path,
+    min_complete: usize,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = (None, 0);
     loop {
@@ -255,7 +272,11 @@ fn a_restart_on_another_number_of_workers_re_shards_the_checkpoint() {
 #[test]
 fn a_corrupt_newest_checkpoint_is_detected_and_the_previous_one_is_used() {
     let logs = crash_and_recover("corrupt", (2, 1), (2, 1), true, Over::Plaintext);
-    assert!(logs.contains("skipping an unusable checkpoint"), "no warning about the corrupt checkpoint:\n{}", tail(logs.as_bytes()));
+    assert!(
+        logs.contains("skipping an unusable checkpoint"),
+        "no warning about the corrupt checkpoint:\n{}",
+        tail(logs.as_bytes())
+    );
 }
 
 #[test]
@@ -295,7 +316,11 @@ fn the_pipeline_waits_for_a_stopped_broker_and_finishes_with_the_same_outputs() 
     kafka_script("start");
     finish(cluster, dir, "first");
     assert_same_multisets(&expected.topics, &topic_multisets(&kafka), "outputs across a broker outage");
-    assert_eq!(consume_all(&kafka, &kafka.topics.dead_letters).len(), expected.dead_letters, "dead letters across a broker outage");
+    assert_eq!(
+        consume_all(&kafka, &kafka.topics.dead_letters).len(),
+        expected.dead_letters,
+        "dead letters across a broker outage"
+    );
 }
 
 /// The (cascade, window) labels of the alerts a receiver got, in order.
@@ -352,7 +377,15 @@ fn alertmanager_gets_each_alert_once_across_a_kill_9_and_restart() {
     let text = std::fs::read_to_string(&config).unwrap();
     let low: String = text
         .lines()
-        .map(|l| if l.starts_with("alert_threshold") { "alert_threshold = 150.0" } else if l.starts_with("alert_critical") { "alert_critical = 1000.0" } else { l })
+        .map(|l| {
+            if l.starts_with("alert_threshold") {
+                "alert_threshold = 150.0"
+            } else if l.starts_with("alert_critical") {
+                "alert_critical = 1000.0"
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&config, low).unwrap();

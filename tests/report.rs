@@ -53,7 +53,15 @@ fn on_simulated_data_the_report_gives_parameter_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, report) = (dir.path().join("sim"), dir.path().join("report"));
     let sizes = root().join("tests/data/tweetoscope-news-index/news-index.csv");
-    run_ok(binary().arg("simulate").arg("--out").arg(&sim).args(["--cascades", "150", "--seed", "5"]).arg("--match-sizes").arg(&sizes));
+    run_ok(
+        binary()
+            .arg("simulate")
+            .arg("--out")
+            .arg(&sim)
+            .args(["--cascades", "150", "--seed", "5"])
+            .arg("--match-sizes")
+            .arg(&sizes),
+    );
     run_ok(
         binary()
             .arg("run")

@@ -93,7 +93,8 @@ fn generate_backtest_and_live_over_sasl_ssl_equal_the_plaintext_run_and_never_sh
     let mut printed = Printed::default();
     // No password in the config file; each command gets it another way.
     let config = secure_config(dir, "secure.toml", &s, "");
-    let config_with_file = secure_config(dir, "secure-file.toml", &s, &format!("sasl_password_file = \"{}\"\n", s.password_file()));
+    let config_with_file =
+        secure_config(dir, "secure-file.toml", &s, &format!("sasl_password_file = \"{}\"\n", s.password_file()));
 
     // 1. topics and generate: the password only in TWEETOSCOPE_KAFKA_SASL_PASSWORD.
     printed.run_ok("topics", with_config(&config, &prefix, &["topics"]).env("TWEETOSCOPE_KAFKA_SASL_PASSWORD", &s.password));
@@ -108,11 +109,15 @@ fn generate_backtest_and_live_over_sasl_ssl_equal_the_plaintext_run_and_never_sh
     // 2. backtest over TLS (password file given as a flag) and over plaintext: the same records.
     printed.run_ok(
         "backtest over TLS",
-        with_config(&config, &prefix, &["backtest", "--metrics-addr", "off", "--sasl-password-file", &s.password_file(), "--out"])
-            .arg(dir.join("tls"))
-            .arg("--summary")
-            .arg(dir.join("tls.json"))
-            .env("RUST_LOG", "debug"),
+        with_config(
+            &config,
+            &prefix,
+            &["backtest", "--metrics-addr", "off", "--sasl-password-file", &s.password_file(), "--out"],
+        )
+        .arg(dir.join("tls"))
+        .arg("--summary")
+        .arg(dir.join("tls.json"))
+        .env("RUST_LOG", "debug"),
     );
     run_ok(tweetoscope(&prefix, &["backtest", "--metrics-addr", "off", "--out"]).arg(dir.join("plain")));
     assert_same_outputs(&dir.join("plain"), &dir.join("tls"));
@@ -123,12 +128,13 @@ fn generate_backtest_and_live_over_sasl_ssl_equal_the_plaintext_run_and_never_sh
     //    topics, read over TLS, hold the plaintext backtest's records. Its page is fetched
     //    while it runs.
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut live = with_config(&config_with_file, &prefix, &["live", "-w", "2", "--until-idle", "3", "--metrics-addr", &addr, "--summary"])
-        .arg(dir.join("live.json"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut live =
+        with_config(&config_with_file, &prefix, &["live", "-w", "2", "--until-idle", "3", "--metrics-addr", &addr, "--summary"])
+            .arg(dir.join("live.json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut pages = Vec::new();
     while pages.len() < 3 && Instant::now() < deadline && live.try_wait().unwrap().is_none() {
@@ -145,7 +151,11 @@ fn generate_backtest_and_live_over_sasl_ssl_equal_the_plaintext_run_and_never_sh
     assert!(!pages.is_empty(), "the live page could not be fetched at {addr}");
     printed.0.extend(pages);
     printed.0.push(("the live --summary".into(), std::fs::read_to_string(dir.join("live.json")).unwrap()));
-    assert_same_multisets(&file_multisets(&dir.join("plain")), &topic_multisets(&s.client(&prefix)), "live over TLS vs the plaintext backtest");
+    assert_same_multisets(
+        &file_multisets(&dir.join("plain")),
+        &topic_multisets(&s.client(&prefix)),
+        "live over TLS vs the plaintext backtest",
+    );
 
     // 4. --help of every command, with the password in the environment.
     for command in ["topics", "generate", "backtest", "live", "latency"] {
@@ -186,7 +196,10 @@ fn every_sasl_mechanism_and_mutual_tls_connect() {
     )
     .unwrap();
     run_ok(&mut with_config(&mtls, &prefix, &["topics"]));
-    let consumer = tweetoscope::io::kafka::KafkaConfig { topics: tweetoscope::io::kafka::TopicNames::default().with_prefix(&prefix), ..s.client(&prefix) };
+    let consumer = tweetoscope::io::kafka::KafkaConfig {
+        topics: tweetoscope::io::kafka::TopicNames::default().with_prefix(&prefix),
+        ..s.client(&prefix)
+    };
     assert_eq!(topic_len(&consumer, &consumer.topics.tweets), 0, "the topics made over mutual TLS are seen over SASL_SSL");
 }
 
@@ -208,8 +221,14 @@ fn rejected(what: &str, mut cmd: Command, problem: &str, password: &str) -> Stri
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{what}: expected one line on stderr, got {}:\n{stderr}", lines.len());
     let line = lines[0];
-    assert!(line.starts_with("error: ") && line.contains(problem), "{what}: the line does not name the problem ({problem:?}):\n{line}");
-    assert!(!stderr.contains(password) && !String::from_utf8_lossy(&out.stdout).contains(password), "{what}: the password was printed");
+    assert!(
+        line.starts_with("error: ") && line.contains(problem),
+        "{what}: the line does not name the problem ({problem:?}):\n{line}"
+    );
+    assert!(
+        !stderr.contains(password) && !String::from_utf8_lossy(&out.stdout).contains(password),
+        "{what}: the password was printed"
+    );
     eprintln!("{what}: {:.1} s: {line}", started.elapsed().as_secs_f64());
     line.to_owned()
 }
@@ -298,15 +317,32 @@ fn refused_connections_fail_fast_with_one_line_that_names_the_fix() {
 
     // Mutual TLS without a client certificate.
     let no_cert = dir.join("no-cert.toml");
-    std::fs::write(&no_cert, format!("[kafka]\nbrokers = \"{}\"\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"{}\"\n", s.mtls, s.file("ca.crt"))).unwrap();
+    std::fs::write(
+        &no_cert,
+        format!("[kafka]\nbrokers = \"{}\"\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"{}\"\n", s.mtls, s.file("ca.crt")),
+    )
+    .unwrap();
     refused("no client certificate", with_config(&no_cert, &prefix, &["topics"]), "requires a client certificate", &s.password);
 
     // A plaintext client on the TLS listener, and a TLS client on the plaintext one.
     let plain = dir.join("plain-to-tls.toml");
     std::fs::write(&plain, format!("[kafka]\nbrokers = \"{}\"\nsecurity_protocol = \"plaintext\"\n", s.sasl_ssl)).unwrap();
-    refused("plaintext client to the TLS listener", with_config(&plain, &prefix, &["topics"]), "the listener speaks TLS", &s.password);
+    refused(
+        "plaintext client to the TLS listener",
+        with_config(&plain, &prefix, &["topics"]),
+        "the listener speaks TLS",
+        &s.password,
+    );
     let tls = dir.join("tls-to-plain.toml");
-    std::fs::write(&tls, format!("[kafka]\nbrokers = \"{}\"\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"{}\"\n", brokers(), s.file("ca.crt"))).unwrap();
+    std::fs::write(
+        &tls,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"{}\"\n",
+            brokers(),
+            s.file("ca.crt")
+        ),
+    )
+    .unwrap();
     refused("TLS client to the plaintext listener", with_config(&tls, &prefix, &["topics"]), "does not speak TLS", &s.password);
 
     // Settings that cannot work are refused before any connection, naming the setting.

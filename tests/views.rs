@@ -89,7 +89,14 @@ fn top(state: &Value) -> Vec<(String, u64, f64, Option<u64>)> {
         .expect("cascades")
         .iter()
         .take(TOP)
-        .map(|c| (c["cascade"].as_str().unwrap().to_owned(), c["window"].as_u64().unwrap(), c["predicted"].as_f64().unwrap(), c["final_size"].as_u64()))
+        .map(|c| {
+            (
+                c["cascade"].as_str().unwrap().to_owned(),
+                c["window"].as_u64().unwrap(),
+                c["predicted"].as_f64().unwrap(),
+                c["final_size"].as_u64(),
+            )
+        })
         .collect()
 }
 
@@ -100,13 +107,15 @@ fn every_process_serves_the_same_cluster_wide_views_as_one_process() {
     let ports = free_ports(4);
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[2], ports[3])).unwrap();
-    let cluster = |p: usize| vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "--hostfile".into(), hosts.display().to_string()];
+    let cluster =
+        |p: usize| vec!["-n".into(), "2".into(), "-p".into(), p.to_string(), "--hostfile".into(), hosts.display().to_string()];
     let mut children = Killed(vec![spawn(&logs, "p0", ports[0], &cluster(0)), spawn(&logs, "p1", ports[1], &cluster(1))]);
     let raw = get(ports[0], "/api/state");
     let states = finished_states(&ports[..2], &mut children, &logs);
     let full: Value = serde_json::from_str(&get(ports[0], "/api/state").expect("the state")).unwrap();
     drop(children);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root().join("docs/api-state.schema.json")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("docs/api-state.schema.json")).unwrap()).unwrap();
     for doc in [raw.and_then(|r| serde_json::from_str::<Value>(&r).ok()), Some(full)].into_iter().flatten() {
         assert_eq!(violation(&schema, &schema, &doc, "$"), None, "/api/state does not match docs/api-state.schema.json");
     }
@@ -114,7 +123,11 @@ fn every_process_serves_the_same_cluster_wide_views_as_one_process() {
     if p0 != p1 {
         let (a, b) = (serde_json::to_string_pretty(p0).unwrap(), serde_json::to_string_pretty(p1).unwrap());
         let line = a.lines().zip(b.lines()).position(|(x, y)| x != y).unwrap_or(0);
-        panic!("process 0 and process 1 serve different views, first at line {line}:\n{}\n{}", a.lines().nth(line).unwrap_or(""), b.lines().nth(line).unwrap_or(""));
+        panic!(
+            "process 0 and process 1 serve different views, first at line {line}:\n{}\n{}",
+            a.lines().nth(line).unwrap_or(""),
+            b.lines().nth(line).unwrap_or("")
+        );
     }
     assert_eq!(p0["job"]["workers"], 2, "both processes' workers are counted: {}", p0["job"]);
 
@@ -209,7 +222,9 @@ fn violation(schema: &Value, root: &Value, v: &Value, at: &str) -> Option<String
         }
     }
     if let Some(items) = v.as_array() {
-        if schema["minItems"].as_u64().is_some_and(|m| (items.len() as u64) < m) || schema["maxItems"].as_u64().is_some_and(|m| items.len() as u64 > m) {
+        if schema["minItems"].as_u64().is_some_and(|m| (items.len() as u64) < m)
+            || schema["maxItems"].as_u64().is_some_and(|m| items.len() as u64 > m)
+        {
             return Some(format!("{at}: {} items", items.len()));
         }
         for (i, item) in items.iter().enumerate() {
@@ -224,7 +239,8 @@ fn violation(schema: &Value, root: &Value, v: &Value, at: &str) -> Option<String
 
 #[test]
 fn the_documented_schema_rejects_what_it_should() {
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root().join("docs/api-state.schema.json")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("docs/api-state.schema.json")).unwrap()).unwrap();
     let empty = serde_json::json!({
         "schema": 1,
         "job": {"state": "replaying", "watermark": null, "newest_event": null, "lag": null, "workers": 1, "events_in": 0,

@@ -58,11 +58,8 @@ fn sequential(cascades: &[Vec<TweetEvent>], s: &TrackerSettings) -> Vec<Row> {
         }
         let mut emitted = Vec::new();
         for &w in s.windows() {
-            let seen: Vec<_> = accepted
-                .iter()
-                .filter(|e| e.time <= start + w)
-                .map(|e| (e.time - start, e.magnitude as u64))
-                .collect();
+            let seen: Vec<_> =
+                accepted.iter().filter(|e| e.time <= start + w).map(|e| (e.time - start, e.magnitude as u64)).collect();
             if seen.len() >= s.min_training_size() {
                 let training_only = seen.len() < s.min_cascade_size();
                 rows.push((start + w, 0, id, format!("{w} {seen:?} {training_only}")));
@@ -118,14 +115,8 @@ fn cascades() -> impl Strategy<Value = Vec<Vec<TweetEvent>>> {
             .map(|(i, (start, steps))| {
                 let id = 1000 + i as u64 * 7;
                 let mut t = start;
-                let mut events = vec![TweetEvent {
-                    cascade: id,
-                    time: t,
-                    seq: 0,
-                    magnitude: 5.0,
-                    kind: EventKind::Tweet,
-                    msg: String::new(),
-                }];
+                let mut events =
+                    vec![TweetEvent { cascade: id, time: t, seq: 0, magnitude: 5.0, kind: EventKind::Tweet, msg: String::new() }];
                 for (k, (gap, m)) in steps.into_iter().enumerate() {
                     t += gap;
                     events.push(TweetEvent {

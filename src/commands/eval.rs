@@ -104,7 +104,8 @@ pub fn command(options: &EvalOptions) -> Result<()> {
         all.push(DataSetEval { data, prequential, split });
     }
     if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -171,8 +172,16 @@ fn warm_split(data: DataSet, dataset: &Dataset, config: &DataflowConfig, fractio
     let trained = scratch.join(format!("{name}-first"));
     replay(&first, config, Vec::new(), &trained)?;
     let models = read_models(&trained.join("models.jsonl"), config.pipeline.windows.as_slice())?;
-    let cold = evaluate(&replay(&rest, config, Vec::new(), &scratch.join(format!("{name}-cold")))?, data.unselected(), config.predictor.fallback_max_ratio);
-    let warm = evaluate(&replay(&rest, config, models, &scratch.join(format!("{name}-warm")))?, data.unselected(), config.predictor.fallback_max_ratio);
+    let cold = evaluate(
+        &replay(&rest, config, Vec::new(), &scratch.join(format!("{name}-cold")))?,
+        data.unselected(),
+        config.predictor.fallback_max_ratio,
+    );
+    let warm = evaluate(
+        &replay(&rest, config, models, &scratch.join(format!("{name}-warm")))?,
+        data.unselected(),
+        config.predictor.fallback_max_ratio,
+    );
     let label = format!("{name}: last {} cascades ({:.0} %)", rest.cascades.len(), 100.0 * (1.0 - fraction));
     println!("{}", markdown(&format!("{label}, cold"), &cold));
     println!("{}", markdown(&format!("{label}, warm (models of the first {:.0} %)", 100.0 * fraction), &warm));

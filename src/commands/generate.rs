@@ -17,11 +17,11 @@ use anyhow::bail;
 use super::options::{KafkaOptions, Speed};
 use super::progress::{Pace, Progress};
 use super::signals;
-use crate::pipeline::RunHandles;
 use crate::config::InputConfig;
 use crate::io::files::read_dataset;
 use crate::io::files::Dataset;
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
+use crate::pipeline::RunHandles;
 use crate::records::TweetEvent;
 
 /// What a generator run did.

@@ -155,7 +155,9 @@ pub fn plan(args: &HostfileArgs, env: impl Fn(&str) -> Option<String>) -> Result
         (None, None, Some(Ok((_, h)))) => *h,
         (None, None, Some(Err(e))) => return Err(e.clone()),
         (None, None, None) => {
-            return invalid(format!("no ordinal: pass --ordinal, or set ${ENV_POD_INDEX}, or ${ENV_HOSTNAME} to the pod name NAME-i"))
+            return invalid(format!(
+                "no ordinal: pass --ordinal, or set ${ENV_POD_INDEX}, or ${ENV_HOSTNAME} to the pod name NAME-i"
+            ))
         }
     };
     let replicas = match args.replicas {
@@ -283,7 +285,8 @@ fn system_hostname() -> Option<String> {
 /// with that command and `-n N -p I --hostfile OUT` (so that the dataflow is the pod's main process
 /// and receives SIGTERM itself). Returns only when there is no command, or on error.
 pub fn entrypoint(args: &HostfileArgs) -> Result<(), K8sError> {
-    let plan = plan(args, |name| std::env::var(name).ok().or_else(|| if name == ENV_HOSTNAME { system_hostname() } else { None }))?;
+    let plan =
+        plan(args, |name| std::env::var(name).ok().or_else(|| if name == ENV_HOSTNAME { system_hostname() } else { None }))?;
     check_exec(&args.exec)?;
     let text = plan.hostfile();
     match &args.out {
@@ -344,8 +347,15 @@ mod tests {
     #[test]
     fn each_pod_listens_on_its_own_line_and_dials_the_others_by_name() {
         for ordinal in 0..3 {
-            let plan = plan(&HostfileArgs { cluster_domain: "cluster.local".into(), port: 2101, bind: "0.0.0.0".into(), ..Default::default() },
-                pod_env(&format!("tweetoscope-{ordinal}")))
+            let plan = plan(
+                &HostfileArgs {
+                    cluster_domain: "cluster.local".into(),
+                    port: 2101,
+                    bind: "0.0.0.0".into(),
+                    ..Default::default()
+                },
+                pod_env(&format!("tweetoscope-{ordinal}")),
+            )
             .unwrap();
             assert_eq!((plan.ordinal, plan.replicas), (ordinal, 3));
             let expected: Vec<String> = (0..3)
@@ -363,15 +373,23 @@ mod tests {
     }
 
     fn defaults() -> HostfileArgs {
-        HostfileArgs { cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(), port: TIMELY_PORT, bind: "0.0.0.0".into(), ..Default::default() }
+        HostfileArgs {
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            port: TIMELY_PORT,
+            bind: "0.0.0.0".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn the_downward_api_index_is_used_and_must_agree_with_the_hostname() {
-        let p = plan(&defaults(), env(&[(ENV_POD_INDEX, "1"), (ENV_HOSTNAME, "tp-1"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n")])).unwrap();
+        let p =
+            plan(&defaults(), env(&[(ENV_POD_INDEX, "1"), (ENV_HOSTNAME, "tp-1"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n")]))
+                .unwrap();
         assert_eq!(p.ordinal, 1);
         assert_eq!(p.lines, vec!["tp-0.tp.n.svc.cluster.local:2101", "0.0.0.0:2101"]);
-        let e = plan(&defaults(), env(&[(ENV_POD_INDEX, "0"), (ENV_HOSTNAME, "tp-1"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n")]));
+        let e =
+            plan(&defaults(), env(&[(ENV_POD_INDEX, "0"), (ENV_HOSTNAME, "tp-1"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n")]));
         assert!(matches!(e, Err(K8sError::Invalid(m)) if m.contains("POD_INDEX")));
         // The index alone is enough with an explicit StatefulSet name.
         let args = HostfileArgs { statefulset: Some("tp".into()), ..defaults() };
@@ -395,9 +413,16 @@ mod tests {
         };
         let p = plan(&args, pod_env("tweetoscope-0")).unwrap();
         assert_eq!((p.ordinal, p.replicas), (2, 4));
-        assert_eq!(p.lines, vec!["s-0.h.x.svc.example.org:7000", "s-1.h.x.svc.example.org:7000", "10.0.0.1:7000", "s-3.h.x.svc.example.org:7000"]);
+        assert_eq!(
+            p.lines,
+            vec!["s-0.h.x.svc.example.org:7000", "s-1.h.x.svc.example.org:7000", "10.0.0.1:7000", "s-3.h.x.svc.example.org:7000"]
+        );
         // The service also comes from the environment.
-        let p = plan(&defaults(), env(&[(ENV_HOSTNAME, "a-1"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n"), (ENV_SERVICE, "a-headless")])).unwrap();
+        let p = plan(
+            &defaults(),
+            env(&[(ENV_HOSTNAME, "a-1"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n"), (ENV_SERVICE, "a-headless")]),
+        )
+        .unwrap();
         assert_eq!(p.lines[0], "a-0.a-headless.n.svc.cluster.local:2101");
     }
 
@@ -413,8 +438,16 @@ mod tests {
             (defaults(), vec![(ENV_HOSTNAME, "t-3"), (ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "not below the replica count"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "0"), (ENV_NAMESPACE, "n")], "at least 1"),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "three"), (ENV_NAMESPACE, "n")], "not a count"),
-            (defaults(), vec![(ENV_HOSTNAME, "laptop"), (ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")], "$HOSTNAME \"laptop\" has no ordinal suffix"),
-            (HostfileArgs { ordinal: Some(0), ..defaults() }, vec![(ENV_REPLICAS, "1"), (ENV_NAMESPACE, "n")], "no StatefulSet name"),
+            (
+                defaults(),
+                vec![(ENV_HOSTNAME, "laptop"), (ENV_REPLICAS, "3"), (ENV_NAMESPACE, "n")],
+                "$HOSTNAME \"laptop\" has no ordinal suffix",
+            ),
+            (
+                HostfileArgs { ordinal: Some(0), ..defaults() },
+                vec![(ENV_REPLICAS, "1"), (ENV_NAMESPACE, "n")],
+                "no StatefulSet name",
+            ),
             (defaults(), vec![(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "1"), (ENV_NAMESPACE, "a b")], "not a DNS name"),
         ];
         for (args, vars, needle) in cases {
@@ -428,10 +461,7 @@ mod tests {
     #[test]
     fn resolve_maps_rendered_lines_and_every_mapping_must_hit() {
         let args = HostfileArgs {
-            resolve: vec![
-                "0.0.0.0:2101=127.0.0.1:4001".into(),
-                "t-1.t.n.svc.cluster.local:2101=127.0.0.1:4002".into(),
-            ],
+            resolve: vec!["0.0.0.0:2101=127.0.0.1:4001".into(), "t-1.t.n.svc.cluster.local:2101=127.0.0.1:4002".into()],
             ..defaults()
         };
         let p = plan(&args, env(&[(ENV_HOSTNAME, "t-0"), (ENV_REPLICAS, "2"), (ENV_NAMESPACE, "n")])).unwrap();
@@ -451,7 +481,9 @@ mod tests {
         assert!(check_exec(&v("live --config /etc/tweetoscope/kafka.toml --metrics-addr 0.0.0.0:9464 -w 2")).is_ok());
         assert!(check_exec(&v("run --input data -w 1")).is_ok());
         assert!(check_exec(&v("generate --speed 500")).is_err());
-        for bad in ["live -n 3", "live -p0", "live --hostfile=f", "live --processes=2", "backtest --hostfile f", "run --process 1"] {
+        for bad in
+            ["live -n 3", "live -p0", "live --hostfile=f", "live --processes=2", "backtest --hostfile f", "run --process 1"]
+        {
             assert!(check_exec(&v(bad)).is_err(), "{bad}");
         }
         let plan = PodPlan { ordinal: 1, replicas: 3, lines: vec![] };

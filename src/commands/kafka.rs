@@ -62,7 +62,8 @@ pub fn require_topics(kafka: &KafkaConfig, topics: &[String], create: &str) -> R
             e.rdkafka_error_code().map_or_else(|| e.to_string(), |c| c.to_string())
         ),
     };
-    let exists = |name: &str| metadata.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
+    let exists =
+        |name: &str| metadata.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty());
     let missing: Vec<&str> = topics.iter().map(String::as_str).filter(|t| !exists(t)).collect();
     match missing.as_slice() {
         [] => Ok(()),
@@ -82,7 +83,8 @@ pub fn live(run: &RunOptions, kafka: &KafkaOptions, recovery: &RecoveryOptions) 
     let config = kafka.connect(run.config.as_deref(), |c| recovery.apply(c), |t| t.all().map(str::to_owned).to_vec())?;
     // --until-idle is checked by its parser (finite, > 0).
     let idle_exit = recovery.until_idle.map(Duration::from_secs_f64);
-    let source = SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: false, start: StartAt::Beginning, idle_exit });
+    let source =
+        SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: false, start: StartAt::Beginning, idle_exit });
     // A live pipeline continues from the models it published.
     pipeline(run, None, config, source, handles)
 }
@@ -95,7 +97,12 @@ pub fn backtest(run: &RunOptions, report_options: &ReportOptions, kafka: &KafkaO
     run.check_outputs()?;
     report_options.check(run)?;
     let config = kafka.connect(run.config.as_deref(), |_| {}, |t| vec![t.tweets.clone()])?;
-    let source = SourceSpec::Kafka(KafkaSourceSpec { kafka: config.kafka.clone(), bounded: true, start: StartAt::Beginning, idle_exit: None });
+    let source = SourceSpec::Kafka(KafkaSourceSpec {
+        kafka: config.kafka.clone(),
+        bounded: true,
+        start: StartAt::Beginning,
+        idle_exit: None,
+    });
     pipeline(run, Some(report_options), config, source, handles)
 }
 

@@ -30,8 +30,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use serde::Serialize;
 
-use crate::config::DataflowConfig;
 use crate::commands::generate::{send_timeline, GenerateOptions, GenerateReport};
+use crate::config::DataflowConfig;
 use crate::io::files::Dataset;
 use crate::io::kafka::{partitions_of, KafkaSetupError};
 use crate::Time;
@@ -271,7 +271,8 @@ pub fn command(
     if let Some(path) = &json {
         super::options::check_output_file("--json", path)?;
     }
-    let config = kafka.connect(config.as_deref(), |_| {}, |t| vec![t.tweets.clone(), t.cascade_properties.clone(), t.alerts.clone()])?;
+    let config =
+        kafka.connect(config.as_deref(), |_| {}, |t| vec![t.tweets.clone(), t.cascade_properties.clone(), t.alerts.clone()])?;
     let dataset = crate::io::files::read_dataset(input, index)?;
     let options = LatencyOptions { speed, until, drain: Duration::from_secs_f64(drain) };
     let report = measure(&dataset, &config, &options)?;

@@ -27,10 +27,10 @@ pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
+use self::options::{at_least_one, branching, fraction, non_negative, positive, speed};
 pub use self::options::{
     KafkaOptions, RecoveryOptions, ReplayOptions, ReportOptions, RunOptions, Speed, BUNDLED_SAMPLE, DEFAULT_HTTP_ADDR,
 };
-use self::options::{at_least_one, branching, fraction, non_negative, positive, speed};
 
 /// The embedded dataflow configuration, compiled in so that `tweetoscope` runs from anywhere.
 pub const EMBEDDED_CONFIG: &str = include_str!("../../dataflows/embedded.toml");
@@ -346,7 +346,9 @@ mod tests {
 
     #[test]
     fn timely_flags_parse_and_dash_h_is_help() {
-        let cli = Cli::try_parse_from(["tweetoscope", "run", "--input", "x", "-w", "2", "-n", "2", "-p", "1", "--hostfile", "hosts"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["tweetoscope", "run", "--input", "x", "-w", "2", "-n", "2", "-p", "1", "--hostfile", "hosts"])
+                .unwrap();
         let Some(Command::Run { run, .. }) = cli.command else { panic!("run expected") };
         assert_eq!((run.threads, run.processes, run.process), (2, 2, 1));
         assert_eq!(run.hostfile, Some(PathBuf::from("hosts")));
@@ -417,7 +419,17 @@ mod tests {
         std::fs::write(&password, "from-flag\n").unwrap();
         // sasl_ssl with no password in the file: valid only once a later layer gives one.
         std::fs::write(&config, "[kafka]\nbrokers = \"file:1\"\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password = \"from-file-layer\"\n").unwrap();
-        let cli = Cli::try_parse_from(["tweetoscope", "topics", "--config", config.to_str().unwrap(), "--brokers", "flag:1", "--sasl-password-file", password.to_str().unwrap()]).unwrap();
+        let cli = Cli::try_parse_from([
+            "tweetoscope",
+            "topics",
+            "--config",
+            config.to_str().unwrap(),
+            "--brokers",
+            "flag:1",
+            "--sasl-password-file",
+            password.to_str().unwrap(),
+        ])
+        .unwrap();
         let Some(Command::Topics { config, kafka, .. }) = cli.command else { panic!("topics expected") };
         let c = kafka.load(config.as_deref(), |_| {}).unwrap();
         assert_eq!(c.kafka.brokers, "flag:1");

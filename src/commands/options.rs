@@ -249,7 +249,11 @@ impl KafkaOptions {
     /// A Kafka command's settings: the config file (default: the embedded one), then the
     /// environment, then these flags, then `more` (the command's own flags), then ONE
     /// validation, which also reads the password file.
-    pub fn load(&self, config: Option<&Path>, more: impl FnOnce(&mut DataflowConfig)) -> Result<DataflowConfig, crate::config::ConfigError> {
+    pub fn load(
+        &self,
+        config: Option<&Path>,
+        more: impl FnOnce(&mut DataflowConfig),
+    ) -> Result<DataflowConfig, crate::config::ConfigError> {
         let mut c = match config {
             Some(path) => DataflowConfig::load_layer(path)?,
             None => DataflowConfig::parse_layer(super::EMBEDDED_CONFIG)?,
@@ -363,7 +367,11 @@ pub fn check_output_dir(option: &'static str, path: &Path) -> Result<(), CliErro
 
 /// Checks that an input file named by an option exists and can be read.
 pub fn check_input_file(option: &'static str, path: &Path) -> Result<(), CliError> {
-    std::fs::File::open(path).map(drop).map_err(|e| CliError::Output { option, path: path.to_owned(), why: format!("cannot be read ({e})") })
+    std::fs::File::open(path).map(drop).map_err(|e| CliError::Output {
+        option,
+        path: path.to_owned(),
+        why: format!("cannot be read ({e})"),
+    })
 }
 
 impl RunOptions {
@@ -414,7 +422,11 @@ impl RunOptions {
             .filter_map(|(name, given)| given.then_some(name))
             .collect();
         if !ignored.is_empty() {
-            eprintln!("note: process {} ignores {}: process 0 writes them for the whole cluster", self.process, ignored.join(", "));
+            eprintln!(
+                "note: process {} ignores {}: process 0 writes them for the whole cluster",
+                self.process,
+                ignored.join(", ")
+            );
         }
     }
 

@@ -53,8 +53,9 @@ impl Progress {
             Pace::Paced => "{elapsed}",
         };
         let bar = match total {
-            Some(t) => indicatif::ProgressBar::new(t)
-                .with_style(style(&format!("{{spinner}} {what} [{{bar:40}}] {{human_pos}}/{{human_len}} events ({{rate}}, {time})"))),
+            Some(t) => indicatif::ProgressBar::new(t).with_style(style(&format!(
+                "{{spinner}} {what} [{{bar:40}}] {{human_pos}}/{{human_len}} events ({{rate}}, {time})"
+            ))),
             None => indicatif::ProgressBar::new_spinner()
                 .with_style(style(&format!("{{spinner}} {what}: {{human_pos}} events ({{rate}}, {{elapsed}})"))),
         };

@@ -59,7 +59,9 @@ pub fn replay(
     // The page's state is kept only when a server shows it.
     let handles = RunHandles { live: http.as_ref().map(|_| live), alertmanager: alertmanager(options)?, ..handles };
     let local: usize = (0..cluster.threads_per_process())
-        .map(|t| crate::io::timeline::worker_share(&dataset, cluster.process() * cluster.threads_per_process() + t, cluster.peers()))
+        .map(|t| {
+            crate::io::timeline::worker_share(&dataset, cluster.process() * cluster.threads_per_process() + t, cluster.peers())
+        })
         .sum();
     // Checked before the replay starts: a models file of another version, feature set or
     // window set is refused with the line at fault.
@@ -123,7 +125,12 @@ pub fn finish_alerts(handles: &RunHandles) {
 /// Prints the table and writes `--summary` and `--report`. An interrupted run says so: a
 /// line after the table, and `"interrupted": true` in the JSON (always present, false for a
 /// run that finished).
-pub fn report(options: &RunOptions, report_options: &ReportOptions, report: Option<RunReport>, interrupted: Option<StopCause>) -> Result<()> {
+pub fn report(
+    options: &RunOptions,
+    report_options: &ReportOptions,
+    report: Option<RunReport>,
+    interrupted: Option<StopCause>,
+) -> Result<()> {
     let Some(report) = report else {
         match interrupted {
             Some(cause) => eprintln!("process {} stopped ({cause}); process 0 prints the summary", options.process),

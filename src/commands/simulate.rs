@@ -13,24 +13,22 @@ use std::path::{Path, PathBuf};
 
 use tweetoscope_model::hawkes::HawkesSettings;
 use tweetoscope_model::simulate::{
-    seeded_rng, simulate_cascade, MatchStrategy, PriorMoments, PriorSampler, SimulationError, SimulationParams,
-    SizeMatcher, SizeTarget,
+    seeded_rng, simulate_cascade, MatchStrategy, PriorMoments, PriorSampler, SimulationError, SimulationParams, SizeMatcher,
+    SizeTarget,
 };
 
 /// The final sizes of the course's news dataset (`tests/data/tweetoscope-news-index/news-index.csv`,
 /// 20,093 cascades of 50 to 35,999 events, median 90): its 200 quantiles at (k + ½)/200, the
 /// default target of `simulate` (statistics of the index, not the index itself).
 pub const NEWS_SIZE_QUANTILES: [u64; 200] = [
-    50, 50, 50, 50, 50, 51, 51, 51, 51, 52, 52, 52, 52, 53, 53, 53, 53, 54, 54, 54,
-    55, 55, 55, 55, 56, 56, 56, 57, 57, 57, 57, 58, 58, 58, 59, 59, 59, 60, 60, 60,
-    61, 61, 61, 61, 62, 62, 63, 63, 63, 64, 64, 64, 65, 65, 65, 66, 66, 67, 67, 67,
-    68, 68, 69, 69, 70, 70, 71, 71, 72, 72, 72, 73, 73, 74, 74, 75, 75, 76, 76, 77,
-    78, 78, 79, 79, 80, 80, 81, 81, 82, 82, 83, 84, 84, 85, 86, 86, 87, 88, 88, 89,
-    90, 91, 91, 92, 93, 94, 94, 95, 96, 97, 98, 99, 100, 101, 102, 102, 103, 104, 105, 106,
-    107, 108, 109, 110, 111, 112, 113, 115, 116, 117, 118, 119, 120, 122, 123, 124, 125, 127, 128, 130,
-    131, 133, 134, 136, 138, 139, 141, 143, 145, 147, 148, 150, 152, 155, 157, 160, 162, 165, 168, 171,
-    175, 178, 181, 185, 188, 191, 195, 200, 203, 207, 212, 217, 223, 228, 234, 239, 246, 253, 259, 268,
-    277, 286, 295, 307, 321, 334, 348, 367, 390, 410, 432, 462, 501, 542, 602, 687, 806, 993, 1349, 2919,
+    50, 50, 50, 50, 50, 51, 51, 51, 51, 52, 52, 52, 52, 53, 53, 53, 53, 54, 54, 54, 55, 55, 55, 55, 56, 56, 56, 57, 57, 57, 57,
+    58, 58, 58, 59, 59, 59, 60, 60, 60, 61, 61, 61, 61, 62, 62, 63, 63, 63, 64, 64, 64, 65, 65, 65, 66, 66, 67, 67, 67, 68, 68,
+    69, 69, 70, 70, 71, 71, 72, 72, 72, 73, 73, 74, 74, 75, 75, 76, 76, 77, 78, 78, 79, 79, 80, 80, 81, 81, 82, 82, 83, 84, 84,
+    85, 86, 86, 87, 88, 88, 89, 90, 91, 91, 92, 93, 94, 94, 95, 96, 97, 98, 99, 100, 101, 102, 102, 103, 104, 105, 106, 107, 108,
+    109, 110, 111, 112, 113, 115, 116, 117, 118, 119, 120, 122, 123, 124, 125, 127, 128, 130, 131, 133, 134, 136, 138, 139, 141,
+    143, 145, 147, 148, 150, 152, 155, 157, 160, 162, 165, 168, 171, 175, 178, 181, 185, 188, 191, 195, 200, 203, 207, 212, 217,
+    223, 228, 234, 239, 246, 253, 259, 268, 277, 286, 295, 307, 321, 334, 348, 367, 390, 410, 432, 462, 501, 542, 602, 687, 806,
+    993, 1349, 2919,
 ];
 
 /// What to simulate.
@@ -172,8 +170,9 @@ mod tests {
             max_events: 5_000,
         };
         let truths = simulate_to(dir.path(), &options, &HawkesSettings::default()).unwrap();
-        let ds = crate::io::files::read_dataset(&dir.path().join("cascades-data.csv"), Some(&dir.path().join("cascades-index.csv")))
-            .unwrap();
+        let ds =
+            crate::io::files::read_dataset(&dir.path().join("cascades-data.csv"), Some(&dir.path().join("cascades-index.csv")))
+                .unwrap();
         assert_eq!(ds.cascades.len(), 30);
         for (c, t) in ds.cascades.iter().zip(&truths) {
             assert_eq!(c.events.len(), t.size);

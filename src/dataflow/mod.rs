@@ -36,12 +36,12 @@ use tweetoscope_model::predictive::TrainerSettings;
 use self::outcome::OutcomePart;
 use self::predict::PredictPart;
 use self::source::SharedSourceCuts;
+use self::train::trainer::TrainSettings;
 use self::train::TrainPart;
 use self::window::tracker::{TrackerOutput, TrackerSettings};
 use self::window::WindowPart;
 use crate::checkpoint::{decode_parts, CheckpointError, Checkpointing, LoadedCheckpoint, StagePart};
 use crate::config::{ConfigError, DataflowConfig, ForestConfig, PredictorMode, SeismicConfig};
-use self::train::trainer::TrainSettings;
 use crate::io::schema::{
     to_json, AlertRecord, CourseSampleRecord, LearnedSampleRecord, ModelRecord, ParametersRecord, RecordType, SerieRecord,
     SizeRecord,
@@ -336,9 +336,12 @@ fn output_records<'s>(
         }),
         s.predictions.clone().flat_map(move |p| {
             let key = Some(p.t_obs.to_string());
-            (!p.training_only).then(|| record(Topic::CascadeProperties, p.cascade, p.t_obs, 0, key, to_json(&ParametersRecord::of(&p))))
+            (!p.training_only)
+                .then(|| record(Topic::CascadeProperties, p.cascade, p.t_obs, 0, key, to_json(&ParametersRecord::of(&p))))
         }),
-        s.samples.flat_map(move |x| sample_record(&x, mode).map(|v| record(Topic::Samples, x.cascade, x.t_obs, 0, Some(x.t_obs.to_string()), v))),
+        s.samples.flat_map(move |x| {
+            sample_record(&x, mode).map(|v| record(Topic::Samples, x.cascade, x.t_obs, 0, Some(x.t_obs.to_string()), v))
+        }),
         s.trained.map(move |m| record(Topic::Models, 0, m.t_obs, 0, Some(m.t_obs.to_string()), to_json(&ModelRecord::of(&m)))),
         s.predictions.flat_map(move |p| {
             let severity = p.alert_severity(&alerts)?;
@@ -354,7 +357,12 @@ fn sample_record(x: &Sample, mode: PredictorMode) -> Option<String> {
     match mode {
         PredictorMode::Learned => x.learned.as_ref().map(|l| to_json(&LearnedSampleRecord::of(x.cascade, x.t_obs, l))),
         PredictorMode::Course => x.course.map(|c| {
-            to_json(&CourseSampleRecord { kind: RecordType::Sample, cid: x.cascade.to_string(), x: c.x.map(finite), w: finite(c.w) })
+            to_json(&CourseSampleRecord {
+                kind: RecordType::Sample,
+                cid: x.cascade.to_string(),
+                x: c.x.map(finite),
+                w: finite(c.w),
+            })
         }),
     }
 }
@@ -401,7 +409,9 @@ pub fn count_rejections<'s>(letters: StreamVec<'s, Time, DeadLetter>) -> StreamV
                         None => counts.push((d.reason, 1)),
                     }
                 }
-                output.session(&cap).give_iterator(counts.into_iter().map(|(reason, count)| SummaryEvent::Rejected { reason, count }));
+                output
+                    .session(&cap)
+                    .give_iterator(counts.into_iter().map(|(reason, count)| SummaryEvent::Rejected { reason, count }));
             });
         }
     })

@@ -127,9 +127,8 @@ fn text_lines<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a str>, InputErr
         .enumerate()
         .map(|(i, line)| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            std::str::from_utf8(line).map_err(|e| {
-                malformed(path, i + 1, format!("not valid UTF-8 (invalid byte at column {})", e.valid_up_to() + 1))
-            })
+            std::str::from_utf8(line)
+                .map_err(|e| malformed(path, i + 1, format!("not valid UTF-8 (invalid byte at column {})", e.valid_up_to() + 1)))
         })
         .collect()
 }
@@ -209,18 +208,26 @@ fn is_header(fields: &[String], expected: [&str; 2]) -> bool {
 fn check_header(path: &Path, records: &[(usize, Vec<String>)], expected: [&str; 2], other: [&str; 2]) -> Result<(), InputError> {
     // `other` is the header of the other file of the layout (a swapped pair is named).
     let Some((line, first)) = records.first() else {
-        return Err(InputError::Invalid { path: path.to_owned(), message: format!("empty file; expected the header `{}`", expected.join(",")) });
+        return Err(InputError::Invalid {
+            path: path.to_owned(),
+            message: format!("empty file; expected the header `{}`", expected.join(",")),
+        });
     };
     if is_header(first, expected) {
         return Ok(());
     }
     let found = first.join(",");
     let why = if is_header(first, other) && expected == DATA_HEADER {
-        format!("this is an index CSV (header `{found}`): pass it as --index, and the data CSV (header `time,magnitude`) as --input")
+        format!(
+            "this is an index CSV (header `{found}`): pass it as --index, and the data CSV (header `time,magnitude`) as --input"
+        )
     } else if is_header(first, other) {
         format!("this is a data CSV (header `{found}`): pass it as --input, and the index CSV (header `start_ind,end_ind`) as --index")
     } else if first.iter().take(2).all(|f| f.parse::<f64>().is_ok()) {
-        format!("expected the header `{}`, found the row `{found}` (a file without its header would lose its first row)", expected.join(","))
+        format!(
+            "expected the header `{}`, found the row `{found}` (a file without its header would lose its first row)",
+            expected.join(",")
+        )
     } else {
         format!("expected the header `{}`, found `{found}`", expected.join(","))
     };
@@ -267,9 +274,8 @@ pub fn parse_course(data: &Path, data_bytes: &[u8], index: &Path, index_bytes: &
         }
         let range = &rows[start - 1..end];
         let times: Vec<Time> = range.iter().map(|r| r.0).collect();
-        check_cascade(&times).map_err(|(k, e)| {
-            malformed(index, line, format!("rows {start}..={end}: {e} ({}:{})", data.display(), range[k].2))
-        })?;
+        check_cascade(&times)
+            .map_err(|(k, e)| malformed(index, line, format!("rows {start}..={end}: {e} ({}:{})", data.display(), range[k].2)))?;
         let events = range.iter().map(|&(t, m, _)| (t, m)).collect();
         cascades.push(RecordedCascade { id: cascades.len() as u64 + 1, post_time: None, events });
     }
@@ -296,18 +302,19 @@ fn check_cascade(times: &[Time]) -> Result<(), (usize, String)> {
 /// A CSV given alone: what it is and what to pass instead (a data CSV without its index, an
 /// index given as the data, or a CSV of another kind, e.g. `cascades-meta.csv` or `truth.csv`).
 fn not_a_seismic_file(path: &Path, bytes: &[u8]) -> InputError {
-    let header: Vec<String> = csv_records(path, bytes)
-        .ok()
-        .and_then(|r| r.into_iter().next())
-        .map(|(_, fields)| fields)
-        .unwrap_or_default();
+    let header: Vec<String> =
+        csv_records(path, bytes).ok().and_then(|r| r.into_iter().next()).map(|(_, fields)| fields).unwrap_or_default();
     let sibling = |needle: &str| {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p != path && p.file_name().is_some_and(|n| n.to_string_lossy().contains(needle)) && p.extension().is_some_and(|e| e == "csv"))
+            .filter(|p| {
+                p != path
+                    && p.file_name().is_some_and(|n| n.to_string_lossy().contains(needle))
+                    && p.extension().is_some_and(|e| e == "csv")
+            })
             .collect();
         found.sort();
         found.into_iter().next().map_or(String::new(), |p| format!(" (e.g. {})", p.display()))
@@ -342,7 +349,8 @@ fn not_a_raw_folder(folder: &Path, entries: &[PathBuf]) -> Option<InputError> {
     let mut raw: Vec<String> = Vec::new();
     for sub in &subfolders {
         let mut level: Vec<PathBuf> = vec![(*sub).clone()];
-        level.extend(std::fs::read_dir(sub).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()));
+        level
+            .extend(std::fs::read_dir(sub).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()));
         for dir in level {
             let has_txt = std::fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()).any(|e| {
                 let p = e.path();
@@ -354,13 +362,16 @@ fn not_a_raw_folder(folder: &Path, entries: &[PathBuf]) -> Option<InputError> {
         }
     }
     raw.sort();
-    let named = |needle: &str| entries.iter().find(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(needle)));
+    let named = |needle: &str| {
+        entries.iter().find(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(needle)))
+    };
     let mut hints: Vec<String> = raw.iter().map(|r| format!("--input {r}")).collect();
     if let (Some(data), Some(index)) = (named("-data.csv"), named("-index.csv")) {
         hints.push(format!("--input {} --index {}", data.display(), index.display()));
     }
     let message = if hints.is_empty() {
-        "not a folder of SEISMIC raw cascade files (it holds subfolders or documentation): pass the folder of the RT*.txt files".to_owned()
+        "not a folder of SEISMIC raw cascade files (it holds subfolders or documentation): pass the folder of the RT*.txt files"
+            .to_owned()
     } else {
         format!("a dataset's folder, not a folder of SEISMIC raw cascade files: pass {}", hints.join(", or "))
     };
@@ -517,7 +528,10 @@ mod tests {
         // A metadata CSV is not called a data file missing its index.
         let m = write(dir.path(), "meta.csv", "cascade,source_file,post_time_day\n1,RT1.txt,0.5\n");
         let err = read_dataset(&m, None).unwrap_err().to_string();
-        assert!(err.contains("not a dataset (header `cascade,source_file,post_time_day`)") && !err.contains("needs its index"), "{err}");
+        assert!(
+            err.contains("not a dataset (header `cascade,source_file,post_time_day`)") && !err.contains("needs its index"),
+            "{err}"
+        );
     }
 
     /// The headerless file used to lose its first row silently, and the error (if any)
@@ -537,7 +551,13 @@ mod tests {
         let err = course_err(b"", b"start_ind,end_ind\n1,1\n");
         assert!(err.contains("d.csv") && err.contains("empty file"), "{err}");
         // Quoted fields (an `info` with a comma) are CSV, not a broken row.
-        let ds = parse_course(Path::new("d"), b"time,magnitude,info\n0,1,\"a, b\"\n4,2,c\n", Path::new("i"), b"start_ind,end_ind\n1,2\n").unwrap();
+        let ds = parse_course(
+            Path::new("d"),
+            b"time,magnitude,info\n0,1,\"a, b\"\n4,2,c\n",
+            Path::new("i"),
+            b"start_ind,end_ind\n1,2\n",
+        )
+        .unwrap();
         assert_eq!(ds.cascades[0].events, vec![(0, 1.0), (4, 2.0)]);
     }
 
@@ -548,7 +568,10 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/seismic-tideh100");
         let err = read_dataset(&root, None).unwrap_err().to_string();
         assert!(err.contains("not a folder of SEISMIC raw cascade files"), "{err}");
-        assert!(err.contains("raw/training") && err.contains("cascades-data.csv --index") && !err.contains("SOURCE.md:1"), "{err}");
+        assert!(
+            err.contains("raw/training") && err.contains("cascades-data.csv --index") && !err.contains("SOURCE.md:1"),
+            "{err}"
+        );
     }
 
     fn seismic_err(text: &[u8]) -> String {
@@ -615,7 +638,13 @@ mod tests {
     fn crlf_line_endings_blank_lines_and_a_byte_order_mark_are_read() {
         let c = parse_seismic(Path::new("x"), b"\xef\xbb\xbf1 0.5\r\n\r\n0 5\r\n3 2\r\n", 1).unwrap();
         assert_eq!(c.events, vec![(0, 5.0), (3, 2.0)]);
-        let ds = parse_course(Path::new("d"), b"\xef\xbb\xbftime,magnitude\r\n0,1\r\n\r\n2,3\r\n", Path::new("i"), b"start_ind,end_ind\r\n1,2\r\n").unwrap();
+        let ds = parse_course(
+            Path::new("d"),
+            b"\xef\xbb\xbftime,magnitude\r\n0,1\r\n\r\n2,3\r\n",
+            Path::new("i"),
+            b"start_ind,end_ind\r\n1,2\r\n",
+        )
+        .unwrap();
         assert_eq!(ds.cascades[0].events, vec![(0, 1.0), (2, 3.0)]);
     }
 
@@ -681,8 +710,11 @@ pub fn read_models(path: &Path, windows: &[Time]) -> Result<Vec<crate::records::
     let text = std::fs::read_to_string(path).map_err(|source| ModelsFileError::Read { path: path.to_owned(), source })?;
     let mut updates = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let model = crate::io::schema::ModelRecord::parse(line)
-            .map_err(|source| ModelsFileError::Record { path: path.to_owned(), line: i + 1, source })?;
+        let model = crate::io::schema::ModelRecord::parse(line).map_err(|source| ModelsFileError::Record {
+            path: path.to_owned(),
+            line: i + 1,
+            source,
+        })?;
         updates.push(model);
     }
     if updates.is_empty() {

@@ -474,7 +474,9 @@ impl KafkaConfig {
         let password = self.sasl_password.as_ref().is_some_and(|p| !p.0.is_empty()) || self.sasl_password_file.is_some();
         if sasl {
             if self.sasl_mechanism.is_none() {
-                return invalid(format!("security_protocol = {protocol:?} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"));
+                return invalid(format!(
+                    "security_protocol = {protocol:?} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                ));
             }
             if self.sasl_username.is_none() || !password {
                 return invalid(format!(
@@ -494,7 +496,9 @@ impl KafkaConfig {
         for (key, value) in files {
             let Some(path) = value else { continue };
             if !tls {
-                return invalid(format!("{key} is set but security_protocol = {protocol:?} does not use TLS: use ssl or sasl_ssl"));
+                return invalid(format!(
+                    "{key} is set but security_protocol = {protocol:?} does not use TLS: use ssl or sasl_ssl"
+                ));
             }
             if let Err(e) = std::fs::metadata(path) {
                 return invalid(format!("{key} {path}: {e}"));
@@ -522,7 +526,8 @@ impl KafkaConfig {
             let mut lenient = self.client_config();
             lenient.set("ssl.endpoint.identification.algorithm", "none");
             let (answered, seen) = self.probe(lenient, Duration::from_secs(5))?;
-            let past_handshake = seen.iter().filter_map(|m| self.classify(m)).any(|f| !matches!(f, ConnectFailure::UntrustedCertificate { .. }));
+            let past_handshake =
+                seen.iter().filter_map(|m| self.classify(m)).any(|f| !matches!(f, ConnectFailure::UntrustedCertificate { .. }));
             if answered || past_handshake {
                 failure = ConnectFailure::HostName;
             }
@@ -574,7 +579,13 @@ impl KafkaConfig {
         if has(&["hostname mismatch", "host name mismatch", "ip address mismatch"]) {
             return Some(ConnectFailure::HostName);
         }
-        if has(&["certificate verify failed", "unable to get local issuer", "self-signed certificate", "self signed certificate", "broker certificate could not be verified"]) {
+        if has(&[
+            "certificate verify failed",
+            "unable to get local issuer",
+            "self-signed certificate",
+            "self signed certificate",
+            "broker certificate could not be verified",
+        ]) {
             return Some(ConnectFailure::UntrustedCertificate { ca: self.ssl_ca_location.clone() });
         }
         if has(&["certificate required", "alert bad certificate", "alert unknown ca", "peer did not return a certificate"]) {
@@ -588,7 +599,14 @@ impl KafkaConfig {
         {
             return Some(ConnectFailure::PlaintextToTls);
         }
-        if has(&["connecting to a plaintext broker listener", "wrong version number", "packet length too long", "unknown protocol", "record layer failure", "http request"]) {
+        if has(&[
+            "connecting to a plaintext broker listener",
+            "wrong version number",
+            "packet length too long",
+            "unknown protocol",
+            "record layer failure",
+            "http request",
+        ]) {
             return Some(ConnectFailure::TlsToPlaintext);
         }
         if has(&["sasl handshake", "sasl_plaintext listener"]) {
@@ -689,8 +707,7 @@ pub fn ensure_topics(config: &KafkaConfig, names: &[&str], partitions: i32) -> R
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
-    let topics: Vec<NewTopic<'_>> =
-        names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
+    let topics: Vec<NewTopic<'_>> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures_executor::block_on(admin.create_topics(&topics, &options))?;
     for r in results {
@@ -1020,7 +1037,8 @@ mod tests {
     #[test]
     fn unknown_kafka_keys_are_rejected() {
         assert!(toml::from_str::<KafkaConfig>("brokerz = \"x\"").is_err());
-        let c: KafkaConfig = toml::from_str("brokers = \"h:1\"\n[topics]\ntweets = \"t\"\n[extra]\n\"fetch.min.bytes\" = \"1\"").unwrap();
+        let c: KafkaConfig =
+            toml::from_str("brokers = \"h:1\"\n[topics]\ntweets = \"t\"\n[extra]\n\"fetch.min.bytes\" = \"1\"").unwrap();
         assert_eq!(c.topics.tweets, "t");
         assert_eq!(c.client_config().get("fetch.min.bytes"), Some("1"));
     }

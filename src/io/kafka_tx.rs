@@ -214,7 +214,12 @@ fn produce_loop(
         if total == 0 && !records.is_empty() {
             // After a restart: the first new output, i.e. the pipeline has caught up with
             // what it had committed before the crash.
-            tracing::info!(resumed_at, frontier, after_ms = started.elapsed().as_millis() as u64, "first output records committed");
+            tracing::info!(
+                resumed_at,
+                frontier,
+                after_ms = started.elapsed().as_millis() as u64,
+                "first output records committed"
+            );
         }
         tracing::debug!(records = records.len(), took_us = began.elapsed().as_micros() as u64, "transaction committed");
         total += records.len() as u64;

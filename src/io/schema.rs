@@ -21,7 +21,7 @@ use tweetoscope_model::predictive::{Interval, PredictiveModel, FEATURE_SET};
 use tweetoscope_model::seismic::CorrectedSeismic;
 
 use crate::records::{
-    finite, CourseModel, DeadLetter, Severity, FinalSize, LearnedModel, LearnedSample, Model, Partial, Prediction, Predictor,
+    finite, CourseModel, DeadLetter, FinalSize, LearnedModel, LearnedSample, Model, Partial, Prediction, Predictor, Severity,
     StatRecord,
 };
 use crate::Time;

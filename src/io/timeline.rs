@@ -54,12 +54,7 @@ fn replays(cascade: &RecordedCascade, index: usize, peers: usize) -> bool {
 
 /// Number of events worker `index` of `peers` replays.
 pub fn worker_share(dataset: &Dataset, index: usize, peers: usize) -> usize {
-    dataset
-        .cascades
-        .iter()
-        .filter(|c| replays(c, index, peers))
-        .map(|c| c.events.len())
-        .sum()
+    dataset.cascades.iter().filter(|c| replays(c, index, peers)).map(|c| c.events.len()).sum()
 }
 
 #[cfg(test)]

@@ -140,9 +140,9 @@ pub fn judge_time(time: Time, newest: Option<Time>, lateness: u64, max_ahead: u6
 /// The cascade id: the key, else `cascade=<id>` in `info` (course messages carry both).
 fn cascade_id(key: Option<&[u8]>, info: &str) -> Result<CascadeId, DecodeError> {
     let from_key = key.and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.trim().parse::<CascadeId>().ok());
-    let from_info = info.split(|c: char| c == ',' || c.is_whitespace()).find_map(|part| {
-        part.strip_prefix("cascade=").and_then(|id| id.parse::<CascadeId>().ok())
-    });
+    let from_info = info
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .find_map(|part| part.strip_prefix("cascade=").and_then(|id| id.parse::<CascadeId>().ok()));
     from_key.or(from_info).ok_or_else(|| {
         let shown = key.map(|k| truncate(&String::from_utf8_lossy(k), 40).to_owned()).unwrap_or_else(|| "none".into());
         fail(RejectReason::BadKey, format!("key {shown:?} is not a numeric cascade id"))
@@ -269,7 +269,9 @@ mod flat {
                 "msg" => once(&mut msg, c.string())?,
                 "t" => once(&mut t, c.float())?,
                 "m" => once(&mut m, c.float())?,
-                "source" => once(&mut source, c.number().filter(|(_, integer)| *integer).and_then(|(s, _)| s.parse::<u64>().ok()))?,
+                "source" => {
+                    once(&mut source, c.number().filter(|(_, integer)| *integer).and_then(|(s, _)| s.parse::<u64>().ok()))?
+                }
                 "info" => once(&mut info, c.string())?,
                 // serde skips unknown fields; a plain one is skipped here too.
                 _ if c.peek()? == b'"' => c.string().map(drop)?,

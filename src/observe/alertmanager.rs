@@ -309,7 +309,12 @@ pub struct PusherOptions {
 
 impl Default for PusherOptions {
     fn default() -> Self {
-        Self { capacity: QUEUE_CAPACITY, timeout: Duration::from_secs(5), ttl: DEFAULT_TTL, retry_after: Duration::from_millis(500) }
+        Self {
+            capacity: QUEUE_CAPACITY,
+            timeout: Duration::from_secs(5),
+            ttl: DEFAULT_TTL,
+            retry_after: Duration::from_millis(500),
+        }
     }
 }
 
@@ -461,7 +466,11 @@ impl Sender {
         loop {
             // Block for the first message (polling while alerts wait for a commit), then
             // take what else is already waiting.
-            let first = if self.held.is_empty() { rx.recv().map_err(|_| RecvTimeoutError::Disconnected) } else { rx.recv_timeout(Duration::from_millis(50)) };
+            let first = if self.held.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(Duration::from_millis(50))
+            };
             match first {
                 Ok(m) => self.take(m, &mut batch, &mut flushes),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -696,8 +705,8 @@ mod tests {
     use super::*;
     use std::io::{BufRead, Read, Write};
     use std::net::TcpListener;
-    use std::time::UNIX_EPOCH;
     use std::sync::mpsc;
+    use std::time::UNIX_EPOCH;
 
     fn alert(cascade: &str, window: Time, predicted: f64) -> PopularCascade {
         PopularCascade {
@@ -881,13 +890,25 @@ mod tests {
     #[test]
     fn parses_urls() {
         let e = Endpoint::parse("http://127.0.0.1:9093").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.authority.as_str(), e.path.as_str()), ("127.0.0.1", 9093, "127.0.0.1:9093", "/api/v2/alerts"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.authority.as_str(), e.path.as_str()),
+            ("127.0.0.1", 9093, "127.0.0.1:9093", "/api/v2/alerts")
+        );
         let e = Endpoint::parse("HTTP://alertmanager.monitoring/am/").unwrap();
         assert_eq!((e.host.as_str(), e.port, e.path.as_str()), ("alertmanager.monitoring", 80, "/am/api/v2/alerts"));
         let e = Endpoint::parse("http://[::1]:9093/").unwrap();
         assert_eq!((e.host.as_str(), e.port, e.authority.as_str()), ("::1", 9093, "[::1]:9093"));
-        for bad in ["https://x:9093", "127.0.0.1:9093", "http://:9093", "http://x:0", "http://x:99999", "http://x:port",
-                    "http://u:p@x:9093", "http://x:9093/?a=b", "http://[::1"] {
+        for bad in [
+            "https://x:9093",
+            "127.0.0.1:9093",
+            "http://:9093",
+            "http://x:0",
+            "http://x:99999",
+            "http://x:port",
+            "http://u:p@x:9093",
+            "http://x:9093/?a=b",
+            "http://[::1",
+        ] {
             assert!(matches!(Endpoint::parse(bad), Err(AlertmanagerError::Url { .. })), "{bad}");
         }
     }

@@ -142,7 +142,8 @@ fn predictions(window: &[&StatRecordJson], fallback_max_ratio: f64) -> Vec<[Opti
             next += 1;
         }
         // Refit when the training set grew (by 5 % at most between refits on long runs).
-        if training.len() > before && fitted.as_ref().is_none_or(|_| training.len() as f64 >= 1.05 * before as f64 || before < 20) {
+        if training.len() > before && fitted.as_ref().is_none_or(|_| training.len() as f64 >= 1.05 * before as f64 || before < 20)
+        {
             fitted = Some(Baselines::fit(&training));
         }
         let n = s.n_obs.max(1) as f64;
@@ -164,7 +165,11 @@ fn predictions(window: &[&StatRecordJson], fallback_max_ratio: f64) -> Vec<[Opti
 }
 
 /// The accuracy of each model on the records selected by `keep`.
-fn accuracy(window: &[&StatRecordJson], preds: &[[Option<f64>; 9]], keep: impl Fn(&StatRecordJson) -> bool) -> Vec<ModelAccuracy> {
+fn accuracy(
+    window: &[&StatRecordJson],
+    preds: &[[Option<f64>; 9]],
+    keep: impl Fn(&StatRecordJson) -> bool,
+) -> Vec<ModelAccuracy> {
     MODELS
         .iter()
         .enumerate()
@@ -194,12 +199,16 @@ pub fn evaluate(stats: &[StatRecordJson], buckets: bool, fallback_max_ratio: f64
             let window: Vec<&StatRecordJson> = stats.iter().filter(|s| s.t_obs == t_obs).collect();
             let preds = predictions(&window, fallback_max_ratio);
             let with: Vec<&&StatRecordJson> = window.iter().filter(|s| s.interval.is_some()).collect();
-            let covered = with.iter().filter(|s| s.interval.is_some_and(|i| i.low <= s.n_true as f64 && s.n_true as f64 <= i.high)).count();
+            let covered =
+                with.iter().filter(|s| s.interval.is_some_and(|i| i.low <= s.n_true as f64 && s.n_true as f64 <= i.high)).count();
             WindowEval {
                 t_obs,
                 all: accuracy(&window, &preds, |_| true),
                 buckets: if buckets {
-                    BUCKETS.iter().map(|(label, lo, hi)| (*label, accuracy(&window, &preds, |s| s.n_true >= *lo && s.n_true < *hi))).collect()
+                    BUCKETS
+                        .iter()
+                        .map(|(label, lo, hi)| (*label, accuracy(&window, &preds, |s| s.n_true >= *lo && s.n_true < *hi)))
+                        .collect()
                 } else {
                     Vec::new()
                 },
@@ -257,7 +266,13 @@ pub fn markdown(name: &str, windows: &[WindowEval]) -> String {
                 s.push_str(&format!("| {model} |"));
                 for (_, rows) in &w.buckets {
                     let a = &rows[m];
-                    let median = if a.count == 0 { "—".into() } else if a.median.is_infinite() { "∞".into() } else { format!("{:.3}", a.median) };
+                    let median = if a.count == 0 {
+                        "—".into()
+                    } else if a.median.is_infinite() {
+                        "∞".into()
+                    } else {
+                        format!("{:.3}", a.median)
+                    };
                     s.push_str(&format!(" {median} ({}) |", a.count));
                 }
                 s.push('\n');

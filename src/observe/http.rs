@@ -40,17 +40,17 @@ impl HttpServer {
     /// `live` and the metrics in a background thread.
     pub fn start(addr: &str, live: LiveView) -> std::io::Result<Self> {
         let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(format!("binding {addr}: {e}")))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("the server is not on an IP address"))?;
+        let addr = server.server_addr().to_ip().ok_or_else(|| std::io::Error::other("the server is not on an IP address"))?;
         let server = Arc::new(server);
         let worker = server.clone();
         let thread = std::thread::Builder::new().name("http".into()).spawn(move || {
             for request in worker.incoming_requests() {
                 let read_only = matches!(request.method(), tiny_http::Method::Get | tiny_http::Method::Head);
-                let (status, content_type, body) =
-                    if read_only { route(request.url(), &live) } else { (405, "text/plain", "method not allowed: GET only\n".to_owned()) };
+                let (status, content_type, body) = if read_only {
+                    route(request.url(), &live)
+                } else {
+                    (405, "text/plain", "method not allowed: GET only\n".to_owned())
+                };
                 let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("valid header");
                 let mut response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
                 if status == 405 {
@@ -102,7 +102,11 @@ mod tests {
 
     #[test]
     fn serves_metrics_state_and_page_on_loopback() {
-        let server = HttpServer::start("127.0.0.1:0", LiveView::new(super::super::live::JobKind::Replay, crate::records::AlertThresholds { warning: 1.0, critical: 2.0 })).unwrap();
+        let server = HttpServer::start(
+            "127.0.0.1:0",
+            LiveView::new(super::super::live::JobKind::Replay, crate::records::AlertThresholds { warning: 1.0, critical: 2.0 }),
+        )
+        .unwrap();
         let get = |path: &str| {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(server.addr).unwrap();

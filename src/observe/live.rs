@@ -220,10 +220,14 @@ impl State {
     }
 
     fn newest(&self) -> Option<Time> {
-        self.counts.iter().filter(|(_, c)| **c > 0).filter_map(|(r, _)| match r {
-            ViewRecord::Newest { time, .. } => Some(*time),
-            _ => None,
-        }).max()
+        self.counts
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .filter_map(|(r, _)| match r {
+                ViewRecord::Newest { time, .. } => Some(*time),
+                _ => None,
+            })
+            .max()
     }
 
     fn lag(&self) -> Option<Time> {
@@ -234,17 +238,24 @@ impl State {
     fn are_buckets(&self, window: Time, model: ModelName) -> Vec<(u16, i64)> {
         let lo = ViewRecord::Are { window, model, bucket: 0 };
         let hi = ViewRecord::Are { window, model, bucket: ARE_BUCKETS };
-        self.counts.range(lo..=hi).map(|(r, c)| match r {
-            ViewRecord::Are { bucket, .. } => (*bucket, *c as i64),
-            _ => (0, 0),
-        }).collect()
+        self.counts
+            .range(lo..=hi)
+            .map(|(r, c)| match r {
+                ViewRecord::Are { bucket, .. } => (*bucket, *c as i64),
+                _ => (0, 0),
+            })
+            .collect()
     }
 
     fn windows(&self) -> Vec<Time> {
-        let mut w: Vec<Time> = self.counts.keys().filter_map(|r| match r {
-            ViewRecord::Are { window, .. } | ViewRecord::Coverage { window, .. } => Some(*window),
-            _ => None,
-        }).collect();
+        let mut w: Vec<Time> = self
+            .counts
+            .keys()
+            .filter_map(|r| match r {
+                ViewRecord::Are { window, .. } | ViewRecord::Coverage { window, .. } => Some(*window),
+                _ => None,
+            })
+            .collect();
         w.sort_unstable();
         w.dedup();
         w
@@ -342,10 +353,15 @@ impl LiveView {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = self.state();
         s.sample_wall(false);
-        let mut rows: Vec<&CascadeRow> = s.counts.iter().filter(|(_, c)| **c > 0).filter_map(|(r, _)| match r {
-            ViewRecord::Cascade(row) => Some(row),
-            _ => None,
-        }).collect();
+        let mut rows: Vec<&CascadeRow> = s
+            .counts
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .filter_map(|(r, _)| match r {
+                ViewRecord::Cascade(row) => Some(row),
+                _ => None,
+            })
+            .collect();
         rows.sort_by_key(|r| (std::cmp::Reverse(r.rank), r.cascade));
         let mut alerted: Vec<&CascadeRow> = rows.iter().filter(|r| r.alerted_at.is_some()).copied().collect();
         alerted.sort_by_key(|r| (std::cmp::Reverse(r.alerted_at), r.cascade));
@@ -354,16 +370,22 @@ impl LiveView {
             job: self.job_state(&s),
             thresholds: Thresholds { warning: self.thresholds.warning, critical: self.thresholds.critical },
             cascades: rows.iter().map(|r| cascade_json(r)).collect(),
-            alerts: alerted.iter().map(|r| AlertJson {
-                cascade: r.cascade.to_string(),
-                window: r.latest().map_or(0, |w| w.window),
-                severity: r.severity,
-                predicted: r.latest().map_or(0.0, |w| unfix(w.default)),
-                time: r.alerted_at.unwrap_or(0),
-            }).collect(),
+            alerts: alerted
+                .iter()
+                .map(|r| AlertJson {
+                    cascade: r.cascade.to_string(),
+                    window: r.latest().map_or(0, |w| w.window),
+                    severity: r.severity,
+                    predicted: r.latest().map_or(0.0, |w| unfix(w.default)),
+                    time: r.alerted_at.unwrap_or(0),
+                })
+                .collect(),
             accuracy: s.windows().into_iter().map(|w| (w.to_string(), window_accuracy(&s, w))).collect(),
             are_series: s.are_series.iter().map(|(w, v)| (w.to_string(), v.iter().copied().collect())).collect(),
-            process: ProcessState { series: s.wall.iter().copied().collect(), uptime_seconds: self.created.elapsed().as_secs_f64() },
+            process: ProcessState {
+                series: s.wall.iter().copied().collect(),
+                uptime_seconds: self.created.elapsed().as_secs_f64(),
+            },
         }
     }
 
@@ -396,10 +418,13 @@ fn unfix(x: i64) -> f64 {
 }
 
 fn window_accuracy(s: &State, window: Time) -> WindowAccuracy {
-    let models = ModelName::ALL.iter().map(|m| {
-        let buckets = s.are_buckets(window, *m);
-        (m.as_str(), ModelAccuracy { count: buckets.iter().map(|(_, c)| c).sum(), median_are: median(&buckets) })
-    }).collect();
+    let models = ModelName::ALL
+        .iter()
+        .map(|m| {
+            let buckets = s.are_buckets(window, *m);
+            (m.as_str(), ModelAccuracy { count: buckets.iter().map(|(_, c)| c).sum(), median_are: median(&buckets) })
+        })
+        .collect();
     let count = |covered| s.counts.get(&ViewRecord::Coverage { window, covered }).copied().unwrap_or(0) as i64;
     let (inside, outside) = (count(true), count(false));
     let with_interval = inside + outside;
@@ -407,28 +432,32 @@ fn window_accuracy(s: &State, window: Time) -> WindowAccuracy {
 }
 
 fn cascade_json(r: &CascadeRow) -> CascadeJson {
-    let windows: Vec<WindowJson> = r.windows.iter().map(|w| {
-        let mut models = BTreeMap::new();
-        models.insert(ModelName::Default.as_str(), unfix(w.default));
-        models.insert(ModelName::Hawkes.as_str(), unfix(w.hawkes));
-        models.insert(ModelName::Course.as_str(), unfix(w.course));
-        if let Some(x) = w.seismic {
-            models.insert(ModelName::Seismic.as_str(), unfix(x));
-        }
-        if let Some(x) = w.seismic_corrected {
-            models.insert(ModelName::SeismicCorrected.as_str(), unfix(x));
-        }
-        WindowJson {
-            window: w.window,
-            events: w.events,
-            made_at: w.made_at,
-            predictor: w.predictor.as_str(),
-            interval: w.interval.map(|(low, high)| IntervalJson { low: unfix(low), high: unfix(high) }),
-            models,
-            severity: w.severity,
-            are: w.are.map(unfix),
-        }
-    }).collect();
+    let windows: Vec<WindowJson> = r
+        .windows
+        .iter()
+        .map(|w| {
+            let mut models = BTreeMap::new();
+            models.insert(ModelName::Default.as_str(), unfix(w.default));
+            models.insert(ModelName::Hawkes.as_str(), unfix(w.hawkes));
+            models.insert(ModelName::Course.as_str(), unfix(w.course));
+            if let Some(x) = w.seismic {
+                models.insert(ModelName::Seismic.as_str(), unfix(x));
+            }
+            if let Some(x) = w.seismic_corrected {
+                models.insert(ModelName::SeismicCorrected.as_str(), unfix(x));
+            }
+            WindowJson {
+                window: w.window,
+                events: w.events,
+                made_at: w.made_at,
+                predictor: w.predictor.as_str(),
+                interval: w.interval.map(|(low, high)| IntervalJson { low: unfix(low), high: unfix(high) }),
+                models,
+                severity: w.severity,
+                are: w.are.map(unfix),
+            }
+        })
+        .collect();
     let latest = windows.last().cloned();
     CascadeJson {
         cascade: r.cascade.to_string(),

@@ -152,7 +152,13 @@ impl WindowReport {
                 return (true, format!("{name} has no finite prediction"));
             }
             let (a, b) = (default.are.median, other.are.median);
-            let word = if a < b { "beats" } else if a == b { "ties with" } else { "does NOT beat" };
+            let word = if a < b {
+                "beats"
+            } else if a == b {
+                "ties with"
+            } else {
+                "does NOT beat"
+            };
             (a < b, format!("{word} {name} ({a:.3} vs {b:.3})"))
         };
         let (beats_h, h) = cmp(hawkes, "plain Hawkes");
@@ -254,7 +260,10 @@ pub fn build(stats: &[StatRow], params: &[ParamRow], truth: Option<&HashMap<Stri
     windows
         .into_iter()
         .map(|(t_obs, (rows, prows))| {
-            let all = |f: fn(&StatRow) -> f64| ModelStats { are: Summary::of(&rows.iter().map(|r| f(r)).collect::<Vec<_>>()), infinite: 0 };
+            let all = |f: fn(&StatRow) -> f64| ModelStats {
+                are: Summary::of(&rows.iter().map(|r| f(r)).collect::<Vec<_>>()),
+                infinite: 0,
+            };
             let some = |f: fn(&StatRow) -> Option<f64>| {
                 let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
                 ModelStats { are: Summary::of(&v), infinite: rows.len() - v.len() }
@@ -286,7 +295,16 @@ pub fn build(stats: &[StatRow], params: &[ParamRow], truth: Option<&HashMap<Stri
                     n_star: median(matched.iter().filter_map(|(e, t)| rel_err(e.n_star, t.n_star)).collect()),
                 }
             });
-            WindowReport { t_obs, cascades: rows.len(), models, interval, fits: prows.len(), fits_ok: ok.len(), at_bound, recovery }
+            WindowReport {
+                t_obs,
+                cascades: rows.len(),
+                models,
+                interval,
+                fits: prows.len(),
+                fits_ok: ok.len(),
+                at_bound,
+                recovery,
+            }
         })
         .collect()
 }
@@ -337,7 +355,8 @@ pub fn markdown(windows: &[WindowReport], baselines: &str, plots: &Plots, source
     }
     let _ = writeln!(md, "\n## Against honest baselines\n");
     let _ = writeln!(md, "Baselines fitted prequentially on the same records (a prediction uses the cascades of its window");
-    let _ = writeln!(md, "that ended before it): no growth (N = n), a constant size, a constant ratio, a model on log n alone.\n");
+    let _ =
+        writeln!(md, "that ended before it): no growth (N = n), a constant size, a constant ratio, a model on log n alone.\n");
     md.push_str(baselines);
     let _ = writeln!(md, "\n## Fits\n");
     let _ = writeln!(md, "| T_obs | fits | fit ok | at a bound | share at a bound |");
@@ -703,7 +722,8 @@ pub fn write_report(outputs: &Path, dir: &Path, truth: Option<&Path>, fallback_m
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let windows = build(&stats, &params, truth.as_ref());
     let plots = plots(dir, &stats, &params, truth.as_ref())?;
-    let baselines = crate::observe::eval::markdown("baselines", &crate::observe::eval::evaluate(&stats, true, fallback_max_ratio));
+    let baselines =
+        crate::observe::eval::markdown("baselines", &crate::observe::eval::evaluate(&stats, true, fallback_max_ratio));
     let md = markdown(&windows, &baselines, &plots, &outputs.display().to_string());
     let report = dir.join("report.md");
     std::fs::write(&report, md).map_err(io_err(&report))?;
@@ -862,7 +882,16 @@ mod tests {
 
     #[test]
     fn ticks_are_short_and_human() {
-        let cases = [(0.30000000000000004, "0.3"), (1_000_000.0, "1 M"), (1200.0, "1.2 k"), (0.001, "0.001"), (2.5, "2.5"), (0.0, "0"), (42.0, "42"), (0.015, "0.015")];
+        let cases = [
+            (0.30000000000000004, "0.3"),
+            (1_000_000.0, "1 M"),
+            (1200.0, "1.2 k"),
+            (0.001, "0.001"),
+            (2.5, "2.5"),
+            (0.0, "0"),
+            (42.0, "42"),
+            (0.015, "0.015"),
+        ];
         for (v, want) in cases {
             assert_eq!(tick(v), want, "{v}");
         }

@@ -340,7 +340,12 @@ mod tests {
                 are_seismic_corrected: Some(0.1),
                 covered: None,
             },
-            SummaryEvent::Prediction { t_obs: 600, fit_ok: true, alert: Some(crate::records::Severity::Warning), at_bound: false },
+            SummaryEvent::Prediction {
+                t_obs: 600,
+                fit_ok: true,
+                alert: Some(crate::records::Severity::Warning),
+                at_bound: false,
+            },
         ];
         let mut a = SummaryAccumulator::default();
         let mut b = SummaryAccumulator::default();

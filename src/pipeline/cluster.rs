@@ -260,8 +260,16 @@ mod tests {
         assert_eq!(ClusterError::Interrupted { signal: 15 }.exit_code(), 143);
         assert_eq!(ClusterError::PeerStopped { process: 1, address: "a:1".into(), signal: 2 }.exit_code(), 130);
         assert_eq!(ClusterError::PeerClosed { process: 1, address: "a:1".into() }.exit_code(), 1);
-        let difference = Difference { what: "config".into(), key: "pipeline.windows".into(), theirs: "[600, 1200]".into(), mine: "[600]".into() };
+        let difference = Difference {
+            what: "config".into(),
+            key: "pipeline.windows".into(),
+            theirs: "[600, 1200]".into(),
+            mine: "[600]".into(),
+        };
         let e = ClusterError::Disagree { process: 1, address: "127.0.0.1:2102".into(), difference: Box::new(difference) };
-        assert_eq!(e.to_string(), "process 1 (127.0.0.1:2102) has another config: pipeline.windows [600, 1200] there vs [600] here");
+        assert_eq!(
+            e.to_string(),
+            "process 1 (127.0.0.1:2102) has another config: pipeline.windows [600, 1200] there vs [600] here"
+        );
     }
 }

@@ -131,7 +131,13 @@ impl Link {
             })?
         };
         let previous_hook = install_panic_hook(shared.clone());
-        Ok(Some(Self { shared, data: Some(started.data), process0_writes_files, watcher: Some(watcher), previous_hook: Some(previous_hook) }))
+        Ok(Some(Self {
+            shared,
+            data: Some(started.data),
+            process0_writes_files,
+            watcher: Some(watcher),
+            previous_hook: Some(previous_hook),
+        }))
     }
 
     /// Whether process 0 writes the output files (the file sink exists on every process then).
@@ -238,7 +244,11 @@ fn install_panic_hook(shared: Arc<Shared>) -> PanicHook {
 /// A panic's message.
 fn panic_message(info: &PanicHookInfo<'_>) -> String {
     let payload = info.payload();
-    payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_default()
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
 }
 
 /// The error a timely communication panic stands for, or `None` for any other panic.
@@ -250,10 +260,13 @@ fn lost_connection(thread: &str, message: &str, addresses: &[String]) -> Option<
     if !communication {
         return None;
     }
-    let peer = thread.strip_prefix("timely:recv-").or_else(|| thread.strip_prefix("timely:send-")).and_then(|i| i.parse::<usize>().ok());
+    let peer =
+        thread.strip_prefix("timely:recv-").or_else(|| thread.strip_prefix("timely:send-")).and_then(|i| i.parse::<usize>().ok());
     Some(match peer {
         Some(process) => ClusterError::PeerClosed { process, address: addresses.get(process).cloned().unwrap_or_default() },
-        None => ClusterError::Protocol { address: "the cluster".into(), detail: format!("a connection to a peer failed ({message})") },
+        None => {
+            ClusterError::Protocol { address: "the cluster".into(), detail: format!("a connection to a peer failed ({message})") }
+        }
     })
 }
 

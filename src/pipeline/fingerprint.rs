@@ -78,7 +78,11 @@ impl Fingerprint {
             }
         }
         add("output", "", format!("kafka sink {}, warm start {}", job.kafka_sink, job.warm_start));
-        add("live views", "", if job.views { "on (a process serves HTTP)" } else { "off (--metrics-addr off everywhere)" }.into());
+        add(
+            "live views",
+            "",
+            if job.views { "on (a process serves HTTP)" } else { "off (--metrics-addr off everywhere)" }.into(),
+        );
         let models: Vec<String> = job.initial_models.iter().map(|m| format!("{}@{}", m.t_obs, m.version)).collect();
         add("--models", "", if models.is_empty() { "none".into() } else { models.join(" ") });
         let config = serde_json::to_value(&job.config).unwrap_or(serde_json::Value::Null);
@@ -89,12 +93,18 @@ impl Fingerprint {
     /// The first entry (in this side's order) that `theirs` has with another value or lacks,
     /// else the first one only `theirs` has.
     pub fn first_difference(&self, theirs: &Fingerprint) -> Option<Difference> {
-        let find = |entries: &[Entry], e: &Entry| entries.iter().find(|x| x.what == e.what && x.key == e.key).map(|x| x.value.clone());
+        let find =
+            |entries: &[Entry], e: &Entry| entries.iter().find(|x| x.what == e.what && x.key == e.key).map(|x| x.value.clone());
         let none = || "(none)".to_owned();
         for mine in &self.entries {
             let other = find(&theirs.entries, mine);
             if other.as_ref() != Some(&mine.value) {
-                return Some(Difference { what: mine.what.clone(), key: mine.key.clone(), theirs: other.unwrap_or_else(none), mine: mine.value.clone() });
+                return Some(Difference {
+                    what: mine.what.clone(),
+                    key: mine.key.clone(),
+                    theirs: other.unwrap_or_else(none),
+                    mine: mine.value.clone(),
+                });
             }
         }
         theirs.entries.iter().find(|t| find(&self.entries, t).is_none()).map(|t| Difference {

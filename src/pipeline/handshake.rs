@@ -244,7 +244,11 @@ pub(super) fn connect(
 fn bind(me: usize, line: &str) -> Result<Vec<TcpListener>, ClusterError> {
     line.split_whitespace()
         .map(|address| {
-            TcpListener::bind(address).map_err(|e| ClusterError::Bind { process: me, address: address.into(), message: e.to_string() })
+            TcpListener::bind(address).map_err(|e| ClusterError::Bind {
+                process: me,
+                address: address.into(),
+                message: e.to_string(),
+            })
         })
         .collect()
 }
@@ -351,7 +355,10 @@ impl Dialer {
     fn exchange(&self, stream: &mut TcpStream) -> Result<Hello, ClusterError> {
         let protocol = |detail: String| ClusterError::Protocol { address: self.address.clone(), detail };
         let p = self.process;
-        stream.set_nodelay(true).and_then(|()| stream.set_read_timeout(Some(HELLO_TIMEOUT))).map_err(|e| protocol(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(Some(HELLO_TIMEOUT)))
+            .map_err(|e| protocol(e.to_string()))?;
         write_frame(stream, &Frame::Hello(self.hello.clone())).map_err(|e| protocol(format!("process {p}: {e}")))?;
         match read_frame(stream) {
             Ok(Frame::Hello(theirs)) if theirs.process == p => {
@@ -411,7 +418,14 @@ impl Gathering {
     /// Nothing gathered yet.
     fn new(me: usize, addresses: Vec<String>, tx: Sender<Event>) -> Self {
         let n = addresses.len();
-        Self { me, addresses, data: (0..n).map(|_| None).collect(), control: (0..n).map(|_| None).collect(), hellos: vec![None; n], tx }
+        Self {
+            me,
+            addresses,
+            data: (0..n).map(|_| None).collect(),
+            control: (0..n).map(|_| None).collect(),
+            hellos: vec![None; n],
+            tx,
+        }
     }
 
     /// A peer's address for messages.
@@ -487,7 +501,8 @@ impl Gathering {
             return Err(ClusterError::Disagree { process: p, address: self.address(p), difference: Box::new(d) });
         }
         if p == self.me || p >= self.addresses.len() {
-            let detail = format!("a peer says it is process {p}, and this is process {} of {}: check -p", self.me, self.addresses.len());
+            let detail =
+                format!("a peer says it is process {p}, and this is process {} of {}: check -p", self.me, self.addresses.len());
             return Err(ClusterError::Protocol { address: peer, detail });
         }
         let slot = match role {
@@ -499,7 +514,8 @@ impl Gathering {
             return Err(ClusterError::Protocol { address: peer, detail });
         }
         if role == Role::Control {
-            let reader = stream.try_clone().map_err(|e| ClusterError::Protocol { address: peer.clone(), detail: e.to_string() })?;
+            let reader =
+                stream.try_clone().map_err(|e| ClusterError::Protocol { address: peer.clone(), detail: e.to_string() })?;
             let tx = self.tx.clone();
             std::thread::Builder::new()
                 .name(format!("cluster-control-{p}"))

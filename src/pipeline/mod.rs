@@ -290,7 +290,11 @@ fn run_connected(
 
 /// Starts the workers: timely's own set-up for one process, or the connections made by
 /// `handshake` for several (timely's networking from our sockets).
-fn execute<F>(cluster: &Cluster, data: Option<Vec<Option<TcpStream>>>, work: F) -> Result<timely::communication::WorkerGuards<()>, PipelineError>
+fn execute<F>(
+    cluster: &Cluster,
+    data: Option<Vec<Option<TcpStream>>>,
+    work: F,
+) -> Result<timely::communication::WorkerGuards<()>, PipelineError>
 where
     F: Fn(&mut timely::worker::Worker) + Send + Sync + 'static,
 {
@@ -331,7 +335,13 @@ fn build_sinks(job: &Job, recovery: Option<&Recovery>) -> Result<Sinks, Pipeline
         Some(r) => (r.resume_from, r.output.as_ref().and_then(|o| o.sender())),
         None => (0, None),
     };
-    Ok(Sinks { producer, transactions: Arc::new(Mutex::new(sender)), resume_from, exactly_once: recovery.is_some(), alerts_from: resume_from })
+    Ok(Sinks {
+        producer,
+        transactions: Arc::new(Mutex::new(sender)),
+        resume_from,
+        exactly_once: recovery.is_some(),
+        alerts_from: resume_from,
+    })
 }
 
 /// Exactly once: Alertmanager gets an alert once its output is committed, and a restart

@@ -74,14 +74,23 @@ fn restore(store: &CheckpointStore, resume_from: Time) -> Result<Option<Arc<Rest
         Some(loaded) => {
             let started = Instant::now();
             let state = Restored::decode(&loaded)?;
-            tracing::info!(time = loaded.time, peers = loaded.peers, bytes = loaded.bytes, resume_from,
-                decode_ms = started.elapsed().as_millis() as u64, "resuming from a checkpoint");
+            tracing::info!(
+                time = loaded.time,
+                peers = loaded.peers,
+                bytes = loaded.bytes,
+                resume_from,
+                decode_ms = started.elapsed().as_millis() as u64,
+                "resuming from a checkpoint"
+            );
             crate::telemetry::checkpoint_restored(loaded.time);
             Ok(Some(Arc::new(state)))
         }
         None => {
             if resume_from > 0 {
-                tracing::warn!(resume_from, "no usable checkpoint at or below the committed output frontier; replaying from the beginning");
+                tracing::warn!(
+                    resume_from,
+                    "no usable checkpoint at or below the committed output frontier; replaying from the beginning"
+                );
             }
             Ok(None)
         }

@@ -26,7 +26,10 @@ pub fn namespace(test: &str) -> (String, KafkaConfig) {
     let mut kafka = KafkaConfig { brokers: brokers(), ..KafkaConfig::default() };
     kafka.topics = TopicNames::default().with_prefix(&prefix);
     if let Err(e) = ensure_topics(&kafka, &kafka.topics.all(), 4) {
-        panic!("cannot create topics on {}: {e}\nIs the broker up? `scripts/kafka start` (scripts/test starts it).", kafka.brokers);
+        panic!(
+            "cannot create topics on {}: {e}\nIs the broker up? `scripts/kafka start` (scripts/test starts it).",
+            kafka.brokers
+        );
     }
     (prefix, kafka)
 }
@@ -68,9 +71,9 @@ pub fn consume_all(kafka: &KafkaConfig, topic: &str) -> Vec<(Option<String>, Str
             continue;
         }
         let positions = consumer.position().unwrap();
-        let done = ends.iter().all(|(p, end)| {
-            positions.find_partition(topic, *p).and_then(|e| e.offset().to_raw()).is_some_and(|o| o >= *end)
-        });
+        let done = ends
+            .iter()
+            .all(|(p, end)| positions.find_partition(topic, *p).and_then(|e| e.offset().to_raw()).is_some_and(|o| o >= *end));
         if done {
             return out;
         }
@@ -199,7 +202,10 @@ impl Secure {
             .unwrap_or_else(|| super::root().join(".cache/kafka"));
         let dir = cache.join("secure");
         let listeners = std::fs::read_to_string(dir.join("listeners")).unwrap_or_else(|e| {
-            panic!("{}: {e}\nStart the broker with `scripts/kafka start`: it opens the secured listeners (scripts/test starts it).", dir.join("listeners").display())
+            panic!(
+                "{}: {e}\nStart the broker with `scripts/kafka start`: it opens the secured listeners (scripts/test starts it).",
+                dir.join("listeners").display()
+            )
         });
         let find = |name: &str| {
             listeners

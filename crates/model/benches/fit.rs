@@ -52,11 +52,7 @@ fn workloads() -> Vec<(usize, Workload)> {
         let i = k % base.len();
         if k > 0 {
             // the gap into event i (the gap into a tile's first event is its cascade's first gap)
-            t += if i == 0 {
-                base[1].t - base[0].t
-            } else {
-                base[i].t - base[i - 1].t
-            };
+            t += if i == 0 { base[1].t - base[0].t } else { base[i].t - base[i - 1].t };
         }
         tiled.push(Event { t, m: base[i].m });
     }
@@ -93,8 +89,7 @@ fn time_one(model: &HawkesModel, ev: &[Event], t: f64) -> Duration {
         black_box(model.fit(ev, t).unwrap());
         start.elapsed()
     };
-    let reps =
-        ((Duration::from_millis(2).as_nanos() / once.as_nanos().max(1)) as usize).clamp(1, 10_000);
+    let reps = ((Duration::from_millis(2).as_nanos() / once.as_nanos().max(1)) as usize).clamp(1, 10_000);
     let mut batches: Vec<Duration> = (0..7)
         .map(|_| {
             let start = Instant::now();
@@ -111,16 +106,10 @@ fn time_one(model: &HawkesModel, ev: &[Event], t: f64) -> Duration {
 fn summary() {
     let model = HawkesModel::new(HawkesSettings::course()).unwrap();
     println!("\nPer-fit time, median over cascades (each the median of 7 batches):");
-    println!(
-        "{:>8} {:>9} {:>12} {:>12} {:>12}  vs course SciPy Powell",
-        "n", "cascades", "median", "max", "sweeps(med)"
-    );
+    println!("{:>8} {:>9} {:>12} {:>12} {:>12}  vs course SciPy Powell", "n", "cascades", "median", "max", "sweeps(med)");
     for (n, set) in workloads() {
         let mut times: Vec<Duration> = set.iter().map(|(ev, t)| time_one(&model, ev, *t)).collect();
-        let mut sweeps: Vec<usize> = set
-            .iter()
-            .map(|(ev, t)| model.fit(ev, *t).unwrap().sweeps)
-            .collect();
+        let mut sweeps: Vec<usize> = set.iter().map(|(ev, t)| model.fit(ev, *t).unwrap().sweeps).collect();
         times.sort();
         sweeps.sort();
         let median = times[times.len() / 2];
@@ -129,15 +118,7 @@ fn summary() {
             1_000 => Some(0.32),
             _ => None,
         };
-        let ratio = python
-            .map(|s| {
-                format!(
-                    "{:.0}× faster than {} ms",
-                    s / median.as_secs_f64(),
-                    s * 1e3
-                )
-            })
-            .unwrap_or_default();
+        let ratio = python.map(|s| format!("{:.0}× faster than {} ms", s / median.as_secs_f64(), s * 1e3)).unwrap_or_default();
         println!(
             "{n:>8} {:>9} {:>12.2?} {:>12.2?} {:>12}  {ratio}",
             set.len(),

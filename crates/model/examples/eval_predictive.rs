@@ -33,8 +33,8 @@ use std::time::Instant;
 use tweetoscope_model::hawkes::{Event, HawkesModel, HawkesSettings, MarkLaw};
 use tweetoscope_model::predictive::boost::Loss;
 use tweetoscope_model::predictive::{
-    conformal_interval, features, Fallback, FeatureVector, HawkesSummary, LearnerKind,
-    LearnerSettings, Metric, OffsetKind, PredictiveModel, TrainerSettings, WindowTrainer,
+    conformal_interval, features, Fallback, FeatureVector, HawkesSummary, LearnerKind, LearnerSettings, Metric, OffsetKind,
+    PredictiveModel, TrainerSettings, WindowTrainer,
 };
 use tweetoscope_model::seismic::{self, SeismicParams};
 use tweetoscope_model::simulate::{
@@ -189,7 +189,8 @@ fn load_sim(index: &str, n: usize, seed: u64) -> Res<Vec<Cascade>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let (_, beta) = prior.sample(&mut rng);
-        let m = SizeMatcher::new(target.clone(), SimulationParams { beta, ..base }, MatchStrategy::FixedBranching { n_star: 0.2 })?;
+        let m =
+            SizeMatcher::new(target.clone(), SimulationParams { beta, ..base }, MatchStrategy::FixedBranching { n_star: 0.2 })?;
         out.push(m.simulate(&mut rng).cascade.events);
     }
     // NEWS: 20,093 cascades in about 30 days; keep that density.
@@ -288,14 +289,20 @@ fn variants(filter: Option<&str>, min_samples: usize, every: usize, fallback: Fa
     let all = vec![
         Variant { name: "gbdt-abs", settings: t(base.clone())? },
         Variant { name: "gbdt-sq", settings: t(base.clone().with_kind(LearnerKind::Boosted(Loss::Squared)))? },
-        Variant { name: "rf", settings: t(base.clone().with_kind(LearnerKind::Forest).with_grid(vec![4, 8], vec![5, 20], 300, 0.05)?)? },
+        Variant {
+            name: "rf",
+            settings: t(base.clone().with_kind(LearnerKind::Forest).with_grid(vec![4, 8], vec![5, 20], 300, 0.05)?)?,
+        },
         Variant { name: "gbdt-abs-mare", settings: t(base.clone().with_metric(Metric::MedianAre))? },
         Variant { name: "log-n-only", settings: t(base.clone().with_features(vec![0])?)? },
         Variant { name: "gbdt-abs-se1", settings: t(base.clone().with_se_rule(1.0)?)? },
         Variant { name: "gbdt-abs-se05", settings: t(base.clone().with_se_rule(0.5)?)? },
         Variant { name: "gbdt-abs-1fold", settings: t(base.clone().with_folds(1)?)? },
         Variant { name: "gbdt-abs-zero", settings: t(base.clone().with_offsets(vec![OffsetKind::Zero])?)? },
-        Variant { name: "gbdt-abs-fb", settings: t(base.clone().with_offsets(vec![OffsetKind::Zero, OffsetKind::ConstantSize, OffsetKind::Fallback])?)? },
+        Variant {
+            name: "gbdt-abs-fb",
+            settings: t(base.clone().with_offsets(vec![OffsetKind::Zero, OffsetKind::ConstantSize, OffsetKind::Fallback])?)?,
+        },
     ];
     Ok(match filter {
         None => all,
@@ -319,11 +326,8 @@ impl Scores {
 
     /// Median ARE of each predictor over its last half of predictions (in time order).
     fn late_half(&self) -> String {
-        let mut v: Vec<(f64, &String)> = self
-            .rows
-            .iter()
-            .map(|(k, r)| (median(&r[r.len() / 2..].iter().map(|x| x.0).collect::<Vec<_>>()), k))
-            .collect();
+        let mut v: Vec<(f64, &String)> =
+            self.rows.iter().map(|(k, r)| (median(&r[r.len() / 2..].iter().map(|x| x.0).collect::<Vec<_>>()), k)).collect();
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
         v.iter().take(8).map(|(m, k)| format!("{k} {m:.3}")).collect::<Vec<_>>().join(", ")
     }
@@ -490,7 +494,10 @@ fn timing(cascades: &[Cascade]) -> Res<()> {
     let learners = [
         ("gbdt-abs (grid 2x2, 300 trees)", base.clone()),
         ("gbdt-sq (grid 2x2, 300 trees)", base.clone().with_kind(LearnerKind::Boosted(Loss::Squared))),
-        ("rf (smartcore, grid 2x2, 100 trees)", base.clone().with_kind(LearnerKind::Forest).with_grid(vec![4, 8], vec![5, 20], 300, 0.05)?),
+        (
+            "rf (smartcore, grid 2x2, 100 trees)",
+            base.clone().with_kind(LearnerKind::Forest).with_grid(vec![4, 8], vec![5, 20], 300, 0.05)?,
+        ),
     ];
     for n in [100usize, 1000, 5000] {
         // Repeat the partials (with a tiny deterministic jitter) to reach n samples.

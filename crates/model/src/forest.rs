@@ -21,9 +21,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use smartcore::ensemble::random_forest_regressor::{
-    RandomForestRegressor, RandomForestRegressorParameters,
-};
+use smartcore::ensemble::random_forest_regressor::{RandomForestRegressor, RandomForestRegressorParameters};
 use smartcore::linalg::basic::matrix::DenseMatrix;
 
 /// Features of a sample: (β, n*, G1), in that order.
@@ -62,13 +60,7 @@ pub struct ForestParams {
 
 impl Default for ForestParams {
     fn default() -> Self {
-        Self {
-            n_trees: 100,
-            max_depth: None,
-            min_samples_leaf: 1,
-            min_samples_split: 2,
-            m: None,
-        }
+        Self { n_trees: 100, max_depth: None, min_samples_leaf: 1, min_samples_split: 2, m: None }
     }
 }
 
@@ -87,10 +79,7 @@ impl ForestParams {
             return bad("min_samples_leaf must be >= 1".into());
         }
         if self.min_samples_split < 2 {
-            return bad(format!(
-                "min_samples_split must be >= 2, got {}",
-                self.min_samples_split
-            ));
+            return bad(format!("min_samples_split must be >= 2, got {}", self.min_samples_split));
         }
         if let Some(m) = self.m {
             if m == 0 || m > N_FEATURES {
@@ -164,10 +153,7 @@ pub struct Forest {
 
 impl PartialEq for Forest {
     fn eq(&self, other: &Self) -> bool {
-        self.params == other.params
-            && self.seed == other.seed
-            && self.n_samples == other.n_samples
-            && *self.model == *other.model
+        self.params == other.params && self.seed == other.seed && self.n_samples == other.n_samples && *self.model == *other.model
     }
 }
 
@@ -181,18 +167,10 @@ impl Forest {
     /// Errors: empty input → [`ForestError::TooFewSamples`]; different lengths →
     /// [`ForestError::LengthMismatch`]; a NaN/∞ value → [`ForestError::NonFinite`] with its row;
     /// bad hyper-parameters → [`ForestError::InvalidParams`].
-    pub fn train(
-        x: &[Features],
-        y: &[f64],
-        params: &ForestParams,
-        seed: u64,
-    ) -> Result<Self, ForestError> {
+    pub fn train(x: &[Features], y: &[f64], params: &ForestParams, seed: u64) -> Result<Self, ForestError> {
         params.validate()?;
         if x.len() != y.len() {
-            return Err(ForestError::LengthMismatch {
-                x: x.len(),
-                y: y.len(),
-            });
+            return Err(ForestError::LengthMismatch { x: x.len(), y: y.len() });
         }
         if y.is_empty() {
             return Err(ForestError::TooFewSamples(0));
@@ -200,27 +178,16 @@ impl Forest {
         const NAMES: [&str; N_FEATURES] = ["feature β", "feature n*", "feature G1"];
         for (row, (features, target)) in x.iter().zip(y).enumerate() {
             if let Some(j) = features.iter().position(|v| !v.is_finite()) {
-                return Err(ForestError::NonFinite {
-                    row,
-                    what: NAMES[j],
-                });
+                return Err(ForestError::NonFinite { row, what: NAMES[j] });
             }
             if !target.is_finite() {
-                return Err(ForestError::NonFinite {
-                    row,
-                    what: "target W",
-                });
+                return Err(ForestError::NonFinite { row, what: "target W" });
             }
         }
         let matrix = to_matrix(x)?;
-        let model = Model::fit(&matrix, &y.to_vec(), params.to_smartcore(seed))
-            .map_err(|e| ForestError::Training(e.to_string()))?;
-        Ok(Self {
-            params: params.clone(),
-            seed,
-            n_samples: y.len(),
-            model: Arc::new(model),
-        })
+        let model =
+            Model::fit(&matrix, &y.to_vec(), params.to_smartcore(seed)).map_err(|e| ForestError::Training(e.to_string()))?;
+        Ok(Self { params: params.clone(), seed, n_samples: y.len(), model: Arc::new(model) })
     }
 
     /// Predicts ω for one feature row. Never NaN or infinite: if the forest's output is not
@@ -278,8 +245,7 @@ fn sanitize(w: f64) -> f64 {
 /// Row-major dense matrix of the rows.
 fn to_matrix(x: &[Features]) -> Result<DenseMatrix<f64>, ForestError> {
     let values: Vec<f64> = x.iter().flat_map(|r| r.iter().copied()).collect();
-    DenseMatrix::new(x.len(), N_FEATURES, values, false)
-        .map_err(|e| ForestError::Training(e.to_string()))
+    DenseMatrix::new(x.len(), N_FEATURES, values, false).map_err(|e| ForestError::Training(e.to_string()))
 }
 
 /// Serde for `Arc<Model>` without enabling serde's `rc` feature workspace-wide: the model is
@@ -315,43 +281,24 @@ mod tests {
     /// `n` rows shaped like real features (β ~ 1e-4..1e-2, n* in 0..1, G1 in 0..100).
     fn features(n: usize, seed: u64) -> Vec<Features> {
         let mut s = seed;
-        (0..n)
-            .map(|_| {
-                [
-                    1e-4 + 1e-2 * uniform(&mut s),
-                    uniform(&mut s),
-                    100.0 * uniform(&mut s),
-                ]
-            })
-            .collect()
+        (0..n).map(|_| [1e-4 + 1e-2 * uniform(&mut s), uniform(&mut s), 100.0 * uniform(&mut s)]).collect()
     }
 
     /// Noisy non-linear target, for determinism and timing tests.
     fn noisy_target(x: &[Features], seed: u64) -> Vec<f64> {
         let mut s = seed;
-        x.iter()
-            .map(|r| 1.0 + r[1] * r[1] + 0.01 * r[2] + 0.3 * uniform(&mut s))
-            .collect()
+        x.iter().map(|r| 1.0 + r[1] * r[1] + 0.01 * r[2] + 0.3 * uniform(&mut s)).collect()
     }
 
     #[test]
     fn forest_fits_simple_function() {
         let mut s = 7;
-        let x: Vec<Features> = (0..500)
-            .map(|_| [uniform(&mut s), uniform(&mut s), uniform(&mut s)])
-            .collect();
+        let x: Vec<Features> = (0..500).map(|_| [uniform(&mut s), uniform(&mut s), uniform(&mut s)]).collect();
         let y: Vec<f64> = x.iter().map(|r| 2.0 + r[0]).collect();
         let forest = Forest::train(&x, &y, &ForestParams::default(), 1).unwrap();
-        let test: Vec<Features> = (0..200)
-            .map(|_| [uniform(&mut s), uniform(&mut s), uniform(&mut s)])
-            .collect();
+        let test: Vec<Features> = (0..200).map(|_| [uniform(&mut s), uniform(&mut s), uniform(&mut s)]).collect();
         let pred = forest.predict_batch(&test);
-        let mae = test
-            .iter()
-            .zip(&pred)
-            .map(|(r, p)| (p - (2.0 + r[0])).abs())
-            .sum::<f64>()
-            / 200.0;
+        let mae = test.iter().zip(&pred).map(|(r, p)| (p - (2.0 + r[0])).abs()).sum::<f64>() / 200.0;
         assert!(mae < 0.03, "held-out MAE {mae}");
         for (r, p) in test.iter().zip(&pred) {
             assert_eq!(p.to_bits(), forest.predict(r).to_bits(), "batch == single");
@@ -371,8 +318,7 @@ mod tests {
 
     #[test]
     fn forest_single_sample() {
-        let forest =
-            Forest::train(&[[0.1, 0.5, 3.0]], &[2.5], &ForestParams::default(), 0).unwrap();
+        let forest = Forest::train(&[[0.1, 0.5, 3.0]], &[2.5], &ForestParams::default(), 0).unwrap();
         assert_eq!(forest.predict(&[0.0, 0.0, 0.0]), 2.5);
         assert_eq!(forest.n_samples(), 1);
     }
@@ -380,72 +326,27 @@ mod tests {
     #[test]
     fn forest_validation_errors() {
         let p = ForestParams::default();
-        assert_eq!(
-            Forest::train(&[], &[], &p, 0).unwrap_err(),
-            ForestError::TooFewSamples(0)
-        );
-        assert_eq!(
-            Forest::train(&[[1.0; 3]], &[], &p, 0).unwrap_err(),
-            ForestError::LengthMismatch { x: 1, y: 0 }
-        );
+        assert_eq!(Forest::train(&[], &[], &p, 0).unwrap_err(), ForestError::TooFewSamples(0));
+        assert_eq!(Forest::train(&[[1.0; 3]], &[], &p, 0).unwrap_err(), ForestError::LengthMismatch { x: 1, y: 0 });
         let x = vec![[1.0, 0.5, 2.0], [1.0, f64::NAN, 2.0]];
-        assert_eq!(
-            Forest::train(&x, &[1.0, 1.0], &p, 0).unwrap_err(),
-            ForestError::NonFinite {
-                row: 1,
-                what: "feature n*"
-            }
-        );
+        assert_eq!(Forest::train(&x, &[1.0, 1.0], &p, 0).unwrap_err(), ForestError::NonFinite { row: 1, what: "feature n*" });
         let x = vec![[1.0, 0.5, 2.0]; 3];
         assert_eq!(
             Forest::train(&x, &[1.0, 1.0, f64::INFINITY], &p, 0).unwrap_err(),
-            ForestError::NonFinite {
-                row: 2,
-                what: "target W"
-            }
+            ForestError::NonFinite { row: 2, what: "target W" }
         );
-        let e = Forest::train(
-            &x,
-            &[1.0; 3],
-            &ForestParams {
-                n_trees: 0,
-                ..p.clone()
-            },
-            0,
-        );
+        let e = Forest::train(&x, &[1.0; 3], &ForestParams { n_trees: 0, ..p.clone() }, 0);
         assert!(matches!(e, Err(ForestError::InvalidParams(_))), "{e:?}");
         for bad in [
-            ForestParams {
-                max_depth: Some(0),
-                ..p.clone()
-            },
-            ForestParams {
-                min_samples_leaf: 0,
-                ..p.clone()
-            },
-            ForestParams {
-                min_samples_split: 1,
-                ..p.clone()
-            },
-            ForestParams {
-                m: Some(0),
-                ..p.clone()
-            },
-            ForestParams {
-                m: Some(4),
-                ..p.clone()
-            },
+            ForestParams { max_depth: Some(0), ..p.clone() },
+            ForestParams { min_samples_leaf: 0, ..p.clone() },
+            ForestParams { min_samples_split: 1, ..p.clone() },
+            ForestParams { m: Some(0), ..p.clone() },
+            ForestParams { m: Some(4), ..p.clone() },
         ] {
-            assert!(
-                matches!(bad.validate(), Err(ForestError::InvalidParams(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(bad.validate(), Err(ForestError::InvalidParams(_))), "{bad:?}");
         }
-        let msg = ForestError::NonFinite {
-            row: 1,
-            what: "feature n*",
-        }
-        .to_string();
+        let msg = ForestError::NonFinite { row: 1, what: "feature n*" }.to_string();
         assert!(msg.contains("row 1"), "{msg}");
     }
 
@@ -453,17 +354,11 @@ mod tests {
     fn forest_is_deterministic() {
         let x = features(300, 11);
         let y = noisy_target(&x, 12);
-        let p = ForestParams {
-            n_trees: 30,
-            ..ForestParams::default()
-        };
+        let p = ForestParams { n_trees: 30, ..ForestParams::default() };
         let a = Forest::train(&x, &y, &p, 42).unwrap();
         let b = Forest::train(&x, &y, &p, 42).unwrap();
         assert_eq!(a, b);
-        let (ja, jb) = (
-            serde_json::to_string(&a).unwrap(),
-            serde_json::to_string(&b).unwrap(),
-        );
+        let (ja, jb) = (serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
         assert_eq!(ja, jb);
         for r in features(100, 13) {
             assert_eq!(a.predict(&r).to_bits(), b.predict(&r).to_bits());
@@ -474,16 +369,10 @@ mod tests {
     fn forest_seeds_differ() {
         let x = features(300, 11);
         let y = noisy_target(&x, 12);
-        let p = ForestParams {
-            n_trees: 30,
-            ..ForestParams::default()
-        };
+        let p = ForestParams { n_trees: 30, ..ForestParams::default() };
         let a = Forest::train(&x, &y, &p, 1).unwrap();
         let b = Forest::train(&x, &y, &p, 2).unwrap();
-        assert_ne!(
-            serde_json::to_string(&a).unwrap(),
-            serde_json::to_string(&b).unwrap()
-        );
+        assert_ne!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
         let test = features(100, 13);
         assert_ne!(a.predict_batch(&test), b.predict_batch(&test));
     }
@@ -492,11 +381,7 @@ mod tests {
     fn forest_serde_round_trip_predicts_identically() {
         let x = features(300, 21);
         let y = noisy_target(&x, 22);
-        let p = ForestParams {
-            n_trees: 20,
-            min_samples_leaf: 2,
-            ..ForestParams::default()
-        };
+        let p = ForestParams { n_trees: 20, min_samples_leaf: 2, ..ForestParams::default() };
         let a = Forest::train(&x, &y, &p, 5).unwrap();
         let json = serde_json::to_string(&a).unwrap();
         let b: Forest = serde_json::from_str(&json).unwrap();
@@ -513,11 +398,7 @@ mod tests {
         let x = features(100, 31);
         let y = noisy_target(&x, 32);
         let forest = Forest::train(&x, &y, &ForestParams::default(), 0).unwrap();
-        for r in [
-            [f64::NAN; 3],
-            [f64::INFINITY, f64::NEG_INFINITY, 0.0],
-            [1e300, -1e300, 0.0],
-        ] {
+        for r in [[f64::NAN; 3], [f64::INFINITY, f64::NEG_INFINITY, 0.0], [1e300, -1e300, 0.0]] {
             assert!(forest.predict(&r).is_finite());
         }
         assert_eq!(sanitize(f64::NAN), 1.0);
@@ -527,13 +408,7 @@ mod tests {
     #[test]
     fn forest_params_partial_deserialize() {
         let p: ForestParams = serde_json::from_str(r#"{"n_trees": 10}"#).unwrap();
-        assert_eq!(
-            p,
-            ForestParams {
-                n_trees: 10,
-                ..ForestParams::default()
-            }
-        );
+        assert_eq!(p, ForestParams { n_trees: 10, ..ForestParams::default() });
     }
 
     /// Training time and model size for 100 / 1,000 / 5,000 samples. Run with
@@ -543,28 +418,9 @@ mod tests {
     fn forest_timing() {
         let configs = [
             ("default (100 trees, leaf 1)", ForestParams::default()),
-            (
-                "100 trees, leaf 5",
-                ForestParams {
-                    min_samples_leaf: 5,
-                    ..ForestParams::default()
-                },
-            ),
-            (
-                "100 trees, depth 8",
-                ForestParams {
-                    max_depth: Some(8),
-                    ..ForestParams::default()
-                },
-            ),
-            (
-                "30 trees, leaf 5",
-                ForestParams {
-                    n_trees: 30,
-                    min_samples_leaf: 5,
-                    ..Default::default()
-                },
-            ),
+            ("100 trees, leaf 5", ForestParams { min_samples_leaf: 5, ..ForestParams::default() }),
+            ("100 trees, depth 8", ForestParams { max_depth: Some(8), ..ForestParams::default() }),
+            ("30 trees, leaf 5", ForestParams { n_trees: 30, min_samples_leaf: 5, ..Default::default() }),
         ];
         for (name, p) in &configs {
             for n in [100usize, 1_000, 5_000] {

@@ -17,6 +17,6 @@
 pub mod forest;
 pub mod hawkes;
 pub mod predictive;
-pub mod stats;
 pub mod seismic;
 pub mod simulate;
+pub mod stats;

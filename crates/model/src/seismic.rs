@@ -63,15 +63,7 @@ pub struct SeismicParams {
 
 impl Default for SeismicParams {
     fn default() -> Self {
-        Self {
-            c: 6.265725e-4,
-            theta: 0.2314843,
-            s0: 300.0,
-            max_window: 7200.0,
-            min_window: 300.0,
-            min_count: 5,
-            n_star: 100.0,
-        }
+        Self { c: 6.265725e-4, theta: 0.2314843, s0: 300.0, max_window: 7200.0, min_window: 300.0, min_count: 5, n_star: 100.0 }
     }
 }
 
@@ -207,14 +199,10 @@ fn check(events: &[(f64, f64)], t: f64) -> Result<(), SeismicError> {
             return Err(SeismicError::InvalidInput(format!("event {i}: time {ti} is not in [0, {MAX_TIME:e}] s")));
         }
         if !(di.is_finite() && (0.0..=MAX_FOLLOWERS).contains(&di)) {
-            return Err(SeismicError::InvalidInput(format!(
-                "event {i}: follower count {di} is not in [0, {MAX_FOLLOWERS:e}]"
-            )));
+            return Err(SeismicError::InvalidInput(format!("event {i}: follower count {di} is not in [0, {MAX_FOLLOWERS:e}]")));
         }
         if ti < prev {
-            return Err(SeismicError::InvalidInput(format!(
-                "event {i}: time {ti} is before the previous event ({prev})"
-            )));
+            return Err(SeismicError::InvalidInput(format!("event {i}: time {ti} is before the previous event ({prev})")));
         }
         prev = ti;
     }
@@ -279,8 +267,7 @@ fn exposure_integral(ti: f64, t: f64, w: f64, p: &SeismicParams) -> f64 {
         let th = p.theta;
         let big_a = 1.0 - (t - ti) / w;
         let scale = p.c * p.s0.powf(1.0 + th);
-        j += scale
-            * (big_a * (ux.powf(-th) - uy.powf(-th)) / th + (uy.powf(1.0 - th) - ux.powf(1.0 - th)) / ((1.0 - th) * w));
+        j += scale * (big_a * (ux.powf(-th) - uy.powf(-th)) / th + (uy.powf(1.0 - th) - ux.powf(1.0 - th)) / ((1.0 - th) * w));
     }
     j.max(0.0)
 }
@@ -296,11 +283,7 @@ fn exposure_integral(ti: f64, t: f64, w: f64, p: &SeismicParams) -> f64 {
 /// [`SeismicError::InvalidInput`]); reshares in the window with zero total exposure
 /// ([`SeismicError::ZeroExposure`], the package's +∞); an overflow
 /// ([`SeismicError::NonFinite`]).
-pub fn infectiousness_detail(
-    events: &[(f64, f64)],
-    t: f64,
-    params: &SeismicParams,
-) -> Result<Infectiousness, SeismicError> {
+pub fn infectiousness_detail(events: &[(f64, f64)], t: f64, params: &SeismicParams) -> Result<Infectiousness, SeismicError> {
     params.validate()?;
     check(events, t)?;
     let before = &events[..events.partition_point(|e| e.0 < t)];
@@ -631,13 +614,9 @@ mod tests {
 
     #[test]
     fn kernel_matches_the_reference_values() {
-        for (u, v) in [
-            (60.0, 0.96240565),
-            (300.0, 0.81202825),
-            (600.0, 0.6916515041),
-            (3600.0, 0.4568330631),
-            (86400.0, 0.2189073255),
-        ] {
+        for (u, v) in
+            [(60.0, 0.96240565), (300.0, 0.81202825), (600.0, 0.6916515041), (3600.0, 0.4568330631), (86400.0, 0.2189073255)]
+        {
             assert!(close(memory_ccdf(u), v, 1e-9), "Φ̄({u}) = {} ≠ {v}", memory_ccdf(u));
         }
         assert!(close(memory_pdf(600.0), 2.668441071e-4, 1e-9), "φ(600) = {}", memory_pdf(600.0));
@@ -783,10 +762,7 @@ mod tests {
     #[test]
     fn correction_degenerate_and_invalid_inputs() {
         assert_eq!(fit_correction(&[]), Err(SeismicError::NoSamples));
-        assert!(matches!(
-            fit_correction(&[sample(1.0, 1.0, 0.01, 0.5)]),
-            Err(SeismicError::InvalidSample { index: 0, .. })
-        ));
+        assert!(matches!(fit_correction(&[sample(1.0, 1.0, 0.01, 0.5)]), Err(SeismicError::InvalidSample { index: 0, .. })));
         assert!(matches!(
             fit_correction(&[sample(1.0, 1.0, 0.01, 3.0), sample(1.0, f64::NAN, 0.01, 3.0)]),
             Err(SeismicError::InvalidSample { index: 1, .. })

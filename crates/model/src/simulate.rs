@@ -340,12 +340,8 @@ fn branch<R: Rng + ?Sized>(
     let mut pending: BTreeMap<(u64, u64), (f64, Option<usize>)> = BTreeMap::new();
     let mut seq: u64 = 0;
     pending.insert((0f64.to_bits(), seq), (m0, None));
-    let mut out = SimulatedCascade {
-        events: Vec::new(),
-        parents: Vec::new(),
-        truncated_by_horizon: false,
-        truncated_by_max_events: false,
-    };
+    let mut out =
+        SimulatedCascade { events: Vec::new(), parents: Vec::new(), truncated_by_horizon: false, truncated_by_max_events: false };
     while let Some(((t_bits, _), (m, parent))) = pending.pop_first() {
         let t = f64::from_bits(t_bits);
         let index = out.events.len();
@@ -452,12 +448,7 @@ impl PriorSampler {
         check(sd_p.is_finite() && sd_p > 0.0, "sd_p", sd_p, "must be finite and > 0")?;
         check(sd_beta.is_finite() && sd_beta > 0.0, "sd_beta", sd_beta, "must be finite and > 0")?;
         check(corr > -1.0 && corr < 1.0, "corr", corr, "must be in (−1, 1)")?;
-        check(
-            expected_mark.is_finite() && expected_mark > 0.0,
-            "expected_mark",
-            expected_mark,
-            "must be finite and > 0",
-        )?;
+        check(expected_mark.is_finite() && expected_mark > 0.0, "expected_mark", expected_mark, "must be finite and > 0")?;
         let prior = LogNormalPrior::from_moments(mean_p, mean_beta, sd_p, sd_beta, corr)
             .map_err(|e| SimulationError::InvalidPrior(e.to_string()))?;
         let s = prior.sigma;
@@ -713,9 +704,7 @@ where
     let mut summary = LayoutSummary { cascades: 0, rows: 0 };
     for cascade in cascades {
         let events = cascade.as_ref();
-        let invalid = |what: String| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("cascade {}: {what}", summary.cascades))
-        };
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, format!("cascade {}: {what}", summary.cascades));
         if events.is_empty() {
             return Err(invalid("no events".into()));
         }
@@ -1152,9 +1141,11 @@ mod tests {
             }
         };
         let k = full.len();
-        let same = simulate_cascade(&SimulationParams { max_events: Some(k), ..params }, Some(500.0), &mut seeded_rng(seed)).unwrap();
+        let same =
+            simulate_cascade(&SimulationParams { max_events: Some(k), ..params }, Some(500.0), &mut seeded_rng(seed)).unwrap();
         assert_eq!(same, full);
-        let less = simulate_cascade(&SimulationParams { max_events: Some(k - 1), ..params }, Some(500.0), &mut seeded_rng(seed)).unwrap();
+        let less = simulate_cascade(&SimulationParams { max_events: Some(k - 1), ..params }, Some(500.0), &mut seeded_rng(seed))
+            .unwrap();
         assert_eq!(less.len(), k - 1);
         assert!(less.truncated_by_max_events && !less.truncated_by_horizon);
 
@@ -1241,10 +1232,8 @@ mod tests {
         assert!((sp - 0.01).abs() < 0.0005, "sd p {sp}");
 
         // Conditioned on n* < 1, and on β bounds.
-        let sampler = PriorSampler::new(&PriorMoments::default(), 35.0)
-            .unwrap()
-            .with_beta_bounds(1.0 / 864_000.0, 1.0 / 60.0)
-            .unwrap();
+        let sampler =
+            PriorSampler::new(&PriorMoments::default(), 35.0).unwrap().with_beta_bounds(1.0 / 864_000.0, 1.0 / 60.0).unwrap();
         for _ in 0..20_000 {
             let (p, beta) = sampler.sample(&mut rng);
             assert!(p > 0.0 && p * 35.0 < 1.0);
@@ -1305,7 +1294,12 @@ mod tests {
         let target = SizeTarget::from_sizes(&sizes).unwrap();
         check_matching(target, "synthetic");
         // s = 1: the immigrant alone.
-        let one = SizeMatcher::new(SizeTarget::from_sizes(&[1]).unwrap(), SimulationParams::course(0.02, 1e-3), MatchStrategy::DrawMark).unwrap();
+        let one = SizeMatcher::new(
+            SizeTarget::from_sizes(&[1]).unwrap(),
+            SimulationParams::course(0.02, 1e-3),
+            MatchStrategy::DrawMark,
+        )
+        .unwrap();
         let m = one.simulate(&mut rng);
         assert_eq!((m.cascade.len(), m.p), (1, 0.0));
     }
@@ -1324,8 +1318,7 @@ mod tests {
     fn write_course_layout_round_trip() {
         let params = SimulationParams::course(0.02, 1e-3);
         let mut rng = seeded_rng(14);
-        let cascades: Vec<SimulatedCascade> =
-            (0..5).map(|_| simulate_cascade(&params, Some(300.0), &mut rng).unwrap()).collect();
+        let cascades: Vec<SimulatedCascade> = (0..5).map(|_| simulate_cascade(&params, Some(300.0), &mut rng).unwrap()).collect();
         let (mut data, mut index) = (Vec::new(), Vec::new());
         let summary = write_course_layout(&cascades, &mut data, &mut index).unwrap();
         let total: usize = cascades.iter().map(|c| c.len()).sum();

@@ -29,10 +29,7 @@ struct Case {
 
 impl Case {
     fn label(&self) -> String {
-        format!(
-            "{} cascade {} T={} (n={})",
-            self.dataset, self.cascade, self.t, self.json["n"]
-        )
+        format!("{} cascade {} T={} (n={})", self.dataset, self.cascade, self.t, self.json["n"])
     }
 }
 
@@ -42,8 +39,7 @@ fn read_dataset(dir: &str) -> Vec<std::sync::Arc<Vec<Event>>> {
 }
 
 fn load() -> Vec<Case> {
-    let text =
-        std::fs::read_to_string(format!("{ROOT}/tests/data/hawkes-map.json")).expect("golden file");
+    let text = std::fs::read_to_string(format!("{ROOT}/tests/data/hawkes-map.json")).expect("golden file");
     let golden: Value = serde_json::from_str(&text).expect("golden JSON");
     let tideh = read_dataset(&format!("{ROOT}/data/seismic-tideh100"));
     let rtweet = read_dataset(&format!("{ROOT}/tests/data/seismic-r-tweet"));
@@ -61,13 +57,7 @@ fn load() -> Vec<Case> {
                 "seismic-r-tweet" => rtweet[cascade - 1].clone(),
                 other => panic!("unknown dataset {other}"),
             };
-            Case {
-                t: c["T"].as_f64().unwrap(),
-                json: c.clone(),
-                dataset,
-                cascade,
-                events,
-            }
+            Case { t: c["T"].as_f64().unwrap(), json: c.clone(), dataset, cascade, events }
         })
         .collect();
     assert_eq!(cases.len(), 324);
@@ -80,18 +70,8 @@ fn load() -> Vec<Case> {
 
 /// The three variants of the golden file and the model of each.
 fn variants() -> [(&'static str, HawkesModel); 3] {
-    let model = |prior| {
-        HawkesModel::new(HawkesSettings {
-            prior,
-            ..HawkesSettings::course()
-        })
-        .unwrap()
-    };
-    [
-        ("map_course", model(PriorKind::Course)),
-        ("map_lognormal", model(PriorKind::LogNormal)),
-        ("mle", model(PriorKind::Flat)),
-    ]
+    let model = |prior| HawkesModel::new(HawkesSettings { prior, ..HawkesSettings::course() }).unwrap();
+    [("map_course", model(PriorKind::Course)), ("map_lognormal", model(PriorKind::LogNormal)), ("mle", model(PriorKind::Flat))]
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -107,23 +87,14 @@ fn finish(name: &str, checked: usize, failures: &[String]) {
     for line in failures.iter().take(60) {
         eprintln!("{line}");
     }
-    println!(
-        "{name}: {} of {checked} checks pass",
-        checked - failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{name}: {} of {checked} checks fail (listed above)",
-        failures.len()
-    );
+    println!("{name}: {} of {checked} checks pass", checked - failures.len());
+    assert!(failures.is_empty(), "{name}: {} of {checked} checks fail (listed above)", failures.len());
 }
 
 #[test]
 fn prior_matches_reference() {
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{ROOT}/tests/data/hawkes-map.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/tests/data/hawkes-map.json")).unwrap()).unwrap();
     let prior = &golden["model"]["prior"];
     let model = HawkesModel::new(HawkesSettings::course()).unwrap();
     let p = model.prior();
@@ -134,15 +105,9 @@ fn prior_matches_reference() {
             assert!(rel(p.sigma_inv[i][j], f(&prior["Sigma_inverse"][i][j])) < 1e-14);
         }
     }
-    assert_eq!(
-        model.expected_magnitude(),
-        f(&golden["model"]["marks"]["E_m"])
-    );
+    assert_eq!(model.expected_magnitude(), f(&golden["model"]["marks"]["E_m"]));
     assert_eq!(model.p_bounds().1, 0.028571418571428565);
-    assert_eq!(
-        model.beta_bounds(),
-        (1.1574074074074074e-06, 0.016666666666666666)
-    );
+    assert_eq!(model.beta_bounds(), (1.1574074074074074e-06, 0.016666666666666666));
 }
 
 #[test]
@@ -164,43 +129,23 @@ fn evaluation() {
             } else {
                 (f(&g["loglik"]), f(&g["log_prior"]), f(&g["objective"]))
             };
-            for (what, got, want) in [
-                ("loglik", ll, want_ll),
-                ("log_prior", lp, want_lp),
-                ("objective", obj, want_obj),
-            ] {
+            for (what, got, want) in [("loglik", ll, want_ll), ("log_prior", lp, want_lp), ("objective", obj, want_obj)] {
                 checked += 1;
-                let r = if want == 0.0 {
-                    got.abs()
-                } else {
-                    rel(got, want)
-                };
+                let r = if want == 0.0 { got.abs() } else { rel(got, want) };
                 worst = worst.max(r);
                 if r > 1e-10 {
-                    failures.push(format!(
-                        "{} {name} {what}: got {got:e}, want {want:e} (rel {r:e})",
-                        c.label()
-                    ));
+                    failures.push(format!("{} {name} {what}: got {got:e}, want {want:e} (rel {r:e})", c.label()));
                 }
             }
         }
         let g = &c.json["map_course"];
-        let (g1, n_pred) = models[0]
-            .1
-            .predict(&c.events, c.t, f(&g["p"]), f(&g["beta"]))
-            .unwrap();
-        for (what, got, want) in [
-            ("G1", g1, f(&c.json["G1"])),
-            ("N_pred", n_pred, f(&c.json["N_pred"])),
-        ] {
+        let (g1, n_pred) = models[0].1.predict(&c.events, c.t, f(&g["p"]), f(&g["beta"])).unwrap();
+        for (what, got, want) in [("G1", g1, f(&c.json["G1"])), ("N_pred", n_pred, f(&c.json["N_pred"]))] {
             checked += 1;
             let r = rel(got, want);
             worst = worst.max(r);
             if r > 1e-10 {
-                failures.push(format!(
-                    "{} map_course {what}: got {got:e}, want {want:e} (rel {r:e})",
-                    c.label()
-                ));
+                failures.push(format!("{} map_course {what}: got {got:e}, want {want:e} (rel {r:e})", c.label()));
             }
         }
     }
@@ -238,59 +183,23 @@ impl Tally {
 }
 
 /// Checks one fit of one variant against the golden best (README "Tolerances", items 2–4).
-fn check_fit(
-    c: &Case,
-    name: &str,
-    model: &HawkesModel,
-    fit: &tweetoscope_model::hawkes::Fit,
-    tally: &mut Tally,
-) {
+fn check_fit(c: &Case, name: &str, model: &HawkesModel, fit: &tweetoscope_model::hawkes::Fit, tally: &mut Tally) {
     let g = &c.json[name];
-    let best = if name == "mle" {
-        f(&g["loglik"])
-    } else {
-        f(&g["objective"])
-    };
+    let best = if name == "mle" { f(&g["loglik"]) } else { f(&g["objective"]) };
     let ours = model.objective(&c.events, c.t, fit.p, fit.beta).unwrap();
     let label = format!("{} {name}", c.label());
     tally.worst_shortfall = tally.worst_shortfall.max((best - ours) / best.abs());
     tally.largest_excess = tally.largest_excess.max((ours - best) / best.abs());
-    tally.check(
-        &format!("{name}: f(θ̂) ≥ best − 1e-6·|best|"),
-        ours >= best - 1e-6 * best.abs(),
-        || {
-            format!(
-                "{label}: objective {ours:.12e} below best {best:.12e} by {:e}",
-                best - ours
-            )
-        },
-    );
-    tally.check(
-        &format!("{name}: f(θ̂) ≤ best + 1e-9·|best|"),
-        ours <= best + 1e-9 * best.abs(),
-        || {
-            format!(
-                "{label}: objective {ours:.12e} above best {best:.12e} by {:e}",
-                ours - best
-            )
-        },
-    );
-    tally.check(
-        &format!("{name}: Fit.objective = formula at θ̂ (1e-10)"),
-        rel(fit.objective, ours) <= 1e-10,
-        || {
-            format!(
-                "{label}: reported objective {:e} differs from the formula {ours:e}",
-                fit.objective
-            )
-        },
-    );
-    let want_hits: Vec<&str> = g["bounds_hit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
+    tally.check(&format!("{name}: f(θ̂) ≥ best − 1e-6·|best|"), ours >= best - 1e-6 * best.abs(), || {
+        format!("{label}: objective {ours:.12e} below best {best:.12e} by {:e}", best - ours)
+    });
+    tally.check(&format!("{name}: f(θ̂) ≤ best + 1e-9·|best|"), ours <= best + 1e-9 * best.abs(), || {
+        format!("{label}: objective {ours:.12e} above best {best:.12e} by {:e}", ours - best)
+    });
+    tally.check(&format!("{name}: Fit.objective = formula at θ̂ (1e-10)"), rel(fit.objective, ours) <= 1e-10, || {
+        format!("{label}: reported objective {:e} differs from the formula {ours:e}", fit.objective)
+    });
+    let want_hits: Vec<&str> = g["bounds_hit"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     let got_hits: Vec<&str> = fit
         .bounds_hit
         .iter()
@@ -301,34 +210,22 @@ fn check_fit(
             BoundHit::BetaMax => "beta_max",
         })
         .collect();
-    tally.check(
-        &format!("{name}: bounds_hit as the reference"),
-        want_hits == got_hits,
-        || format!("{label}: bounds hit {got_hits:?}, want {want_hits:?}"),
-    );
+    tally.check(&format!("{name}: bounds_hit as the reference"), want_hits == got_hits, || {
+        format!("{label}: bounds hit {got_hits:?}, want {want_hits:?}")
+    });
     let well = g["params_well_identified"].as_bool().unwrap();
     let (p_max, beta_max) = (model.p_bounds().1, model.beta_bounds().1);
     for (what, got, want) in [("p", fit.p, f(&g["p"])), ("beta", fit.beta, f(&g["beta"]))] {
-        let on_bound = (what == "p" && want_hits.contains(&"p_max"))
-            || (what == "beta" && want_hits.contains(&"beta_max"));
+        let on_bound = (what == "p" && want_hits.contains(&"p_max")) || (what == "beta" && want_hits.contains(&"beta_max"));
         if on_bound {
             let bound = if what == "p" { p_max } else { beta_max };
-            tally.check(
-                &format!("{name}: bound coordinate on the bound (1e-9)"),
-                (got - bound).abs() <= 1e-9 * bound,
-                || format!("{label}: {what} = {got:e} should be on the bound {bound:e}"),
-            );
+            tally.check(&format!("{name}: bound coordinate on the bound (1e-9)"), (got - bound).abs() <= 1e-9 * bound, || {
+                format!("{label}: {what} = {got:e} should be on the bound {bound:e}")
+            });
         } else if well {
-            tally.check(
-                &format!("{name}: {what} within 1e-3 (well identified)"),
-                rel(got, want) <= 1e-3,
-                || {
-                    format!(
-                        "{label}: {what} = {got:e}, want {want:e} (rel {:e})",
-                        rel(got, want)
-                    )
-                },
-            );
+            tally.check(&format!("{name}: {what} within 1e-3 (well identified)"), rel(got, want) <= 1e-3, || {
+                format!("{label}: {what} = {got:e}, want {want:e} (rel {:e})", rel(got, want))
+            });
         }
     }
 }
@@ -341,9 +238,7 @@ fn optimiser() {
     let mut sweeps = Vec::new();
     for c in &cases {
         for (name, model) in &models {
-            let fit = model
-                .fit(&c.events, c.t)
-                .unwrap_or_else(|e| panic!("{} {name}: fit failed: {e}", c.label()));
+            let fit = model.fit(&c.events, c.t).unwrap_or_else(|e| panic!("{} {name}: fit failed: {e}", c.label()));
             sweeps.push(fit.sweeps);
             check_fit(c, name, model, &fit, &mut tally);
         }
@@ -385,10 +280,7 @@ fn against_course_powell() {
             beat_1 += 1;
         }
         if ours < powell - 1e-6 * powell.abs() {
-            failures.push(format!(
-                "{} map_course: ours {ours:e} worse than course Powell {powell:e}",
-                c.label()
-            ));
+            failures.push(format!("{} map_course: ours {ours:e} worse than course Powell {powell:e}", c.label()));
         }
     }
     println!(
@@ -431,17 +323,11 @@ fn grid_margin() {
             for (name, model) in &models {
                 let fit = model.fit_with_grid(&c.events, c.t, k).unwrap();
                 let g = &c.json[*name];
-                let best = if *name == "mle" {
-                    f(&g["loglik"])
-                } else {
-                    f(&g["objective"])
-                };
+                let best = if *name == "mle" { f(&g["loglik"]) } else { f(&g["objective"]) };
                 let ours = model.objective(&c.events, c.t, fit.p, fit.beta).unwrap();
                 if ours < best - 1e-6 * best.abs() {
                     missed += 1;
-                    first.get_or_insert_with(|| {
-                        format!("{} {name}: {ours:e} < {best:e}", c.label())
-                    });
+                    first.get_or_insert_with(|| format!("{} {name}: {ours:e} < {best:e}", c.label()));
                 }
             }
         }
@@ -452,11 +338,7 @@ fn grid_margin() {
         );
     }
     println!("grid_margin:\n{report}");
-    finish(
-        "default grid vs 240-point grid",
-        cases.len() * 3,
-        &default_sweeps_ok,
-    );
+    finish("default grid vs 240-point grid", cases.len() * 3, &default_sweeps_ok);
 }
 
 /// A wider study of the grid size than the golden cases: every cascade of both datasets at

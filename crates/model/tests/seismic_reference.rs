@@ -14,8 +14,8 @@ mod seismic {
 
     /// The course-layout `seismic-r-tweet` cascade (`time,magnitude`).
     fn r_tweet() -> Vec<(f64, f64)> {
-        let data = std::fs::read_to_string(format!("{ROOT}/tests/data/seismic-r-tweet/cascades-data.csv"))
-            .expect("cascades-data.csv");
+        let data =
+            std::fs::read_to_string(format!("{ROOT}/tests/data/seismic-r-tweet/cascades-data.csv")).expect("cascades-data.csv");
         data.lines()
             .skip(1)
             .filter(|l| !l.trim().is_empty())
@@ -28,8 +28,7 @@ mod seismic {
 
     /// A SEISMIC raw-layout cascade: header `<retweets> <post day>`, then `<seconds> <followers>`.
     fn raw(k: usize) -> Vec<(f64, f64)> {
-        let data =
-            std::fs::read_to_string(format!("{ROOT}/data/seismic-tideh100/raw/training/RT{k}.txt")).expect("RT<k>.txt");
+        let data = std::fs::read_to_string(format!("{ROOT}/data/seismic-tideh100/raw/training/RT{k}.txt")).expect("RT<k>.txt");
         let mut lines = data.lines();
         let n: usize = lines.next().expect("header").split_whitespace().next().expect("count").parse().expect("count");
         let ev: Vec<(f64, f64)> = lines
@@ -232,11 +231,13 @@ mod seismic {
     }
 
     fn params() -> impl Strategy<Value = SeismicParams> {
-        (1e-5..3e-3f64, 0.01..0.99f64, 1.0..1000.0f64, 1.0..1e4f64, 1.0..20.0f64, 0usize..12, 1.0..1e3f64)
-            .prop_filter_map("valid params", |(c, theta, s0, min_window, ratio, min_count, n_star)| {
+        (1e-5..3e-3f64, 0.01..0.99f64, 1.0..1000.0f64, 1.0..1e4f64, 1.0..20.0f64, 0usize..12, 1.0..1e3f64).prop_filter_map(
+            "valid params",
+            |(c, theta, s0, min_window, ratio, min_count, n_star)| {
                 let p = SeismicParams { c, theta, s0, min_window, max_window: min_window * ratio, min_count, n_star };
                 p.validate().ok().map(|_| p)
-            })
+            },
+        )
     }
 
     proptest! {

@@ -24,7 +24,8 @@ pub fn estimate(model: &HawkesModel, partial: Partial) -> Estimate {
     .ok();
     let n_seismic = seismic.and_then(|p| p.final_size).filter(|n| n.is_finite());
     let fit = model.fit(&partial.events, partial.t_obs as f64).ok();
-    let features = features(&partial.events, partial.t_obs as f64, fit.as_ref().map(HawkesSummary::from).as_ref(), seismic.as_ref());
+    let features =
+        features(&partial.events, partial.t_obs as f64, fit.as_ref().map(HawkesSummary::from).as_ref(), seismic.as_ref());
     let fit = fit.map(|f| FitSummary {
         p: f.p,
         beta: f.beta,

@@ -125,8 +125,11 @@ pub fn outcomes_of(p: &Prediction, f: &FinalSize, out: &mut Vec<Outcome>) {
             None
         }
     };
-    let learned = (n_true >= p.n && p.features.iter().all(|v| v.is_finite()))
-        .then_some(LearnedSample { features: p.features, n_obs: p.n, n_true });
+    let learned = (n_true >= p.n && p.features.iter().all(|v| v.is_finite())).then_some(LearnedSample {
+        features: p.features,
+        n_obs: p.n,
+        n_true,
+    });
     let residual = (!p.training_only && n_true >= 1)
         .then(|| (n_true as f64 / p.n.max(1) as f64).ln() - p.log_ratio())
         .filter(|r| r.is_finite());

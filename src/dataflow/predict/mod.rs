@@ -73,9 +73,7 @@ impl WindowModels {
 /// a non-finite N to plain Hawkes. Returns (N, ω, the forest's version when it applied).
 fn course_prediction(estimate: &Estimate, course: Option<&(Time, CourseModel)>) -> (f64, f64, Option<Time>) {
     let Some(fit) = &estimate.fit else { return (estimate.n as f64, 1.0, None) };
-    let omega = course
-        .map(|(_, m)| m.forest.predict(&[fit.beta, fit.n_star, fit.g1]))
-        .filter(|w| w.is_finite() && *w >= 0.0);
+    let omega = course.map(|(_, m)| m.forest.predict(&[fit.beta, fit.n_star, fit.g1])).filter(|w| w.is_finite() && *w >= 0.0);
     let n_course = estimate.n as f64 + omega.unwrap_or(1.0) * fit.g1 / (1.0 - fit.n_star);
     let n_course = if n_course.is_finite() { n_course } else { fit.n_hawkes };
     (n_course, omega.unwrap_or(1.0), omega.and(course.map(|(v, _)| *v)))

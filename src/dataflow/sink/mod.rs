@@ -13,11 +13,11 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
 use super::stash::{passed, Hold, TimeStash};
-use crate::io::schema::{to_json, DeadLetterRecord};
-use crate::records::DeadLetter;
 use crate::io::jsonl::JsonlWriter;
 use crate::io::kafka::{CountingProducer, TopicNames};
 use crate::io::kafka_tx::{OutRecord, OutputBatch};
+use crate::io::schema::{to_json, DeadLetterRecord};
+use crate::records::DeadLetter;
 use crate::records::OutputRecord;
 use crate::Time;
 

@@ -69,16 +69,16 @@ pub enum Wait {
 /// The runs that have ended, oldest first, with their capabilities. If the thread died (a
 /// run panicked), the runs still in flight are dropped with an error rather than holding
 /// event time forever.
-pub fn ended_runs(thread: Option<&TrainingThread>, in_flight: &mut VecDeque<Capability<Time>>, wait: Wait) -> Vec<(Capability<Time>, WindowResult)> {
+pub fn ended_runs(
+    thread: Option<&TrainingThread>,
+    in_flight: &mut VecDeque<Capability<Time>>,
+    wait: Wait,
+) -> Vec<(Capability<Time>, WindowResult)> {
     let mut ended = Vec::new();
     let Some(th) = thread else { return ended };
     while !in_flight.is_empty() {
         let must = wait == Wait::All || (wait == Wait::Oldest && ended.is_empty());
-        let result = if must {
-            th.results.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
-        } else {
-            th.results.try_recv()
-        };
+        let result = if must { th.results.recv().map_err(|_| mpsc::TryRecvError::Disconnected) } else { th.results.try_recv() };
         match result {
             Ok(r) => ended.push((in_flight.pop_front().expect("one capability per run"), r)),
             Err(mpsc::TryRecvError::Empty) => break,
@@ -90,4 +90,3 @@ pub fn ended_runs(thread: Option<&TrainingThread>, in_flight: &mut VecDeque<Capa
     }
     ended
 }
-

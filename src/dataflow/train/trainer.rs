@@ -202,7 +202,13 @@ impl WindowJob {
             let searched = l.job.searches() || l.last.is_none();
             (l.job.run_with(l.last.as_ref(), l.warm.as_ref()), l.samples_seen, searched)
         });
-        WindowResult { t_obs: self.t_obs, now: self.now, learned, course: self.course.map(CourseJob::run), calibration: self.calibration }
+        WindowResult {
+            t_obs: self.t_obs,
+            now: self.now,
+            learned,
+            course: self.course.map(CourseJob::run),
+            calibration: self.calibration,
+        }
     }
 }
 
@@ -325,8 +331,12 @@ impl CourseTrainer {
         let CourseResult { job, forest, correction } = result;
         match correction {
             Some(Ok(c)) if c.alpha.is_finite() && c.gamma.is_finite() => self.correction = Some(c),
-            Some(Ok(c)) => tracing::warn!(t_obs = job.t_obs, ?c, "non-finite SEISMIC correction ignored; keeping the previous one"),
-            Some(Err(e)) => tracing::warn!(t_obs = job.t_obs, error = %e, "SEISMIC correction fit failed; keeping the previous one"),
+            Some(Ok(c)) => {
+                tracing::warn!(t_obs = job.t_obs, ?c, "non-finite SEISMIC correction ignored; keeping the previous one")
+            }
+            Some(Err(e)) => {
+                tracing::warn!(t_obs = job.t_obs, error = %e, "SEISMIC correction fit failed; keeping the previous one")
+            }
             None => {}
         }
         let forest = match forest {
@@ -433,7 +443,13 @@ mod tests {
         let mut models = Vec::new();
         for i in 0..40u64 {
             let x = i as f64;
-            let f = SeismicPrediction { r_t: 10.0 + x, f_t: 5.0 + 2.0 * x, p_hat: 0.001 + 0.0005 * (x % 7.0), n_hat: None, final_size: None };
+            let f = SeismicPrediction {
+                r_t: 10.0 + x,
+                f_t: 5.0 + 2.0 * x,
+                p_hat: 0.001 + 0.0005 * (x % 7.0),
+                n_hat: None,
+                final_size: None,
+            };
             let n_true = truth.final_size(&f).unwrap();
             t.push(sample(1.0), Some((f, n_true)), config.max_samples);
             if let Some(m) = t.maybe_train_with_seismic(&config, &seismic, 600) {

@@ -104,7 +104,10 @@ fn cascade_of(e: &LiveEvent) -> u64 {
 
 /// The updates of this worker's top (its [`CascadeBook`]): each time is processed once complete,
 /// in (cascade, kind, window) order, so the updates are the same however the events arrive.
-fn cascade_rows<'s>(live: StreamVec<'s, Time, LiveEvent>, thresholds: AlertThresholds) -> StreamVec<'s, Time, (CascadeRow, Time, isize)> {
+fn cascade_rows<'s>(
+    live: StreamVec<'s, Time, LiveEvent>,
+    thresholds: AlertThresholds,
+) -> StreamVec<'s, Time, (CascadeRow, Time, isize)> {
     let mut stash = TimeStash::new();
     let mut book = CascadeBook::new(thresholds, TOP, LATEST_ALERTS);
     let pact = Exchange::new(|e: &LiveEvent| crate::shard_of(cascade_of(e)));
@@ -166,9 +169,18 @@ struct HealthTally {
 
 impl HealthTally {
     /// Adds the records of summary events at `time` to its granule's tally.
-    fn add<'a>(&mut self, time: Time, capability: impl FnOnce(Time) -> Capability<Time>, events: impl Iterator<Item = &'a SummaryEvent>) {
+    fn add<'a>(
+        &mut self,
+        time: Time,
+        capability: impl FnOnce(Time) -> Capability<Time>,
+        events: impl Iterator<Item = &'a SummaryEvent>,
+    ) {
         let granule = granule_end(time);
-        let tally = self.pending.entry(granule).or_insert_with(|| Tally { capability: capability(granule), counts: BTreeMap::new(), newest: time });
+        let tally = self.pending.entry(granule).or_insert_with(|| Tally {
+            capability: capability(granule),
+            counts: BTreeMap::new(),
+            newest: time,
+        });
         tally.newest = tally.newest.max(time);
         let mut records = Vec::new();
         for e in events {

@@ -454,7 +454,8 @@ impl CascadeBook {
     /// The cascades of this worker's top ([`select_top`]'s choice).
     fn selection(&self) -> BTreeSet<CascadeId> {
         let mut kept: BTreeSet<CascadeId> = self.by_rank.iter().take(self.top).map(|(_, c)| *c).collect();
-        let alerted: Vec<CascadeId> = self.by_alert.iter().map(|(_, c)| *c).filter(|c| !kept.contains(c)).take(self.alerts).collect();
+        let alerted: Vec<CascadeId> =
+            self.by_alert.iter().map(|(_, c)| *c).filter(|c| !kept.contains(c)).take(self.alerts).collect();
         kept.extend(alerted);
         kept
     }
@@ -619,7 +620,8 @@ mod tests {
             })
             .collect();
         let direct: Vec<CascadeId> = select_top(rows.iter(), 5, 3).iter().map(|r| r.cascade).collect();
-        let per_group: Vec<&CascadeRow> = (0..4u64).flat_map(|g| select_top(rows.iter().filter(move |r| r.cascade % 4 == g), 5, 3)).collect();
+        let per_group: Vec<&CascadeRow> =
+            (0..4u64).flat_map(|g| select_top(rows.iter().filter(move |r| r.cascade % 4 == g), 5, 3)).collect();
         let hierarchical: Vec<CascadeId> = select_top(per_group.into_iter(), 5, 3).iter().map(|r| r.cascade).collect();
         assert_eq!(direct, hierarchical);
         assert_eq!(direct.len(), 8);

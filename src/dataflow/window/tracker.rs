@@ -317,8 +317,7 @@ impl CascadeTracker {
         if n >= self.settings.min_training_size {
             c.emitted.push(t_obs);
             let training_only = n < self.settings.min_cascade_size;
-            let partial =
-                Partial { cascade, t_obs, msg: c.msg.clone(), events: c.events.clone(), start: c.start, training_only };
+            let partial = Partial { cascade, t_obs, msg: c.msg.clone(), events: c.events.clone(), start: c.start, training_only };
             out.push((deadline, TrackerOutput::Partial(partial)));
         } else {
             out.push((deadline, TrackerOutput::TooSmall { cascade, t_obs }));
@@ -409,10 +408,8 @@ mod tests {
     fn unknown_and_duplicate_events_are_rejected_without_touching_other_cascades() {
         use EventKind::*;
         let out = run(vec![ev(1, 0, Tweet), ev(2, 1, Retweet), ev(1, 2, Tweet), ev(1, 3, Retweet)]);
-        let reasons: Vec<_> = out
-            .iter()
-            .filter_map(|(_, o)| if let TrackerOutput::Rejected(r) = o { Some(r.reason) } else { None })
-            .collect();
+        let reasons: Vec<_> =
+            out.iter().filter_map(|(_, o)| if let TrackerOutput::Rejected(r) = o { Some(r.reason) } else { None }).collect();
         assert_eq!(reasons, vec![RejectReason::UnknownCascade, RejectReason::DuplicateTweet]);
         let final_size = out.iter().find_map(|(_, o)| if let TrackerOutput::Final(f) = o { Some(f.n_tot) } else { None });
         assert_eq!(final_size, Some(2));

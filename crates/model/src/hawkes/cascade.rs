@@ -18,9 +18,7 @@ pub const MAX_MAGNITUDE: f64 = 1e15;
 /// the prefix silently wrong.
 pub(crate) fn observed(events: &[Event], t_obs: f64) -> Result<&[Event], FitError> {
     if !t_obs.is_finite() || t_obs > MAX_TIME {
-        return Err(FitError::InvalidInput(format!(
-            "observation time {t_obs} is not a finite time ≤ {MAX_TIME:e} s"
-        )));
+        return Err(FitError::InvalidInput(format!("observation time {t_obs} is not a finite time ≤ {MAX_TIME:e} s")));
     }
     // One branch-free pass to accept valid input fast (comparisons with NaN are false), and
     // a second one only to name the culprit.
@@ -43,22 +41,13 @@ fn culprit(events: &[Event]) -> FitError {
     let mut prev = f64::NEG_INFINITY;
     for (i, e) in events.iter().enumerate() {
         if !(e.t.is_finite() && (0.0..=MAX_TIME).contains(&e.t)) {
-            return FitError::InvalidInput(format!(
-                "event {i}: time {} is not in [0, {MAX_TIME:e}] s",
-                e.t
-            ));
+            return FitError::InvalidInput(format!("event {i}: time {} is not in [0, {MAX_TIME:e}] s", e.t));
         }
         if !(e.m.is_finite() && (0.0..=MAX_MAGNITUDE).contains(&e.m)) {
-            return FitError::InvalidInput(format!(
-                "event {i}: magnitude {} is not in [0, {MAX_MAGNITUDE:e}]",
-                e.m
-            ));
+            return FitError::InvalidInput(format!("event {i}: magnitude {} is not in [0, {MAX_MAGNITUDE:e}]", e.m));
         }
         if e.t < prev {
-            return FitError::InvalidInput(format!(
-                "event {i}: time {} is before the previous event ({prev})",
-                e.t
-            ));
+            return FitError::InvalidInput(format!("event {i}: time {} is before the previous event ({prev})", e.t));
         }
         prev = e.t;
     }
@@ -85,8 +74,6 @@ pub(crate) fn positive(name: &str, x: f64) -> Result<(), FitError> {
     if x.is_finite() && x > 0.0 {
         Ok(())
     } else {
-        Err(FitError::InvalidInput(format!(
-            "{name} = {x} is not a finite positive number"
-        )))
+        Err(FitError::InvalidInput(format!("{name} = {x} is not a finite positive number")))
     }
 }

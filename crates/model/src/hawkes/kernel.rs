@@ -48,11 +48,7 @@ fn anchor_lag(ev: &[Event]) -> f64 {
     for e in &ev[1..] {
         let lag = e.t - anchor_t;
         worst = if lag > worst { lag } else { worst }; // one maxsd (`f64::max` handles NaN)
-        anchor_t = if e.m >= ANCHOR_MAGNITUDE {
-            e.t
-        } else {
-            anchor_t
-        };
+        anchor_t = if e.m >= ANCHOR_MAGNITUDE { e.t } else { anchor_t };
     }
     worst
 }
@@ -63,10 +59,7 @@ fn split(x: f64) -> (f64, i64) {
     const MANTISSA: u64 = 0x000f_ffff_ffff_ffff;
     const ONE: u64 = 0x3ff0_0000_0000_0000;
     let bits = x.to_bits();
-    (
-        f64::from_bits((bits & MANTISSA) | ONE),
-        (bits >> 52) as i64 - 1023,
-    )
+    (f64::from_bits((bits & MANTISSA) | ONE), (bits >> 52) as i64 - 1023)
 }
 
 /// Whether the linear-space recursion is safe at β, given [`anchor_lag`].
@@ -173,11 +166,7 @@ pub(crate) mod reference {
         let n1 = (ev.len() - 1) as f64;
         let pb = p * beta;
         // log(pβ) as written, unless the product leaves the normal range.
-        let log_pb = if pb.is_normal() {
-            pb.ln()
-        } else {
-            p.ln() + beta.ln()
-        };
+        let log_pb = if pb.is_normal() { pb.ln() } else { p.ln() + beta.ln() };
         let mut acc = Sum::default();
         acc.add(n1 * log_pb);
         acc.add(sum_log_a(ev, beta));
@@ -331,10 +320,7 @@ impl Kernel {
         let mut mant = 1.0f64;
         let mut expo: i64 = 0;
         let (mut sb, mut sv) = (0.0f64, 0.0f64);
-        let chunks = m[..n - 1]
-            .chunks(CHUNK)
-            .zip(self.gaps.chunks(CHUNK))
-            .zip(self.gap_slot.chunks(CHUNK));
+        let chunks = m[..n - 1].chunks(CHUNK).zip(self.gaps.chunks(CHUNK)).zip(self.gap_slot.chunks(CHUNK));
         for ((mc, gc), sc) in chunks {
             for ((&mi, &dt), &slot) in mc.iter().zip(gc).zip(sc) {
                 let s = a + mi;

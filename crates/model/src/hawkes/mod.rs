@@ -249,10 +249,7 @@ impl HawkesModel {
             return bad(&format!("{name} = {x} is not finite"));
         }
         if s.alpha <= 2.0 {
-            return bad(&format!(
-                "alpha = {} must be > 2 (E[m] is infinite otherwise)",
-                s.alpha
-            ));
+            return bad(&format!("alpha = {} must be > 2 (E[m] is infinite otherwise)", s.alpha));
         }
         if let Some((name, x)) = named[1..6].iter().find(|(_, x)| *x <= 0.0) {
             return bad(&format!("{name} = {x} must be > 0"));
@@ -261,25 +258,14 @@ impl HawkesModel {
             return bad(&format!("prior_corr = {} must be in (-1, 1)", s.prior_corr));
         }
         if !(s.beta_min > 0.0 && s.beta_min < s.beta_max) {
-            return bad(&format!(
-                "need 0 < beta_min < beta_max, got {} and {}",
-                s.beta_min, s.beta_max
-            ));
+            return bad(&format!("need 0 < beta_min < beta_max, got {} and {}", s.beta_min, s.beta_max));
         }
         let expected_magnitude = s.mu * (s.alpha - 1.0) / (s.alpha - 2.0);
         let (p_min, p_max) = (P_MARGIN, 1.0 / expected_magnitude - P_MARGIN);
         if !(expected_magnitude.is_finite() && p_max > p_min) {
-            return bad(&format!(
-                "E[m] = {expected_magnitude} leaves no room for p in [1e-8, 1/E[m] - 1e-8]"
-            ));
+            return bad(&format!("E[m] = {expected_magnitude} leaves no room for p in [1e-8, 1/E[m] - 1e-8]"));
         }
-        let prior = LogNormalPrior::from_moments(
-            s.prior_mean_p,
-            s.prior_mean_beta,
-            s.prior_sd_p,
-            s.prior_sd_beta,
-            s.prior_corr,
-        )?;
+        let prior = LogNormalPrior::from_moments(s.prior_mean_p, s.prior_mean_beta, s.prior_sd_p, s.prior_sd_beta, s.prior_corr)?;
         let bounds = Bounds {
             p_min,
             p_max,
@@ -292,14 +278,7 @@ impl HawkesModel {
         };
         let terms = PriorTerms::new(&prior, s.prior);
         let law_median = s.mu * 2f64.powf(1.0 / (s.alpha - 1.0));
-        Ok(Self {
-            settings,
-            prior,
-            terms,
-            expected_magnitude,
-            law_median,
-            bounds,
-        })
+        Ok(Self { settings, prior, terms, expected_magnitude, law_median, bounds })
     }
 
     /// The validated settings.
@@ -359,11 +338,7 @@ impl HawkesModel {
                 }
                 marks.sort_unstable_by(f64::total_cmp);
                 let k = marks.len();
-                let median = if k % 2 == 1 {
-                    marks[k / 2]
-                } else {
-                    0.5 * (marks[k / 2 - 1] + marks[k / 2])
-                };
+                let median = if k % 2 == 1 { marks[k / 2] } else { 0.5 * (marks[k / 2 - 1] + marks[k / 2]) };
                 let largest = marks[k - 1];
                 let s = (self.law_median / median).clamp(1e-12, 1e12).min(MAX_MAGNITUDE / largest);
                 if s.is_finite() && s > 0.0 {
@@ -377,20 +352,11 @@ impl HawkesModel {
 
     /// The log-likelihood LL(p, β) of the events with t ≤ `t_obs` (SPEC §4.1), evaluated
     /// straight from the formula. p and β need not lie within the bounds.
-    pub fn log_likelihood(
-        &self,
-        events: &[Event],
-        t_obs: f64,
-        p: f64,
-        beta: f64,
-    ) -> Result<f64, FitError> {
+    pub fn log_likelihood(&self, events: &[Event], t_obs: f64, p: f64, beta: f64) -> Result<f64, FitError> {
         cascade::positive("p", p)?;
         cascade::positive("beta", beta)?;
         let ev = cascade::fittable(events, t_obs)?;
-        finite(
-            reference::log_likelihood(ev, t_obs, p, beta),
-            "log-likelihood",
-        )
+        finite(reference::log_likelihood(ev, t_obs, p, beta), "log-likelihood")
     }
 
     /// The log-prior of the settings' [`PriorKind`] at (p, β): −½ dᵀΣ⁻¹d (course),
@@ -398,22 +364,13 @@ impl HawkesModel {
     pub fn log_prior(&self, p: f64, beta: f64) -> Result<f64, FitError> {
         cascade::positive("p", p)?;
         cascade::positive("beta", beta)?;
-        finite(
-            self.prior.log_prior(self.settings.prior, p.ln(), beta.ln()),
-            "log-prior",
-        )
+        finite(self.prior.log_prior(self.settings.prior, p.ln(), beta.ln()), "log-prior")
     }
 
     /// The maximised function: log-likelihood + log-prior. With [`MarkLaw::CascadeMedian`]
     /// the prior is evaluated at p/s, s = [`HawkesModel::mark_scale`] (the log-likelihood only
     /// depends on the products p·m, so it needs no rescaling).
-    pub fn objective(
-        &self,
-        events: &[Event],
-        t_obs: f64,
-        p: f64,
-        beta: f64,
-    ) -> Result<f64, FitError> {
+    pub fn objective(&self, events: &[Event], t_obs: f64, p: f64, beta: f64) -> Result<f64, FitError> {
         let ll = self.log_likelihood(events, t_obs, p, beta)?;
         let s = self.scale_of(cascade::observed(events, t_obs)?);
         let lp = self.log_prior(p / s, beta)?;
@@ -424,13 +381,7 @@ impl HawkesModel {
     /// N = n + G1/(1 − n*), n* = p·E\[m\] (E\[m\] of the cascade's mark law, see
     /// [`HawkesModel::cascade_expected_magnitude`]). Fails when n* ≥ 1 (the cascade never
     /// ends).
-    pub fn predict(
-        &self,
-        events: &[Event],
-        t_obs: f64,
-        p: f64,
-        beta: f64,
-    ) -> Result<(f64, f64), FitError> {
+    pub fn predict(&self, events: &[Event], t_obs: f64, p: f64, beta: f64) -> Result<(f64, f64), FitError> {
         cascade::positive("p", p)?;
         cascade::positive("beta", beta)?;
         let ev = cascade::observed(events, t_obs)?;
@@ -439,9 +390,7 @@ impl HawkesModel {
         }
         let n_star = p * self.expected_magnitude / self.scale_of(ev);
         if n_star >= 1.0 {
-            return Err(FitError::InvalidInput(format!(
-                "n* = {n_star} ≥ 1: the predicted size is infinite"
-            )));
+            return Err(FitError::InvalidInput(format!("n* = {n_star} ≥ 1: the predicted size is infinite")));
         }
         let g1 = p * reference::residual_excitation(ev, t_obs, beta);
         let n_pred = ev.len() as f64 + g1 / (1.0 - n_star);
@@ -462,12 +411,7 @@ impl HawkesModel {
     /// [`HawkesModel::fit`] with a grid of `grid_points` (≥ 2) nodes in log β instead of the
     /// default. For tests and experiments: a finer grid is slower, not more accurate, unless
     /// two maxima of the β-profile fall between two nodes of the default grid.
-    pub fn fit_with_grid(
-        &self,
-        events: &[Event],
-        t_obs: f64,
-        grid_points: usize,
-    ) -> Result<Fit, FitError> {
+    pub fn fit_with_grid(&self, events: &[Event], t_obs: f64, grid_points: usize) -> Result<Fit, FitError> {
         let ev = cascade::fittable(events, t_obs)?;
         // With a per-cascade mark law, fit the rescaled magnitudes (the prior and the p
         // bounds are those of the law's scale) and convert p back to raw units below.
@@ -504,22 +448,11 @@ impl HawkesModel {
             bounds_hit,
             sweeps: profile.sweeps,
         };
-        let values = [
-            fit.p,
-            fit.beta,
-            fit.n_star,
-            fit.g1,
-            fit.n_pred,
-            fit.objective,
-            fit.log_likelihood,
-            fit.log_prior,
-        ];
+        let values = [fit.p, fit.beta, fit.n_star, fit.g1, fit.n_pred, fit.objective, fit.log_likelihood, fit.log_prior];
         if values.iter().all(|x| x.is_finite()) && fit.n_star < 1.0 {
             Ok(fit)
         } else {
-            Err(FitError::InvalidInput(format!(
-                "the fit is not finite ({fit:?}): input too extreme"
-            )))
+            Err(FitError::InvalidInput(format!("the fit is not finite ({fit:?}): input too extreme")))
         }
     }
 }
@@ -529,8 +462,6 @@ fn finite(x: f64, what: &str) -> Result<f64, FitError> {
     if x.is_finite() {
         Ok(x)
     } else {
-        Err(FitError::InvalidInput(format!(
-            "{what} is not finite ({x})"
-        )))
+        Err(FitError::InvalidInput(format!("{what} is not finite ({x})")))
     }
 }

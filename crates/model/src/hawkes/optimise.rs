@@ -82,13 +82,8 @@ fn hermite_df(lo: &Point, hi: &Point) -> impl Fn(f64) -> (f64, f64) {
     let (g0, g1, d0, d1) = (lo.df, hi.df, lo.d2f * h, hi.d2f * h);
     move |s: f64| {
         let (s2, s3) = (s * s, s * s * s);
-        let value = (2.0 * s3 - 3.0 * s2 + 1.0) * g0
-            + (s3 - 2.0 * s2 + s) * d0
-            + (-2.0 * s3 + 3.0 * s2) * g1
-            + (s3 - s2) * d1;
-        let slope = (6.0 * s2 - 6.0 * s) * (g0 - g1)
-            + (3.0 * s2 - 4.0 * s + 1.0) * d0
-            + (3.0 * s2 - 2.0 * s) * d1;
+        let value = (2.0 * s3 - 3.0 * s2 + 1.0) * g0 + (s3 - 2.0 * s2 + s) * d0 + (-2.0 * s3 + 3.0 * s2) * g1 + (s3 - s2) * d1;
+        let slope = (6.0 * s2 - 6.0 * s) * (g0 - g1) + (3.0 * s2 - 4.0 * s + 1.0) * d0 + (3.0 * s2 - 2.0 * s) * d1;
         (value, slope)
     }
 }
@@ -101,11 +96,7 @@ fn hidden_turn(lo: &Point, hi: &Point, sign: f64) -> Option<f64> {
     // (6s² − 6s)(g0 − g1) + (3s² − 4s + 1) d0 + (3s² − 2s) d1 = a s² + b s + c.
     let h = hi.v - lo.v;
     let (g0, g1, d0, d1) = (lo.df, hi.df, lo.d2f * h, hi.d2f * h);
-    let (a, b, c) = (
-        6.0 * (g0 - g1) + 3.0 * (d0 + d1),
-        -6.0 * (g0 - g1) - 4.0 * d0 - 2.0 * d1,
-        d0,
-    );
+    let (a, b, c) = (6.0 * (g0 - g1) + 3.0 * (d0 + d1), -6.0 * (g0 - g1) - 4.0 * d0 - 2.0 * d1, d0);
     let mut roots = [f64::NAN; 2];
     if a != 0.0 {
         let disc = b * b - 4.0 * a * c;
@@ -203,13 +194,7 @@ impl Profile {
     /// A profile over the prepared cascade.
     pub fn new(kernel: Kernel, prior: PriorTerms, bounds: Bounds) -> Self {
         let n1 = (kernel.len() - 1) as f64;
-        Self {
-            kernel,
-            prior,
-            bounds,
-            n1,
-            sweeps: 0,
-        }
+        Self { kernel, prior, bounds, n1, sweeps: 0 }
     }
 
     /// u*(v): the maximiser in u of F(·, v), given k = (n−1) + (the u-independent part of
@@ -260,11 +245,7 @@ impl Profile {
             if step.abs() <= 1e-8 * u.abs().max(1.0) && next >= lo && next <= hi {
                 return (next, next.exp(), None);
             }
-            u = if next > lo && next < hi {
-                next
-            } else {
-                0.5 * (lo + hi)
-            };
+            u = if next > lo && next < hi { next } else { 0.5 * (lo + hi) };
             if hi - lo <= 4.0 * f64::EPSILON * u.abs().max(1.0) {
                 break;
             }
@@ -288,24 +269,8 @@ impl Profile {
         let f_uu = -p * s.c - pr.s11;
         let f_uv = -p * bc1 - pr.s12;
         let f_vv = beta * s.l1 + b2 * s.l2 - p * (bc1 + b2 * s.c2) - pr.s22;
-        let d2f = if p_bound.is_none() && f_uu < 0.0 {
-            f_vv - f_uv * f_uv / f_uu
-        } else {
-            f_vv
-        };
-        Point {
-            v,
-            beta,
-            u,
-            p,
-            p_bound,
-            f: ll + lp,
-            df,
-            d2f,
-            ll,
-            lp,
-            a_end: s.a_end,
-        }
+        let d2f = if p_bound.is_none() && f_uu < 0.0 { f_vv - f_uv * f_uv / f_uu } else { f_vv };
+        Point { v, beta, u, p, p_bound, f: ll + lp, df, d2f, ll, lp, a_end: s.a_end }
     }
 
     /// The grid node j of `points` nodes: the ends are the exact β bounds.
@@ -370,14 +335,7 @@ impl Profile {
 
     /// Splits [lo, hi] and searches both parts if the Hermite cubic of f', of sign `sign` at
     /// the ends, crosses zero inside.
-    fn split_if_hidden(
-        &mut self,
-        lo: Point,
-        hi: Point,
-        sign: f64,
-        splits: usize,
-        best: &mut Option<Point>,
-    ) {
+    fn split_if_hidden(&mut self, lo: Point, hi: Point, sign: f64, splits: usize, best: &mut Option<Point>) {
         if let Some(x) = hidden_turn(&lo, &hi, sign) {
             let mid = self.at(x.exp(), x, lo.u);
             keep_better(best, mid);

@@ -26,53 +26,31 @@ impl LogNormalPrior {
     /// Fails when the moments do not define a proper log-normal (for example a strong
     /// negative correlation with large coefficients of variation makes Q/(m mᵀ) + 1 ≤ 0, or
     /// Σ singular).
-    pub fn from_moments(
-        mean_p: f64,
-        mean_beta: f64,
-        sd_p: f64,
-        sd_beta: f64,
-        corr: f64,
-    ) -> Result<Self, SettingsError> {
+    pub fn from_moments(mean_p: f64, mean_beta: f64, sd_p: f64, sd_beta: f64, corr: f64) -> Result<Self, SettingsError> {
         let m = [mean_p, mean_beta];
         let sd = [sd_p, sd_beta];
         let mut sigma = [[0.0; 2]; 2];
         for i in 0..2 {
             for j in 0..2 {
-                let q = if i == j {
-                    sd[i] * sd[i]
-                } else {
-                    corr * sd[0] * sd[1]
-                };
+                let q = if i == j { sd[i] * sd[i] } else { corr * sd[0] * sd[1] };
                 // log(Q/(m mᵀ) + 1); ln_1p keeps the small ratios accurate.
                 sigma[i][j] = (q / (m[i] * m[j])).ln_1p();
             }
         }
         let det = sigma[0][0] * sigma[1][1] - sigma[0][1] * sigma[1][0];
         let all_finite = sigma.iter().flatten().all(|x| x.is_finite());
-        let positive_definite =
-            det.is_finite() && det > 0.0 && sigma[0][0] > 0.0 && sigma[1][1] > 0.0;
+        let positive_definite = det.is_finite() && det > 0.0 && sigma[0][0] > 0.0 && sigma[1][1] > 0.0;
         if !(all_finite && positive_definite) {
             return Err(SettingsError::Invalid(format!(
                 "prior moments do not give a positive-definite log-normal covariance (Σ = {sigma:?})"
             )));
         }
         let mean = [m[0].ln() - sigma[0][0] / 2.0, m[1].ln() - sigma[1][1] / 2.0];
-        let sigma_inv = [
-            [sigma[1][1] / det, -sigma[0][1] / det],
-            [-sigma[1][0] / det, sigma[0][0] / det],
-        ];
-        if !(mean
-            .iter()
-            .chain(sigma_inv.iter().flatten())
-            .all(|x| x.is_finite()))
-        {
+        let sigma_inv = [[sigma[1][1] / det, -sigma[0][1] / det], [-sigma[1][0] / det, sigma[0][0] / det]];
+        if !(mean.iter().chain(sigma_inv.iter().flatten()).all(|x| x.is_finite())) {
             return Err(SettingsError::Invalid("prior parameters overflow".into()));
         }
-        Ok(Self {
-            sigma,
-            mean,
-            sigma_inv,
-        })
+        Ok(Self { sigma, mean, sigma_inv })
     }
 
     /// −½ dᵀΣ⁻¹d with d = (u, v) − mean: the course's log-prior (no constant, no Jacobian).
@@ -112,38 +90,16 @@ impl PriorTerms {
         let s = &prior.sigma_inv;
         let [m1, m2] = prior.mean;
         match kind {
-            PriorKind::Course => Self {
-                s11: s[0][0],
-                s12: s[0][1],
-                s22: s[1][1],
-                m1,
-                m2,
-                lin: 0.0,
-            },
-            PriorKind::LogNormal => Self {
-                s11: s[0][0],
-                s12: s[0][1],
-                s22: s[1][1],
-                m1,
-                m2,
-                lin: 1.0,
-            },
-            PriorKind::Flat => Self {
-                s11: 0.0,
-                s12: 0.0,
-                s22: 0.0,
-                m1: 0.0,
-                m2: 0.0,
-                lin: 0.0,
-            },
+            PriorKind::Course => Self { s11: s[0][0], s12: s[0][1], s22: s[1][1], m1, m2, lin: 0.0 },
+            PriorKind::LogNormal => Self { s11: s[0][0], s12: s[0][1], s22: s[1][1], m1, m2, lin: 1.0 },
+            PriorKind::Flat => Self { s11: 0.0, s12: 0.0, s22: 0.0, m1: 0.0, m2: 0.0, lin: 0.0 },
         }
     }
 
     /// Value of the log-prior.
     pub fn value(&self, u: f64, v: f64) -> f64 {
         let (d1, d2) = (u - self.m1, v - self.m2);
-        -0.5 * (self.s11 * d1 * d1 + 2.0 * self.s12 * d1 * d2 + self.s22 * d2 * d2)
-            - self.lin * (u + v)
+        -0.5 * (self.s11 * d1 * d1 + 2.0 * self.s12 * d1 * d2 + self.s22 * d2 * d2) - self.lin * (u + v)
     }
 
     /// ∂/∂u of the log-prior (the optimiser inlines it; tests check it).

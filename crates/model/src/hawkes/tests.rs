@@ -18,10 +18,7 @@ fn cascade(k: usize) -> Vec<Event> {
         .skip(1)
         .map(|l| {
             let (t, m) = l.split_once(',').unwrap();
-            Event {
-                t: t.parse().unwrap(),
-                m: m.parse().unwrap(),
-            }
+            Event { t: t.parse().unwrap(), m: m.parse().unwrap() }
         })
         .collect();
     let idx = std::fs::read_to_string(format!("{root}/cascades-index.csv")).unwrap();
@@ -30,11 +27,7 @@ fn cascade(k: usize) -> Vec<Event> {
 }
 
 fn model(prior: PriorKind) -> HawkesModel {
-    HawkesModel::new(HawkesSettings {
-        prior,
-        ..HawkesSettings::course()
-    })
-    .unwrap()
+    HawkesModel::new(HawkesSettings { prior, ..HawkesSettings::course() }).unwrap()
 }
 
 fn ev(pairs: &[(f64, f64)]) -> Vec<Event> {
@@ -54,15 +47,11 @@ fn log_sum_exp(xs: &[f64]) -> f64 {
 fn naive_sums(ev: &[Event], t_obs: f64, beta: f64) -> Sums {
     let (mut l, mut l1, mut l2) = (0.0, 0.0, 0.0);
     for i in 1..ev.len() {
-        let logw: Vec<f64> = (0..i)
-            .map(|j| ev[j].m.ln() - beta * (ev[i].t - ev[j].t))
-            .collect();
+        let logw: Vec<f64> = (0..i).map(|j| ev[j].m.ln() - beta * (ev[i].t - ev[j].t)).collect();
         let log_s = log_sum_exp(&logw);
         let pi: Vec<f64> = logw.iter().map(|x| (x - log_s).exp()).collect();
         let mean: f64 = (0..i).map(|j| pi[j] * (ev[i].t - ev[j].t)).sum();
-        let var: f64 = (0..i)
-            .map(|j| pi[j] * (ev[i].t - ev[j].t - mean).powi(2))
-            .sum();
+        let var: f64 = (0..i).map(|j| pi[j] * (ev[i].t - ev[j].t - mean).powi(2)).sum();
         l += log_s;
         l1 -= mean;
         l2 += var;
@@ -76,15 +65,7 @@ fn naive_sums(ev: &[Event], t_obs: f64, beta: f64) -> Sums {
         c2 -= e.m * lag * lag * decay;
         a_end += e.m * decay;
     }
-    Sums {
-        l,
-        l1,
-        l2,
-        c,
-        c1,
-        c2,
-        a_end,
-    }
+    Sums { l, l1, l2, c, c1, c2, a_end }
 }
 
 fn close(got: f64, want: f64, tol: f64, scale: f64) -> bool {
@@ -110,10 +91,7 @@ fn assert_sums_close(got: &Sums, want: &Sums, n: usize, span: f64, what: &str) {
     for (name, g, w, scale) in checks {
         // Relative 1e-9: both sides are sums of up to n positive terms (c is M − A_T in the
         // sweep: see its comment), computed in different orders.
-        assert!(
-            close(g, w, 1e-9, scale),
-            "{what}: {name} = {g:e}, naive {w:e}\n{got:?}\n{want:?}"
-        );
+        assert!(close(g, w, 1e-9, scale), "{what}: {name} = {g:e}, naive {w:e}\n{got:?}\n{want:?}");
     }
 }
 
@@ -222,13 +200,7 @@ fn linear_and_log_sweeps_agree_on_real_cascades() {
         for beta in [1.2e-6, 1e-4, 1e-2, 0.0166] {
             let a = kernel.sums_linear_space(beta);
             let b = kernel.sums_log_space(beta);
-            assert_sums_close(
-                &a,
-                &b,
-                ev.len(),
-                3600.0,
-                &format!("cascade {k} beta {beta}"),
-            );
+            assert_sums_close(&a, &b, ev.len(), 3600.0, &format!("cascade {k} beta {beta}"));
         }
     }
 }
@@ -241,13 +213,7 @@ fn naive_double_sum_on_a_real_cascade_with_ties() {
     let t_obs = ev[299].t + 10.0;
     let mut kernel = Kernel::new(ev, t_obs);
     for beta in [2e-6, 3e-4, 0.016] {
-        assert_sums_close(
-            &kernel.sums(beta),
-            &naive_sums(ev, t_obs, beta),
-            ev.len(),
-            t_obs,
-            "cascade 9",
-        );
+        assert_sums_close(&kernel.sums(beta), &naive_sums(ev, t_obs, beta), ev.len(), t_obs, "cascade 9");
     }
 }
 
@@ -263,11 +229,7 @@ fn kernel_derivatives_match_finite_differences() {
         let mut kernel = Kernel::new(ev, t_obs);
         for beta in [3e-6, 1e-4, 3e-3] {
             let h = beta * 1e-4;
-            let (lo, mid, hi) = (
-                kernel.sums(beta - h),
-                kernel.sums(beta),
-                kernel.sums(beta + h),
-            );
+            let (lo, mid, hi) = (kernel.sums(beta - h), kernel.sums(beta), kernel.sums(beta + h));
             let fd = |a: f64, b: f64| (b - a) / (2.0 * h);
             for (name, analytic, numeric) in [
                 ("L'", mid.l1, fd(lo.l, hi.l)),
@@ -275,10 +237,7 @@ fn kernel_derivatives_match_finite_differences() {
                 ("C'", mid.c1, fd(lo.c, hi.c)),
                 ("C''", mid.c2, fd(lo.c1, hi.c1)),
             ] {
-                assert!(
-                    close(analytic, numeric, 1e-5, 1e-12),
-                    "cascade {k} beta {beta}: {name} = {analytic:e}, FD {numeric:e}"
-                );
+                assert!(close(analytic, numeric, 1e-5, 1e-12), "cascade {k} beta {beta}: {name} = {analytic:e}, FD {numeric:e}");
             }
         }
     }
@@ -297,11 +256,7 @@ fn profile_derivatives_match_finite_differences() {
                     let v = m.bounds.v_min + (m.bounds.v_max - m.bounds.v_min) * j as f64 / 20.0;
                     let h = 1e-4;
                     let at = |profile: &mut Profile, v: f64| profile.at(v.exp(), v, f64::NAN);
-                    let (lo, mid, hi) = (
-                        at(&mut profile, v - h),
-                        at(&mut profile, v),
-                        at(&mut profile, v + h),
-                    );
+                    let (lo, mid, hi) = (at(&mut profile, v - h), at(&mut profile, v), at(&mut profile, v + h));
                     if lo.p_bound != hi.p_bound {
                         continue; // f'' jumps where u* reaches a p bound
                     }
@@ -310,16 +265,8 @@ fn profile_derivatives_match_finite_differences() {
                     let label = format!("{prior:?} cascade {k} T {t_obs} v {v}");
                     // FD error ≈ h²|f'''|/6 + ε|f|/h.
                     let slack = 1e-11 * mid.f.abs() / h;
-                    assert!(
-                        close(mid.df, fd1, 1e-6, 1.0) || (mid.df - fd1).abs() < slack,
-                        "{label}: f' {} FD {fd1}",
-                        mid.df
-                    );
-                    assert!(
-                        close(mid.d2f, fd2, 1e-5, 1.0),
-                        "{label}: f'' {} FD {fd2}",
-                        mid.d2f
-                    );
+                    assert!(close(mid.df, fd1, 1e-6, 1.0) || (mid.df - fd1).abs() < slack, "{label}: f' {} FD {fd1}", mid.df);
+                    assert!(close(mid.d2f, fd2, 1e-5, 1.0), "{label}: f'' {} FD {fd2}", mid.d2f);
                     // And F_u = 0 at an interior u*: the profile is the maximum over u.
                     if mid.p_bound.is_none() {
                         let pr = PriorTerms::new(&m.prior, prior);
@@ -341,10 +288,7 @@ fn default_settings_are_the_course_values() {
     let m = HawkesModel::new(HawkesSettings::course()).unwrap();
     assert_eq!(m.expected_magnitude(), 35.00000000000001);
     assert_eq!(m.p_bounds(), (1e-8, 0.028571418571428565));
-    assert_eq!(
-        m.beta_bounds(),
-        (1.1574074074074074e-06, 0.016666666666666666)
-    );
+    assert_eq!(m.beta_bounds(), (1.1574074074074074e-06, 0.016666666666666666));
     assert_eq!(m.settings().prior, PriorKind::Course);
     let p = m.prior();
     assert!((p.sigma_inv[0][0] - 5.057096704901506).abs() < 1e-14);
@@ -355,77 +299,26 @@ fn default_settings_are_the_course_values() {
 fn invalid_settings_are_rejected() {
     let d = HawkesSettings::course();
     let bad = [
-        HawkesSettings {
-            alpha: 2.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            alpha: f64::NAN,
-            ..d.clone()
-        },
-        HawkesSettings {
-            mu: 0.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            mu: f64::INFINITY,
-            ..d.clone()
-        },
-        HawkesSettings {
-            prior_mean_p: -0.02,
-            ..d.clone()
-        },
-        HawkesSettings {
-            prior_mean_beta: 0.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            prior_sd_p: 0.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            prior_sd_beta: -1.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            prior_corr: 1.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            prior_corr: -1.5,
-            ..d.clone()
-        },
-        HawkesSettings {
-            beta_min: 0.0,
-            ..d.clone()
-        },
-        HawkesSettings {
-            beta_min: 0.1,
-            beta_max: 0.01,
-            ..d.clone()
-        },
-        HawkesSettings {
-            beta_max: f64::INFINITY,
-            ..d.clone()
-        },
+        HawkesSettings { alpha: 2.0, ..d.clone() },
+        HawkesSettings { alpha: f64::NAN, ..d.clone() },
+        HawkesSettings { mu: 0.0, ..d.clone() },
+        HawkesSettings { mu: f64::INFINITY, ..d.clone() },
+        HawkesSettings { prior_mean_p: -0.02, ..d.clone() },
+        HawkesSettings { prior_mean_beta: 0.0, ..d.clone() },
+        HawkesSettings { prior_sd_p: 0.0, ..d.clone() },
+        HawkesSettings { prior_sd_beta: -1.0, ..d.clone() },
+        HawkesSettings { prior_corr: 1.0, ..d.clone() },
+        HawkesSettings { prior_corr: -1.5, ..d.clone() },
+        HawkesSettings { beta_min: 0.0, ..d.clone() },
+        HawkesSettings { beta_min: 0.1, beta_max: 0.01, ..d.clone() },
+        HawkesSettings { beta_max: f64::INFINITY, ..d.clone() },
         // E[m] so large that the p interval is empty
-        HawkesSettings {
-            mu: 1e9,
-            ..d.clone()
-        },
+        HawkesSettings { mu: 1e9, ..d.clone() },
         // corr −0.99 with large coefficients of variation: Q/(m mᵀ) + 1 ≤ 0 off the diagonal
-        HawkesSettings {
-            prior_corr: -0.99,
-            prior_sd_p: 0.2,
-            prior_sd_beta: 0.1,
-            ..d.clone()
-        },
+        HawkesSettings { prior_corr: -0.99, prior_sd_p: 0.2, prior_sd_beta: 0.1, ..d.clone() },
     ];
     for s in bad {
-        assert!(
-            matches!(HawkesModel::new(s.clone()), Err(SettingsError::Invalid(_))),
-            "{s:?}"
-        );
+        assert!(matches!(HawkesModel::new(s.clone()), Err(SettingsError::Invalid(_))), "{s:?}");
     }
 }
 
@@ -436,19 +329,10 @@ fn invalid_settings_are_rejected() {
 fn too_few_events() {
     let m = model(PriorKind::Course);
     assert_eq!(m.fit(&[], 100.0), Err(FitError::TooFewEvents { n: 0 }));
-    assert_eq!(
-        m.fit(&ev(&[(0.0, 10.0)]), 100.0),
-        Err(FitError::TooFewEvents { n: 1 })
-    );
+    assert_eq!(m.fit(&ev(&[(0.0, 10.0)]), 100.0), Err(FitError::TooFewEvents { n: 1 }));
     // the second event is after T
-    assert_eq!(
-        m.fit(&ev(&[(0.0, 10.0), (200.0, 5.0)]), 100.0),
-        Err(FitError::TooFewEvents { n: 1 })
-    );
-    assert!(matches!(
-        m.log_likelihood(&ev(&[(0.0, 10.0)]), 100.0, 0.01, 1e-3),
-        Err(FitError::TooFewEvents { n: 1 })
-    ));
+    assert_eq!(m.fit(&ev(&[(0.0, 10.0), (200.0, 5.0)]), 100.0), Err(FitError::TooFewEvents { n: 1 }));
+    assert!(matches!(m.log_likelihood(&ev(&[(0.0, 10.0)]), 100.0, 0.01, 1e-3), Err(FitError::TooFewEvents { n: 1 })));
 }
 
 #[test]
@@ -456,14 +340,9 @@ fn no_excitation() {
     let m = model(PriorKind::Course);
     let e = ev(&[(0.0, 0.0), (10.0, 5.0), (20.0, 3.0)]);
     assert_eq!(m.fit(&e, 100.0), Err(FitError::NoExcitation));
-    assert_eq!(
-        m.log_likelihood(&e, 100.0, 0.01, 1e-3),
-        Err(FitError::NoExcitation)
-    );
+    assert_eq!(m.log_likelihood(&e, 100.0, 0.01, 1e-3), Err(FitError::NoExcitation));
     // later zeros are fine
-    assert!(m
-        .fit(&ev(&[(0.0, 5.0), (10.0, 0.0), (20.0, 0.0)]), 100.0)
-        .is_ok());
+    assert!(m.fit(&ev(&[(0.0, 5.0), (10.0, 0.0), (20.0, 0.0)]), 100.0).is_ok());
 }
 
 #[test]
@@ -479,45 +358,21 @@ fn invalid_input() {
         (ev(&[(0.0, 1.0), (1.0, f64::INFINITY)]), 10.0),
         (ev(&[(0.0, 1.0), (5.0, 1.0), (3.0, 1.0)]), 10.0),
         // unsorted after T still counts: the prefix would be wrong
-        (
-            ev(&[(0.0, 1.0), (5.0, 1.0), (30.0, 1.0), (20.0, 1.0)]),
-            10.0,
-        ),
+        (ev(&[(0.0, 1.0), (5.0, 1.0), (30.0, 1.0), (20.0, 1.0)]), 10.0),
         (ev(&[(0.0, 1.0), (5.0, 1.0)]), f64::NAN),
         (ev(&[(0.0, 1.0), (5.0, 1.0)]), f64::INFINITY),
     ];
     for (e, t) in cases {
-        assert!(
-            matches!(m.fit(&e, t), Err(FitError::InvalidInput(_))),
-            "{e:?} T={t}"
-        );
+        assert!(matches!(m.fit(&e, t), Err(FitError::InvalidInput(_))), "{e:?} T={t}");
     }
     let e = ev(&[(0.0, 1.0), (5.0, 1.0)]);
-    for (p, beta) in [
-        (0.0, 1e-3),
-        (-0.01, 1e-3),
-        (f64::NAN, 1e-3),
-        (0.01, 0.0),
-        (0.01, f64::INFINITY),
-    ] {
-        assert!(matches!(
-            m.log_likelihood(&e, 10.0, p, beta),
-            Err(FitError::InvalidInput(_))
-        ));
-        assert!(matches!(
-            m.log_prior(p, beta),
-            Err(FitError::InvalidInput(_))
-        ));
-        assert!(matches!(
-            m.predict(&e, 10.0, p, beta),
-            Err(FitError::InvalidInput(_))
-        ));
+    for (p, beta) in [(0.0, 1e-3), (-0.01, 1e-3), (f64::NAN, 1e-3), (0.01, 0.0), (0.01, f64::INFINITY)] {
+        assert!(matches!(m.log_likelihood(&e, 10.0, p, beta), Err(FitError::InvalidInput(_))));
+        assert!(matches!(m.log_prior(p, beta), Err(FitError::InvalidInput(_))));
+        assert!(matches!(m.predict(&e, 10.0, p, beta), Err(FitError::InvalidInput(_))));
     }
     // n* ≥ 1: no finite prediction
-    assert!(matches!(
-        m.predict(&e, 10.0, 0.03, 1e-3),
-        Err(FitError::InvalidInput(_))
-    ));
+    assert!(matches!(m.predict(&e, 10.0, 0.03, 1e-3), Err(FitError::InvalidInput(_))));
 }
 
 #[test]
@@ -535,9 +390,7 @@ fn events_after_t_obs_are_ignored() {
 fn mle_on_the_p_bound_is_exactly_the_bound() {
     // Golden case tideh100 cascade 1, T = 300: two events, the MLE is at p = p_max.
     let m = model(PriorKind::Flat);
-    let fit = m
-        .fit(&ev(&[(0.0, 90.0), (292.0, 433344.0)]), 300.0)
-        .unwrap();
+    let fit = m.fit(&ev(&[(0.0, 90.0), (292.0, 433344.0)]), 300.0).unwrap();
     assert_eq!(fit.p, m.p_bounds().1);
     assert_eq!(fit.bounds_hit, vec![BoundHit::PMax]);
     assert!((fit.beta - 9.989687902028348e-06).abs() < 1e-3 * 9.989687902028348e-06);
@@ -546,12 +399,7 @@ fn mle_on_the_p_bound_is_exactly_the_bound() {
 #[test]
 fn optimum_on_a_beta_bound() {
     // All retweets right after their parent: the fastest kernel wins.
-    let e: Vec<Event> = (0..30)
-        .map(|i| Event {
-            t: i as f64,
-            m: 100.0,
-        })
-        .collect();
+    let e: Vec<Event> = (0..30).map(|i| Event { t: i as f64, m: 100.0 }).collect();
     let m = model(PriorKind::Flat);
     let fit = m.fit(&e, 3600.0).unwrap();
     assert!(fit.bounds_hit.contains(&BoundHit::BetaMax), "{fit:?}");
@@ -570,22 +418,14 @@ fn degenerate_cascades_give_finite_fits() {
             // every event at t = 0 and T = 0: C(β) = 0, the likelihood grows with p and β
             (ev(&[(0.0, 5.0), (0.0, 5.0), (0.0, 5.0)]), 0.0),
             // tiny and huge magnitudes, huge gaps (log-space sweeps)
-            (
-                ev(&[(0.0, 1e-30), (1e6, 1e15), (2e6, 0.0), (9e11, 1e-3)]),
-                1e12,
-            ),
+            (ev(&[(0.0, 1e-30), (1e6, 1e15), (2e6, 0.0), (9e11, 1e-3)]), 1e12),
             (ev(&[(0.0, 1e15), (0.5, 1e15), (0.75, 1e15)]), 1.0),
             (ev(&[(0.0, 1.0), (1e11, 1.0)]), 1e11),
         ];
         for (e, t) in cases {
-            let fit = m
-                .fit(&e, t)
-                .unwrap_or_else(|err| panic!("{prior:?} {e:?}: {err}"));
+            let fit = m.fit(&e, t).unwrap_or_else(|err| panic!("{prior:?} {e:?}: {err}"));
             let all = [fit.p, fit.beta, fit.g1, fit.n_pred, fit.objective];
-            assert!(
-                all.iter().all(|x| x.is_finite()),
-                "{prior:?} {e:?}: {fit:?}"
-            );
+            assert!(all.iter().all(|x| x.is_finite()), "{prior:?} {e:?}: {fit:?}");
         }
     }
 }
@@ -594,22 +434,9 @@ fn degenerate_cascades_give_finite_fits() {
 fn extreme_settings_give_finite_fits_or_errors() {
     let e = cascade(5);
     let settings = [
-        HawkesSettings {
-            beta_min: 1e-300,
-            beta_max: 1e300,
-            ..HawkesSettings::course()
-        },
-        HawkesSettings {
-            beta_min: 1e-12,
-            beta_max: 1e6,
-            prior: PriorKind::LogNormal,
-            ..HawkesSettings::course()
-        },
-        HawkesSettings {
-            alpha: 2.001,
-            prior: PriorKind::Flat,
-            ..HawkesSettings::course()
-        },
+        HawkesSettings { beta_min: 1e-300, beta_max: 1e300, ..HawkesSettings::course() },
+        HawkesSettings { beta_min: 1e-12, beta_max: 1e6, prior: PriorKind::LogNormal, ..HawkesSettings::course() },
+        HawkesSettings { alpha: 2.001, prior: PriorKind::Flat, ..HawkesSettings::course() },
     ];
     for s in settings {
         let m = HawkesModel::new(s.clone()).unwrap();
@@ -647,18 +474,9 @@ fn fit_is_consistent_with_the_evaluation_functions() {
             let fit = m.fit(&e, 1200.0).unwrap();
             let obj = m.objective(&e, 1200.0, fit.p, fit.beta).unwrap();
             let (g1, n_pred) = m.predict(&e, 1200.0, fit.p, fit.beta).unwrap();
-            assert!(
-                close(fit.objective, obj, 1e-11, 1.0),
-                "{} vs {obj}",
-                fit.objective
-            );
+            assert!(close(fit.objective, obj, 1e-11, 1.0), "{} vs {obj}", fit.objective);
             assert!(close(fit.g1, g1, 1e-11, 1e-300) && close(fit.n_pred, n_pred, 1e-11, 1.0));
-            assert!(close(
-                fit.log_likelihood + fit.log_prior,
-                fit.objective,
-                1e-14,
-                1.0
-            ));
+            assert!(close(fit.log_likelihood + fit.log_prior, fit.objective, 1e-14, 1.0));
             assert!((fit.n_star - fit.p * m.expected_magnitude()).abs() < 1e-15);
         }
     }
@@ -735,11 +553,7 @@ fn fit_finds_the_mle_a_12_point_grid_missed() {
 // Mark law from the data (MarkLaw::CascadeMedian)
 
 fn median_model() -> HawkesModel {
-    HawkesModel::new(HawkesSettings {
-        mark_law: MarkLaw::CascadeMedian,
-        ..HawkesSettings::course()
-    })
-    .unwrap()
+    HawkesModel::new(HawkesSettings { mark_law: MarkLaw::CascadeMedian, ..HawkesSettings::course() }).unwrap()
 }
 
 #[test]

@@ -553,7 +553,8 @@ impl<'a> Grower<'a> {
                     l.0 -= s.0;
                     l.1 -= s.1;
                 }
-                let (left_hist, right_hist) = if small.0 == p.start { (small_hist, large_hist) } else { (large_hist, small_hist) };
+                let (left_hist, right_hist) =
+                    if small.0 == p.start { (small_hist, large_hist) } else { (large_hist, small_hist) };
                 next.push(Pending { node: left, start: p.start, end: mid, hist: left_hist });
                 next.push(Pending { node: left + 1, start: mid, end: p.end, hist: right_hist });
             }

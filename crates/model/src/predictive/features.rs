@@ -108,12 +108,7 @@ fn log1p_pos(x: f64) -> f64 {
 /// times and magnitudes are skipped, and the events are not required to be sorted (the
 /// "first" and "last" events are the earliest and latest times). An empty partial behaves
 /// like a single event (n is at least 1 in `log_n`).
-pub fn features(
-    events: &[Event],
-    t_obs: f64,
-    fit: Option<&HawkesSummary>,
-    seismic: Option<&SeismicPrediction>,
-) -> FeatureVector {
+pub fn features(events: &[Event], t_obs: f64, fit: Option<&HawkesSummary>, seismic: Option<&SeismicPrediction>) -> FeatureVector {
     let t_obs = if t_obs.is_finite() && t_obs > 0.0 { t_obs } else { 1.0 };
     let mut times = Vec::with_capacity(events.len());
     let mut marks = Vec::with_capacity(events.len());

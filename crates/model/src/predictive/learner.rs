@@ -379,7 +379,13 @@ impl LearnerSettings {
         Ok(self)
     }
     /// The same settings with another grid (validated).
-    pub fn with_grid(mut self, depths: Vec<u8>, min_leaves: Vec<usize>, max_trees: usize, learning_rate: f64) -> Result<Self, PredictiveError> {
+    pub fn with_grid(
+        mut self,
+        depths: Vec<u8>,
+        min_leaves: Vec<usize>,
+        max_trees: usize,
+        learning_rate: f64,
+    ) -> Result<Self, PredictiveError> {
         self.depths = depths;
         self.min_leaves = min_leaves;
         self.max_trees = max_trees;
@@ -498,9 +504,18 @@ fn forest_params(depth: u8, leaf: usize, trees: usize, seed: u64, n_features: us
     }
 }
 
-fn forest_fit(x: &[f64], n_features: usize, y: &[f64], depth: u8, leaf: usize, trees: usize, seed: u64) -> Result<SmartForest, PredictiveError> {
+fn forest_fit(
+    x: &[f64],
+    n_features: usize,
+    y: &[f64],
+    depth: u8,
+    leaf: usize,
+    trees: usize,
+    seed: u64,
+) -> Result<SmartForest, PredictiveError> {
     let m = DenseMatrix::new(y.len(), n_features, x.to_vec(), false).map_err(|e| PredictiveError::Forest(e.to_string()))?;
-    SmartForest::fit(&m, &y.to_vec(), forest_params(depth, leaf, trees, seed, n_features)).map_err(|e| PredictiveError::Forest(e.to_string()))
+    SmartForest::fit(&m, &y.to_vec(), forest_params(depth, leaf, trees, seed, n_features))
+        .map_err(|e| PredictiveError::Forest(e.to_string()))
 }
 
 fn forest_predict(f: &SmartForest, x: &[f64], n_features: usize) -> Vec<f64> {
@@ -569,7 +584,9 @@ impl PredictiveModel {
             LearnerKind::Forest => &[OffsetKind::Zero],
         };
         let stages: Vec<usize> = match settings.kind {
-            LearnerKind::Boosted(_) => STAGES.iter().copied().filter(|&k| k < settings.max_trees).chain([settings.max_trees]).collect(),
+            LearnerKind::Boosted(_) => {
+                STAGES.iter().copied().filter(|&k| k < settings.max_trees).chain([settings.max_trees]).collect()
+            }
             LearnerKind::Forest => vec![settings.forest_trees],
         };
         // Candidate (offset, depth, leaf, stage) → its validation predictions, fold after fold.
@@ -673,7 +690,13 @@ impl PredictiveModel {
     /// searches (`TrainJob::run_with`). The fallback if it validated best then.
     ///
     /// Errors: as [`PredictiveModel::train`].
-    pub fn refit(x: &[FeatureVector], y: &[f64], settings: &LearnerSettings, seed: u64, selection: &Selection) -> Result<Self, PredictiveError> {
+    pub fn refit(
+        x: &[FeatureVector],
+        y: &[f64],
+        settings: &LearnerSettings,
+        seed: u64,
+        selection: &Selection,
+    ) -> Result<Self, PredictiveError> {
         settings.validate()?;
         if x.len() != y.len() {
             return Err(PredictiveError::LengthMismatch { rows: x.len(), targets: y.len() });
@@ -692,7 +715,13 @@ impl PredictiveModel {
 
     /// Fits the chosen configuration on all samples (or takes the fallback when it validated
     /// best: `selection.fallback_won`).
-    fn fit(x: &[FeatureVector], y: &[f64], settings: &LearnerSettings, seed: u64, sel: Selection) -> Result<Self, PredictiveError> {
+    fn fit(
+        x: &[FeatureVector],
+        y: &[f64],
+        settings: &LearnerSettings,
+        seed: u64,
+        sel: Selection,
+    ) -> Result<Self, PredictiveError> {
         let nf = settings.features.len();
         let all = settings.project(x);
         let (offset, regressor) = if sel.fallback_won {
@@ -705,7 +734,9 @@ impl PredictiveModel {
                     let p = BoostParams::new(loss, sel.n_trees, settings.learning_rate, sel.depth, sel.min_leaf, 1.0, 64)?;
                     Regressor::Boosted(BoostedTrees::train(&all, nf, &r, &p, seed)?)
                 }
-                LearnerKind::Forest => Regressor::Forest(Arc::new(forest_fit(&all, nf, &r, sel.depth, sel.min_leaf, settings.forest_trees, seed)?)),
+                LearnerKind::Forest => {
+                    Regressor::Forest(Arc::new(forest_fit(&all, nf, &r, sel.depth, sel.min_leaf, settings.forest_trees, seed)?))
+                }
             };
             (off, regressor)
         };

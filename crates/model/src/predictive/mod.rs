@@ -27,13 +27,12 @@ mod learner;
 mod trainer;
 
 pub use features::{
-    features, FeatureVector, HawkesSummary, BRANCHING_CAP, FEATURE_NAMES, FEATURE_SET, LOG_RATIO_CAP, MISSING,
-    MISSING_LOG_BETA, N_FEATURES, RECENT_SECONDS,
+    features, FeatureVector, HawkesSummary, BRANCHING_CAP, FEATURE_NAMES, FEATURE_SET, LOG_RATIO_CAP, MISSING, MISSING_LOG_BETA,
+    N_FEATURES, RECENT_SECONDS,
 };
 pub use interval::{conformal_interval, Interval};
 pub use learner::{
-    Fallback, LearnerKind, LearnerSettings, Metric, Offset, OffsetKind, PredictiveModel, Regressor, Selection,
-    MULTI_FOLD_BELOW,
+    Fallback, LearnerKind, LearnerSettings, Metric, Offset, OffsetKind, PredictiveModel, Regressor, Selection, MULTI_FOLD_BELOW,
 };
 pub use trainer::{TrainJob, TrainerSettings, WindowTrainer, SEARCH_ALWAYS_BELOW};
 

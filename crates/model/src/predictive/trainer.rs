@@ -24,7 +24,14 @@ pub struct TrainerSettings {
 
 impl Default for TrainerSettings {
     fn default() -> Self {
-        Self { learner: LearnerSettings::default(), min_samples: 10, retrain_every: 5, retrain_growth: 0.1, max_samples: 5000, seed: 7 }
+        Self {
+            learner: LearnerSettings::default(),
+            min_samples: 10,
+            retrain_every: 5,
+            retrain_growth: 0.1,
+            max_samples: 5000,
+            seed: 7,
+        }
     }
 }
 
@@ -241,7 +248,11 @@ impl TrainJob {
     /// The run as planned: a searching run trains with `incumbent` (a warm-started model)
     /// as one more candidate; a refitting run trains the configuration chosen by `last`, the
     /// model of the window's last searching run (a full search when there is none).
-    pub fn run_with(&self, last: Option<&PredictiveModel>, incumbent: Option<&PredictiveModel>) -> Result<PredictiveModel, PredictiveError> {
+    pub fn run_with(
+        &self,
+        last: Option<&PredictiveModel>,
+        incumbent: Option<&PredictiveModel>,
+    ) -> Result<PredictiveModel, PredictiveError> {
         match last.filter(|_| !self.search) {
             Some(last) => PredictiveModel::refit(&self.x, &self.y, &self.learner, self.seed, last.selection()),
             None => self.run_against(incumbent),

@@ -177,10 +177,7 @@ impl SourceClock {
 
     /// Messages left per partition: to the bounded end, else to `end_of(partition)`.
     pub fn lag(&self, end_of: impl Fn(i32) -> Option<i64>) -> Vec<(i32, i64)> {
-        self.partitions
-            .iter()
-            .filter_map(|(p, s)| s.end.or_else(|| end_of(*p)).map(|end| (*p, end - s.next_offset)))
-            .collect()
+        self.partitions.iter().filter_map(|(p, s)| s.end.or_else(|| end_of(*p)).map(|end| (*p, end - s.next_offset))).collect()
     }
 
     /// The positions and newest times: this worker's source state at a checkpoint cut.

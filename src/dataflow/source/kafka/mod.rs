@@ -32,14 +32,14 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use crate::dataflow::Builder;
-use crate::dataflow::source::SharedSourceCuts;
-use crate::dataflow::Checkpoint;
-use crate::io::kafka::{KafkaConfig, KafkaSetupError};
-use crate::records::{DeadLetter, RejectReason, TweetEvent};
-use crate::io::wire::{decode, truncate};
 use self::clock::{ClockSettings, SourceClock};
 use self::readahead::ReadAhead;
+use crate::dataflow::source::SharedSourceCuts;
+use crate::dataflow::Builder;
+use crate::dataflow::Checkpoint;
+use crate::io::kafka::{KafkaConfig, KafkaSetupError};
+use crate::io::wire::{decode, truncate};
+use crate::records::{DeadLetter, RejectReason, TweetEvent};
 use crate::{owns, Time};
 
 /// Where each assigned partition starts.
