@@ -127,19 +127,7 @@ fn the_live_page_sorts_filters_drills_down_and_updates() {
     let port = free_port();
     // The course's thresholds, so that the sample raises alerts of both severities.
     let embedded = std::fs::read_to_string(common::root().join("dataflows/embedded.toml")).unwrap();
-    let config: String = embedded
-        .lines()
-        .map(|l| {
-            if l.starts_with("alert_threshold") {
-                "alert_threshold = 150.0"
-            } else if l.starts_with("alert_critical") {
-                "alert_critical = 1000.0"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let config = common::with_course_alert_thresholds(&embedded);
     std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let log = std::fs::File::create(artifacts("").join("page-tweetoscope.log")).unwrap();
     let replay = Command::new(BIN)

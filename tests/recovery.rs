@@ -375,19 +375,7 @@ fn alertmanager_gets_each_alert_once_across_a_kill_9_and_restart() {
     // The course's thresholds: many alerts (the defaults raise a few only).
     let config = config(dir);
     let text = std::fs::read_to_string(&config).unwrap();
-    let low: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("alert_threshold") {
-                "alert_threshold = 150.0"
-            } else if l.starts_with("alert_critical") {
-                "alert_critical = 1000.0"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let low = with_course_alert_thresholds(&text);
     std::fs::write(&config, low).unwrap();
     let (url, received) = alert_receiver();
     let extra = vec!["--alertmanager".to_owned(), url];

@@ -94,3 +94,22 @@ pub fn require(program: &str) -> PathBuf {
 pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
+
+/// A dataflow config's text with the course's alert thresholds (warning 150, critical 1,000)
+/// instead of its own: the bundled sample then raises alerts of both severities (the
+/// defaults raise a few only).
+pub fn with_course_alert_thresholds(config: &str) -> String {
+    config
+        .lines()
+        .map(|l| {
+            if l.starts_with("alert_threshold") {
+                "alert_threshold = 150.0"
+            } else if l.starts_with("alert_critical") {
+                "alert_critical = 1000.0"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
