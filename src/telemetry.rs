@@ -147,6 +147,7 @@ pub struct Metrics {
     checkpoint_restored: IntGauge,
     output_committed: IntGauge,
     transactions: IntCounterVec,
+    transaction_seconds: prometheus::Histogram,
     outputs_suppressed: IntCounter,
 }
 
@@ -226,6 +227,15 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(checkpoint_write_seconds.clone())).expect("unique metric");
+        let transaction_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "tweetoscope_kafka_transaction_seconds",
+                "Wall time of one committed output transaction, from its start to the end of its commit (exactly-once mode).",
+            )
+            .buckets(vec![0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(transaction_seconds.clone())).expect("unique metric");
         let m = Self {
             events: counter_vec(
                 &r,
@@ -355,6 +365,7 @@ impl Metrics {
                 "Output transactions by outcome (committed, aborted).",
                 &["outcome"],
             ),
+            transaction_seconds,
             outputs_suppressed: counter(
                 &r,
                 "tweetoscope_outputs_suppressed_total",
@@ -586,12 +597,13 @@ pub fn output_committed(frontier: Time) {
 }
 
 /// An output transaction ended; on commit, every output before `frontier` is committed.
-pub fn output_transaction(committed: bool, frontier: Time, records: u64) {
+pub fn output_transaction(committed: bool, frontier: Time, records: u64, took: std::time::Duration) {
     let m = metrics();
     m.transactions.with_label_values(&[if committed { "committed" } else { "aborted" }]).inc();
     if committed {
         output_committed(frontier);
         m.produced.inc_by(records);
+        m.transaction_seconds.observe(took.as_secs_f64());
     }
 }
 

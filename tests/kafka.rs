@@ -271,3 +271,26 @@ fn a_partition_that_delivers_just_after_another_following_a_quiet_spell_is_not_l
     assert_eq!(s["rejected"].get("late").and_then(|v| v.as_u64()).unwrap_or(0), 0, "late events: {}", s["rejected"]);
     assert_eq!(s["events"], 112, "{s}");
 }
+
+/// `topics --delete` removes a prefix's topics (what a backtest or benchmark leaves behind:
+/// thousands of leftover partitions made the broker's GC pauses the latency benchmark's
+/// tail), and deleting again is not an error.
+#[test]
+fn topics_delete_removes_every_topic_of_a_prefix_and_may_be_repeated() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (prefix, kafka) = namespace("topicsdelete");
+    run_ok(&mut tweetoscope(&prefix, &["topics"]));
+    let consumer: BaseConsumer = kafka.client_config().create().unwrap();
+    let ours = || -> Vec<String> {
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+        metadata.topics().iter().map(|t| t.name().to_owned()).filter(|n| n.starts_with(&prefix)).collect()
+    };
+    assert_eq!(ours().len(), 9, "the eight course topics and progress: {:?}", ours());
+    run_ok(&mut tweetoscope(&prefix, &["topics", "--delete"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ours().is_empty() {
+        assert!(Instant::now() < deadline, "still there 30 s after the deletion: {:?}", ours());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    run_ok(&mut tweetoscope(&prefix, &["topics", "--delete"]));
+}

@@ -144,10 +144,18 @@ fn pipeline(
 }
 
 /// `topics`: creates the input, output, dead-letter and progress topics that do not exist
-/// yet (`progress`, the exactly-once output's frontier, with one partition).
-pub fn topics(partitions: i32, config_path: Option<&Path>, kafka: &KafkaOptions) -> Result<()> {
+/// yet (`progress`, the exactly-once output's frontier, with one partition); with `delete`,
+/// deletes those that exist instead.
+pub fn topics(partitions: i32, delete: bool, config_path: Option<&Path>, kafka: &KafkaOptions) -> Result<()> {
     let config = kafka.connect(config_path, |_| {}, |_| Vec::new())?;
     let names = config.kafka.topics.all();
+    if delete {
+        let mut all = names.to_vec();
+        all.push(&config.kafka.topics.progress);
+        crate::io::kafka::delete_topics(&config.kafka, &all)?;
+        println!("topics deleted: {}", all.join(" "));
+        return Ok(());
+    }
     crate::io::kafka::ensure_topics(&config.kafka, &names, partitions)?;
     crate::io::kafka::ensure_topics(&config.kafka, &[&config.kafka.topics.progress], 1)?;
     println!("topics ready: {} {}", names.join(" "), config.kafka.topics.progress);

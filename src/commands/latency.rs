@@ -83,6 +83,9 @@ pub struct LatencyReport {
     pub events: u64,
     /// Event-time span generated (s).
     pub span: Time,
+    /// The generator's start (Unix ms): `--arrivals` times are relative to it, and this
+    /// places them against the pipeline's own log.
+    pub started_unix_ms: u64,
     /// Pace (event seconds per wall second).
     pub speed: f64,
     /// Wall time of the generation (s).
@@ -99,6 +102,20 @@ pub struct LatencyReport {
     pub not_closed: usize,
     /// Records of unknown cascades or unreadable (should be 0).
     pub unmatched: usize,
+    /// Every measured record, in arrival order (for `--arrivals`: where the tail sits in time).
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+/// One measured record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// `parameters` or `alerts`.
+    pub kind: &'static str,
+    /// Its window's close, in wall seconds after the generator's start.
+    pub close_s: f64,
+    /// Arrival − close (ms).
+    pub latency_ms: f64,
 }
 
 /// One consumed record: arrival instant, topic index (0 parameters, 1 alerts), cascade, window.
@@ -185,6 +202,7 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
     // Let the consumer join its partitions before the clock starts.
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let sent = Arc::new(AtomicU64::new(0));
     let gen = GenerateOptions { speed: Some(options.speed), sources: 1 };
     let report: GenerateReport = send_timeline(&events, &config.kafka, &gen, started, sent, Arc::new(AtomicBool::new(false)))?;
@@ -200,6 +218,7 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
     stop.store(true, Ordering::Relaxed);
     let (got, mut unmatched) = reader.join().expect("consumer thread");
     let mut lat: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut samples = Vec::new();
     let mut not_closed = 0;
     for (at, kind, cid, t_obs) in got {
         let Some(start) = starts.get(&cid) else {
@@ -214,11 +233,13 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
         let due = started + Duration::from_secs_f64(close.saturating_sub(first) as f64 / options.speed);
         let ms = if at >= due { (at - due).as_secs_f64() * 1e3 } else { -((due - at).as_secs_f64() * 1e3) };
         lat[kind].push(ms);
+        samples.push(Sample { kind: ["parameters", "alerts"][kind], close_s: (due - started).as_secs_f64(), latency_ms: ms });
     }
     let [params, alerts] = lat;
     Ok(LatencyReport {
         events: report.sent,
         span: last - first,
+        started_unix_ms,
         speed: options.speed,
         generate_seconds,
         events_per_second: if generate_seconds > 0.0 { report.sent as f64 / generate_seconds } else { 0.0 },
@@ -227,6 +248,7 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
         alerts: Quantiles::of(alerts),
         not_closed,
         unmatched,
+        samples,
     })
 }
 
@@ -264,12 +286,15 @@ pub fn command(
     drain: f64,
     config: Option<std::path::PathBuf>,
     json: Option<std::path::PathBuf>,
+    arrivals: Option<std::path::PathBuf>,
     kafka: &super::KafkaOptions,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     // --speed and --drain are checked by their parsers.
-    if let Some(path) = &json {
-        super::options::check_output_file("--json", path)?;
+    for (flag, path) in [("--json", &json), ("--arrivals", &arrivals)] {
+        if let Some(path) = path {
+            super::options::check_output_file(flag, path)?;
+        }
     }
     let config =
         kafka.connect(config.as_deref(), |_| {}, |t| vec![t.tweets.clone(), t.cascade_properties.clone(), t.alerts.clone()])?;
@@ -280,6 +305,13 @@ pub fn command(
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = arrivals {
+        let mut csv = String::from("kind,close_s,latency_ms\n");
+        for s in &report.samples {
+            csv.push_str(&format!("{},{:.4},{:.3}\n", s.kind, s.close_s, s.latency_ms));
+        }
+        std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

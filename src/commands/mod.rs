@@ -190,15 +190,24 @@ pub enum Command {
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also write every measured record (kind, window close in wall seconds after the
+        /// start, latency in ms) as CSV to this file.
+        #[arg(long)]
+        arrivals: Option<PathBuf>,
         /// Kafka options.
         #[command(flatten)]
         kafka: KafkaOptions,
     },
-    /// Create the input, output, dead-letter and progress topics that do not exist yet.
+    /// Create the input, output, dead-letter and progress topics that do not exist yet (or,
+    /// with --delete, delete them).
     Topics {
         /// Partitions per topic (the `progress` topic always has one).
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..))]
         partitions: i32,
+        /// Delete these topics (those that exist) instead: the clean-up after a backtest or a
+        /// benchmark on its own --topic-prefix.
+        #[arg(long)]
+        delete: bool,
         /// Dataflow configuration TOML (its [kafka] table names the broker and topics).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -266,13 +275,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Live { kafka, run, recovery }) => kafka::live(&run, &kafka, &recovery),
         Some(Command::Backtest { kafka, run, report }) => kafka::backtest(&run, &report, &kafka),
-        Some(Command::Topics { partitions, config, kafka }) => done(kafka::topics(partitions, config.as_deref(), &kafka)),
+        Some(Command::Topics { partitions, delete, config, kafka }) => {
+            done(kafka::topics(partitions, delete, config.as_deref(), &kafka))
+        }
         Some(Command::Simulate { out, cascades, seed, match_sizes, n_star, horizon, max_events, config }) => {
             let options = simulate::SimulateOptions { cascades, seed, match_sizes, n_star, horizon, max_events };
             done(simulate::command(&out, &options, config))
         }
-        Some(Command::Latency { input, index, speed, until, drain, config, json, kafka }) => {
-            done(latency::command(&input, index.as_deref(), speed, until, drain, config, json, &kafka))
+        Some(Command::Latency { input, index, speed, until, drain, config, json, arrivals, kafka }) => {
+            done(latency::command(&input, index.as_deref(), speed, until, drain, config, json, arrivals, &kafka))
         }
         Some(Command::Hostfile(args)) => done(Ok(hostfile::entrypoint(&args)?)),
         Some(Command::Eval { data, config, news_cascades, warm_split, json }) => {
