@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use tweetoscope::commands::{dispatch, error_line, exit_code, Cli};
 
+/// The global allocator: mimalloc (measured against glibc's malloc in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
