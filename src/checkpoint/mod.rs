@@ -193,15 +193,9 @@ impl Checkpointing {
             .and_then(|body| Ok(self.store.write_part(time, stage, index, peers, &body)?));
         match result {
             Ok(bytes) => {
-                crate::telemetry::checkpoint_part_written(stage, bytes, started.elapsed());
-                tracing::debug!(
-                    time,
-                    stage,
-                    index,
-                    bytes,
-                    took_us = started.elapsed().as_micros() as u64,
-                    "checkpoint part written"
-                );
+                let took = started.elapsed();
+                crate::telemetry::checkpoint_part_written(stage, bytes, took);
+                tracing::debug!(time, stage, index, bytes, took_us = took.as_micros() as u64, "checkpoint part written");
                 // Worker 0 prunes once per checkpoint, after the part that every run writes.
                 if index == 0 && stage == self.store.stages()[0] {
                     if let Err(e) = self.store.prune(self.committed()) {

@@ -217,7 +217,6 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
     }
     stop.store(true, Ordering::Relaxed);
     let (got, mut unmatched) = reader.join().expect("consumer thread");
-    let mut lat: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut samples = Vec::new();
     let mut not_closed = 0;
     for (at, kind, cid, t_obs) in got {
@@ -232,10 +231,9 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
         }
         let due = started + Duration::from_secs_f64(close.saturating_sub(first) as f64 / options.speed);
         let ms = if at >= due { (at - due).as_secs_f64() * 1e3 } else { -((due - at).as_secs_f64() * 1e3) };
-        lat[kind].push(ms);
         samples.push(Sample { kind: ["parameters", "alerts"][kind], close_s: (due - started).as_secs_f64(), latency_ms: ms });
     }
-    let [params, alerts] = lat;
+    let latencies = |kind: &str| samples.iter().filter(|s: &&Sample| s.kind == kind).map(|s| s.latency_ms).collect();
     Ok(LatencyReport {
         events: report.sent,
         span: last - first,
@@ -244,8 +242,8 @@ pub fn measure(dataset: &Dataset, config: &DataflowConfig, options: &LatencyOpti
         generate_seconds,
         events_per_second: if generate_seconds > 0.0 { report.sent as f64 / generate_seconds } else { 0.0 },
         generator_max_behind_ms: report.max_behind_ms,
-        parameters: Quantiles::of(params),
-        alerts: Quantiles::of(alerts),
+        parameters: Quantiles::of(latencies("parameters")),
+        alerts: Quantiles::of(latencies("alerts")),
         not_closed,
         unmatched,
         samples,

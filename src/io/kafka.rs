@@ -179,6 +179,12 @@ impl TopicNames {
         }
     }
 
+    /// The topics the pipeline produces to: all but `tweets` and `progress`.
+    pub fn produced(&self) -> [&str; 7] {
+        let [_tweets, produced @ ..] = self.all();
+        produced
+    }
+
     /// All names but `progress` (created with one partition by the pipeline itself).
     pub fn all(&self) -> [&str; 8] {
         [
@@ -730,7 +736,7 @@ impl KafkaConfig {
             .set("linger.ms", self.sink.linger_ms.to_string())
             .set("message.max.bytes", "10000000")
             .create_with_context(CountingContext { stats: stats.clone() })?;
-        warm_up(producer.client(), self.topics.all()[1..].iter().copied());
+        warm_up(producer.client(), self.topics.produced().into_iter());
         Ok(CountingProducer { producer, stats })
     }
 }
@@ -931,11 +937,13 @@ impl ProducerContext for CountingContext {
 /// Why: a record for a topic the client has not seen waits for a metadata round trip, and
 /// the first window closes of a live run then go out late (measured: a 100–250 ms stall of
 /// the first predictions at 12 k events/s). A topic missing here is not an error: the
-/// producer learns it on first use, as it would without this.
+/// producer learns it on first use, as it would without this. The first failure ends the
+/// warm-up: an unreachable broker then delays the start by one timeout, not one per topic.
 pub fn warm_up<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, topics: impl Iterator<Item = impl AsRef<str>>) {
     for topic in topics {
         if let Err(e) = client.fetch_metadata(Some(topic.as_ref()), Duration::from_secs(5)) {
-            tracing::debug!(topic = topic.as_ref(), error = %e, "producer warm-up: no metadata");
+            tracing::debug!(topic = topic.as_ref(), error = %e, "producer warm-up: no metadata; the rest is learnt on first use");
+            return;
         }
     }
 }
@@ -995,6 +1003,15 @@ mod tests {
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn the_produced_topics_are_all_but_the_input_and_progress() {
+        let t = TopicNames::default().with_prefix("x_");
+        let produced = t.produced();
+        assert_eq!(produced.len(), 7);
+        assert!(!produced.contains(&t.tweets.as_str()) && !produced.contains(&t.progress.as_str()), "{produced:?}");
+        assert_eq!(&t.all()[1..], &produced[..]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use super::kafka::{KafkaConfig, KafkaSetupError};
+use super::kafka::{KafkaConfig, KafkaSetupError, SinkConfig};
 use crate::Time;
 
 /// One output record.
@@ -85,20 +85,17 @@ impl TransactionalOutput {
             .set("transaction.timeout.ms", "60000")
             .create()?;
         retry_transactional("init_transactions", || producer.init_transactions(Duration::from_secs(30)))?;
-        super::kafka::warm_up(producer.client(), config.topics.all()[1..].iter().chain([&config.topics.progress.as_str()]));
+        super::kafka::warm_up(producer.client(), config.topics.produced().into_iter().chain([config.topics.progress.as_str()]));
         let resume_from = read_committed_frontier(config, &id)?.unwrap_or(0);
         let committed = Arc::new(AtomicU64::new(resume_from));
         crate::telemetry::output_committed(resume_from);
         tracing::info!(transactional_id = %id, resume_from, "exactly-once output ready");
         let (sender, receiver) = sync_channel(CHANNEL_BATCHES);
         let (topic, key, committed_in) = (config.topics.progress.clone(), id, committed.clone());
-        let batching = Batching {
-            interval: Duration::from_millis(config.sink.commit_interval_ms),
-            max_records: config.sink.max_transaction_records,
-        };
+        let sink = config.sink.clone();
         let thread = std::thread::Builder::new()
             .name("kafka-transactions".into())
-            .spawn(move || produce_loop(&producer, &receiver, batching, &topic, &key, &committed_in))
+            .spawn(move || produce_loop(&producer, &receiver, &sink, &topic, &key, &committed_in))
             .map_err(|e| KafkaSetupError::Invalid(format!("starting the output thread: {e}")))?;
         Ok(Self { sender: Some(sender), thread: Some(thread), committed, resume_from })
     }
@@ -214,18 +211,9 @@ fn transaction(producer: &BaseProducer, records: &[OutRecord], progress: (&str, 
     outcome
 }
 
-/// How transactions gather batches (`[kafka.sink]`).
-#[derive(Debug, Clone, Copy)]
-struct Batching {
-    /// Least time from a commit's end to the next transaction's start.
-    interval: Duration,
-    /// Most records per transaction (a transaction may exceed it by its last batch).
-    max_records: usize,
-}
-
 /// Waits for the next batch, then until `not_before`, and takes every batch queued by then
-/// (up to `max_records`): the records and frontier of one transaction. `None` when the
-/// channel is closed and empty.
+/// until `max_records` is reached (the last batch taken may go beyond it): the records and
+/// frontier of one transaction. `None` when the channel is closed and empty.
 fn gather(
     receiver: &Receiver<OutputBatch>,
     not_before: std::time::Instant,
@@ -248,7 +236,7 @@ fn gather(
 fn produce_loop(
     producer: &BaseProducer,
     receiver: &Receiver<OutputBatch>,
-    batching: Batching,
+    sink: &SinkConfig,
     progress_topic: &str,
     key: &str,
     committed: &AtomicU64,
@@ -257,7 +245,7 @@ fn produce_loop(
     let started = std::time::Instant::now();
     let resumed_at = committed.load(Ordering::Relaxed);
     let mut next_start = started;
-    while let Some((frontier, records)) = gather(receiver, next_start, batching.max_records) {
+    while let Some((frontier, records)) = gather(receiver, next_start, sink.max_transaction_records) {
         let progress = serde_json::to_string(&Progress { frontier, records: records.len() as u64 }).expect("plain struct");
         let mut attempts = 0;
         let began = std::time::Instant::now();
@@ -281,7 +269,7 @@ fn produce_loop(
         }
         tracing::debug!(records = records.len(), took_us = began.elapsed().as_micros() as u64, "transaction committed");
         total += records.len() as u64;
-        next_start = std::time::Instant::now() + batching.interval;
+        next_start = std::time::Instant::now() + Duration::from_millis(sink.commit_interval_ms);
         committed.store(frontier, Ordering::Relaxed);
         crate::telemetry::output_transaction(true, frontier, records.len() as u64, began.elapsed());
     }
