@@ -196,19 +196,20 @@ impl WindowResult {
 
 impl WindowJob {
     /// Trains what is due: a pure function of the job, so the result does not depend on the
-    /// thread or the moment it runs.
+    /// thread or the moment it runs. The learned model and the course forest are independent,
+    /// so they train side by side on rayon's pool (the dataflow waits for both: see the
+    /// `train` stage's `model_delay`).
     pub fn run(self) -> WindowResult {
-        let learned = self.learned.map(|l| {
-            let searched = l.job.searches() || l.last.is_none();
-            (l.job.run_with(l.last.as_ref(), l.warm.as_ref()), l.samples_seen, searched)
-        });
-        WindowResult {
-            t_obs: self.t_obs,
-            now: self.now,
-            learned,
-            course: self.course.map(CourseJob::run),
-            calibration: self.calibration,
-        }
+        let (learned, course) = rayon::join(
+            || {
+                self.learned.map(|l| {
+                    let searched = l.job.searches() || l.last.is_none();
+                    (l.job.run_with(l.last.as_ref(), l.warm.as_ref()), l.samples_seen, searched)
+                })
+            },
+            || self.course.map(CourseJob::run),
+        );
+        WindowResult { t_obs: self.t_obs, now: self.now, learned, course, calibration: self.calibration }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_regressor::{RandomForestRegressor, RandomForestRegressorParameters};
 use smartcore::linalg::basic::matrix::DenseMatrix;
@@ -600,39 +601,56 @@ impl PredictiveModel {
                 }
             }
         }
-        let mut preds: Vec<Vec<f64>> = vec![Vec::with_capacity(n_val_total); keys.len()];
-        for w in cuts.windows(2) {
-            let (n_tr, hi) = (w[0], w[1]);
-            if hi == n_tr {
-                continue;
-            }
-            let x_tr = &all[..n_tr * nf];
-            let x_val = &all[n_tr * nf..hi * nf];
-            let mut c = 0;
-            for &offset in offsets {
+        // The fits of the search are independent (one per fold, offset, depth and leaf size),
+        // so they run in parallel on rayon's pool: a search is over four fifths of the
+        // training time, and the dataflow waits for each model (`model_delay`), so a search
+        // on one core left the others idle. Each fit is seeded as before and the results are
+        // gathered in grid order: the chosen model does not depend on the number of threads.
+        let folds_offsets: Vec<(usize, usize, OffsetKind)> =
+            cuts.windows(2).filter(|w| w[1] > w[0]).flat_map(|w| offsets.iter().map(move |&o| (w[0], w[1], o))).collect();
+        // Per (fold, offset): the residual targets and the offset's validation values.
+        let residuals: Vec<(Vec<f64>, Vec<f64>)> = folds_offsets
+            .iter()
+            .map(|&(n_tr, hi, offset)| {
                 let off = Offset::fit(offset, &x[..n_tr], &y[..n_tr], settings.fallback);
-                let r_tr: Vec<f64> = x[..n_tr].iter().zip(&y[..n_tr]).map(|(r, t)| t - off.value(r)).collect();
-                let off_val: Vec<f64> = x[n_tr..hi].iter().map(|r| off.value(r)).collect();
-                for &depth in &settings.depths {
-                    for &leaf in &settings.min_leaves {
-                        match settings.kind {
-                            LearnerKind::Boosted(loss) => {
-                                let p = BoostParams::new(loss, settings.max_trees, settings.learning_rate, depth, leaf, 1.0, 64)?;
-                                let (_, staged) = BoostedTrees::train_staged(x_tr, nf, &r_tr, x_val, &p, seed)?;
-                                for &k in &stages {
-                                    preds[c].extend(staged[k].iter().zip(&off_val).map(|(a, b)| a + b));
-                                    c += 1;
-                                }
-                            }
-                            LearnerKind::Forest => {
-                                let f = forest_fit(x_tr, nf, &r_tr, depth, leaf, settings.forest_trees, seed)?;
-                                let pred = forest_predict(&f, x_val, nf);
-                                preds[c].extend(pred.iter().zip(&off_val).map(|(a, b)| a + b));
-                                c += 1;
-                            }
-                        }
+                let r_tr = x[..n_tr].iter().zip(&y[..n_tr]).map(|(r, t)| t - off.value(r)).collect();
+                (r_tr, x[n_tr..hi].iter().map(|r| off.value(r)).collect())
+            })
+            .collect();
+        let fits: Vec<(usize, u8, usize)> = (0..folds_offsets.len())
+            .flat_map(|k| settings.depths.iter().flat_map(move |&d| settings.min_leaves.iter().map(move |&l| (k, d, l))))
+            .collect();
+        // Each fit's validation predictions, one vector per stage (one for a forest).
+        let fitted: Vec<Result<Vec<Vec<f64>>, PredictiveError>> = fits
+            .par_iter()
+            .map(|&(k, depth, leaf)| {
+                let (n_tr, hi, _) = folds_offsets[k];
+                let (r_tr, off_val) = &residuals[k];
+                let x_tr = &all[..n_tr * nf];
+                let x_val = &all[n_tr * nf..hi * nf];
+                let shifted = |pred: &[f64]| pred.iter().zip(off_val).map(|(a, b)| a + b).collect::<Vec<f64>>();
+                match settings.kind {
+                    LearnerKind::Boosted(loss) => {
+                        let p = BoostParams::new(loss, settings.max_trees, settings.learning_rate, depth, leaf, 1.0, 64)?;
+                        let (_, staged) = BoostedTrees::train_staged(x_tr, nf, r_tr, x_val, &p, seed)?;
+                        Ok(stages.iter().map(|&s| shifted(&staged[s])).collect())
+                    }
+                    LearnerKind::Forest => {
+                        let f = forest_fit(x_tr, nf, r_tr, depth, leaf, settings.forest_trees, seed)?;
+                        Ok(vec![shifted(&forest_predict(&f, x_val, nf))])
                     }
                 }
+            })
+            .collect();
+        // Candidate (offset, depth, leaf, stage) → its validation predictions, fold after
+        // fold: the fits come fold-major, so candidate c of each fold is at the same place.
+        let per_fold = keys.len();
+        let mut preds: Vec<Vec<f64>> = vec![Vec::with_capacity(n_val_total); per_fold];
+        let mut c = 0;
+        for stages_of_fit in fitted {
+            for p in stages_of_fit? {
+                preds[c % per_fold].extend(p);
+                c += 1;
             }
         }
         // Scores, then the "one-standard-error rule" (Breiman et al., CART, 1984): the
@@ -845,6 +863,25 @@ mod tests {
         let back: PredictiveModel = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         back.check_feature_set().unwrap();
+    }
+
+    #[test]
+    fn the_parallel_search_chooses_the_same_model_on_any_number_of_threads() {
+        // The search's fits run on rayon's pool: the model must not depend on its size
+        // (fits seeded alike, gathered in grid order), with several folds (< 500 samples)
+        // and with one, and for both learners.
+        let on = |threads: usize, x: &[FeatureVector], y: &[f64], s: &LearnerSettings| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| PredictiveModel::train(x, y, s, 3).unwrap())
+        };
+        for n in [60, 700] {
+            let (x, y) = samples(n, 11);
+            for s in [LearnerSettings::default(), LearnerSettings::default().with_kind(LearnerKind::Forest)] {
+                let one = on(1, &x, &y, &s);
+                assert_eq!(one, on(3, &x, &y, &s), "n = {n}, {:?}", s.kind());
+                assert_eq!(one, on(8, &x, &y, &s), "n = {n}, {:?}", s.kind());
+            }
+        }
     }
 
     #[test]

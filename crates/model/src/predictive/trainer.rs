@@ -1,6 +1,8 @@
 //! The per-window online trainer: samples in time order, a retraining schedule, and training
 //! runs that are pure functions of what they were given (so they can run on another thread
-//! of the caller's choosing; the library starts none).
+//! of the caller's choosing). A run that searches the hyper-parameters spreads its fits over
+//! rayon's global pool ([`super::learner::PredictiveModel::train`]); its result does not
+//! depend on the pool's size.
 
 use std::collections::VecDeque;
 
