@@ -20,10 +20,7 @@ fn main() -> ExitCode {
         // Colour codes only for a terminal, not in a redirected log.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // Training runs spread their fits over rayon's global pool. Named, its threads show as
-    // such in `top -H`, perf and scripts/thread-timeline (unnamed, they took the name of the
-    // training thread that first used the pool). An error only means a pool already exists.
-    let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("fit-{i}")).build_global();
+    tweetoscope::commands::signals::start_fit_pool();
     match dispatch(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -193,6 +193,48 @@ fn ctrl_c_on_a_paced_replay_prints_an_interrupted_summary_and_exits_130() {
     assert_eq!(v["interrupted"], true);
 }
 
+/// Regression: rayon's pool (training fits), started before the stop signals were blocked,
+/// took SIGINT and SIGTERM in its threads: the process died of them without its summary, or,
+/// SIGINT being ignored in a shell's background job, the signal was lost and the replay went
+/// on serving. Every thread but the one that waits for the signals must block them.
+#[cfg(target_os = "linux")]
+#[test]
+fn every_thread_but_the_signal_thread_blocks_the_stop_signals() {
+    let child = binary()
+        .args(["--pace", "20000", "--serve", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // SIGHUP (1), SIGINT (2) and SIGTERM (15) in /proc's SigBlk mask.
+    const STOP_SIGNALS: u64 = 1 << 0 | 1 << 1 | 1 << 14;
+    let mut names = Vec::new();
+    let mut unblocked = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap().flatten() {
+        let (Ok(name), Ok(status)) =
+            (std::fs::read_to_string(task.path().join("comm")), std::fs::read_to_string(task.path().join("status")))
+        else {
+            continue; // the thread ended meanwhile
+        };
+        let name = name.trim().to_owned();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .expect("a SigBlk line");
+        if name != "signals" && blocked & STOP_SIGNALS != STOP_SIGNALS {
+            unblocked.push(format!("{name} (SigBlk {blocked:x})"));
+        }
+        names.push(name);
+    }
+    signal(child.id(), "INT");
+    let out = wait_bounded(child, Duration::from_secs(5), "a paced replay after SIGINT");
+    assert!(names.iter().any(|n| n.starts_with("fit-")), "no fit-N thread: the check missed rayon's pool ({names:?})");
+    assert!(unblocked.is_empty(), "threads that would take a stop signal: {unblocked:?}");
+    assert_eq!(out.status.code(), Some(130));
+}
+
 #[test]
 fn simulate_defaults_give_predictions_in_both_windows() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,10 +28,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(4);
 /// first, before any thread is started: a thread started earlier would not block them, and
 /// the kernel could deliver a signal there, killing the process without a word.
 pub fn install(handles: &RunHandles, process: usize) -> Result<()> {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
+    let set = stop_signals();
     set.thread_block().context("blocking the stop signals")?;
     let waiter = handles.clone();
     std::thread::Builder::new()
@@ -55,6 +52,29 @@ pub fn install(handles: &RunHandles, process: usize) -> Result<()> {
         .spawn(move || watchdog(&watched))
         .context("starting the stop watchdog")?;
     Ok(())
+}
+
+/// The stop signals, as one set.
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// Starts rayon's global pool (training runs spread their fits over it) with named threads,
+/// `fit-N`, which show as such in `top -H`, perf and `scripts/thread-timeline`. The binary
+/// calls it first, before [`install`] can run: so every pool thread blocks the stop signals
+/// itself, or the kernel could deliver SIGTERM there and end the process without its summary
+/// (`tests/cluster.rs` caught exactly that). An error only means a pool already exists.
+pub fn start_fit_pool() {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("fit-{i}"))
+        .start_handler(|_| {
+            let _ = stop_signals().thread_block();
+        })
+        .build_global();
 }
 
 /// Ends the process `STOP_GRACE` after a stop (here or from a peer) began, if it still runs.
