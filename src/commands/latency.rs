@@ -12,8 +12,9 @@
 //! `alerts` (the corrected prediction, above the threshold) on arrival; the latency is
 //! arrival − close. The tool never looks at how the pipeline produces, so it measures
 //! whichever sink is in place. The pipeline (`tweetoscope live`) runs as a separate process
-//! on the same topics; the topics must be fresh (a new `--topic-prefix`): the consumer reads
-//! them from the beginning.
+//! on the same topics. The input topic must be fresh (the pipeline reads it from the
+//! beginning); the output topics need not be: the consumer starts at their end as it is when
+//! the tool starts, so a bench can keep them from run to run, as a deployment does.
 //!
 //! What the figure includes: the pipeline's wait for event time to pass `c` (the next input
 //! second, 1/speed of wall time, plus the configured lateness), the fit and prediction, the
@@ -143,10 +144,13 @@ fn consumer_for(config: &DataflowConfig, topics: &[&str]) -> Result<BaseConsumer
         .set("fetch.wait.max.ms", "1")
         .set("isolation.level", "read_committed")
         .create()?;
+    // From each partition's end as it is now: records already on the topics (an earlier
+    // run's, when the bench keeps its output topics) are not this measurement's.
     let mut list = rdkafka::TopicPartitionList::new();
     for topic in topics {
         for p in partitions_of(&consumer, topic, Duration::from_secs(10))? {
-            list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+            let (_, end) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            list.add_partition_offset(topic, p, rdkafka::Offset::Offset(end))?;
         }
     }
     consumer.assign(&list)?;
