@@ -165,8 +165,9 @@ pub enum Command {
     /// Measure end-to-end latency through Kafka: generate DATASET paced at --speed onto the
     /// `tweets` topic while a `tweetoscope live` process (started separately, same topics)
     /// runs, and time each prediction record (`cascade_properties` parameters, `alerts`) from
-    /// its window's close in event time to its arrival on the topic. Use fresh topics (a new
-    /// --topic-prefix): they are read from the beginning. Prints p50/p90/p99 per topic.
+    /// its window's close in event time to its arrival on the topic. The input topic must be
+    /// fresh (the pipeline reads it from the beginning); the output topics are read from their
+    /// end as the command starts. Prints p50/p90/p99 per topic.
     Latency {
         /// A SEISMIC raw folder or file, or a course-layout data CSV (then with --index).
         #[arg(long)]
