@@ -148,7 +148,7 @@ impl Boundaries {
 /// What the operators of one worker need to checkpoint.
 #[derive(Debug, Clone)]
 pub struct Checkpointing {
-    /// Where parts are written.
+    /// Where parts are written (by `writer`'s thread).
     store: Arc<CheckpointStore>,
     /// Event-time seconds between checkpoints.
     interval: Time,
@@ -157,14 +157,24 @@ pub struct Checkpointing {
     /// The output frontier committed downstream (kept by the sink; pruning never deletes
     /// the newest checkpoint at or below it).
     committed: Arc<AtomicU64>,
+    /// The thread that writes the parts the workers encode, so that a worker never waits
+    /// for a file's fsyncs (shared by every clone: one per process).
+    writer: Arc<PartWriter>,
 }
 
 impl Checkpointing {
     /// Checkpoints every `interval` event-time seconds into `store`, counting from
     /// `restored_at` (the checkpoint this run resumes from, if any); `committed` is the
-    /// output frontier the sink has committed.
-    pub fn new(store: Arc<CheckpointStore>, interval: Time, restored_at: Option<Time>, committed: Arc<AtomicU64>) -> Self {
-        Self { store, interval: interval.max(1), restored_at, committed }
+    /// output frontier the sink has committed. Starts the process's part writer thread:
+    /// call [`Checkpointing::flush`] before relying on the parts being on disk.
+    pub fn new(
+        store: Arc<CheckpointStore>,
+        interval: Time,
+        restored_at: Option<Time>,
+        committed: Arc<AtomicU64>,
+    ) -> Result<Self, CheckpointError> {
+        let writer = Arc::new(PartWriter::start(store.clone(), committed.clone())?);
+        Ok(Self { store, interval: interval.max(1), restored_at, committed, writer })
     }
 
     /// The store the parts go to.
@@ -182,31 +192,130 @@ impl Checkpointing {
         Boundaries::new(self.interval, self.restored_at)
     }
 
-    /// Encodes and writes this worker's part of checkpoint `time`. Failures are logged and
+    /// Encodes this worker's part of checkpoint `time` and queues it for the writer thread
+    /// (waiting only while [`PENDING_PARTS`] parts are queued). Failures are logged and
     /// counted, never fatal: the checkpoint is then incomplete and a restart uses an older
     /// one.
     pub fn write<P: StagePart>(&self, time: Time, index: usize, peers: usize, part: &P) {
         let started = std::time::Instant::now();
         let stage = P::STAGE;
-        let result = postcard::to_stdvec(part)
-            .map_err(|e| CheckpointError::Codec { stage, message: e.to_string() })
-            .and_then(|body| Ok(self.store.write_part(time, stage, index, peers, &body)?));
-        match result {
-            Ok(bytes) => {
-                let took = started.elapsed();
-                crate::telemetry::checkpoint_part_written(stage, bytes, took);
-                tracing::debug!(time, stage, index, bytes, took_us = took.as_micros() as u64, "checkpoint part written");
-                // Worker 0 prunes once per checkpoint, after the part that every run writes.
-                if index == 0 && stage == self.store.stages()[0] {
-                    if let Err(e) = self.store.prune(self.committed()) {
-                        tracing::warn!(error = %crate::ErrorChain(&e), "pruning old checkpoints failed");
-                    }
-                }
-            }
+        match postcard::to_stdvec(part) {
+            Ok(body) => self.writer.queue(PendingPart { time, stage, index, peers, body, encoding: started.elapsed() }),
             Err(e) => {
                 crate::telemetry::checkpoint_failed();
-                tracing::error!(error = %crate::ErrorChain(&e), time, stage, "writing a checkpoint part failed");
+                let e = CheckpointError::Codec { stage, message: e.to_string() };
+                tracing::error!(error = %crate::ErrorChain(&e), time, stage, "encoding a checkpoint part failed");
             }
+        }
+    }
+
+    /// Waits until every part queued so far is written (or has failed), and stops the
+    /// writer thread: the end of a run. Parts queued after this are written on the caller's
+    /// thread.
+    pub fn flush(&self) {
+        self.writer.finish();
+    }
+}
+
+/// Parts queued for the writer thread before a worker waits: a checkpoint is one part per
+/// stage and worker, so this is room for a few checkpoints of a process of a few workers.
+pub const PENDING_PARTS: usize = 32;
+
+/// One encoded part waiting to be written.
+#[derive(Debug)]
+struct PendingPart {
+    time: Time,
+    stage: &'static str,
+    index: usize,
+    peers: usize,
+    body: Vec<u8>,
+    /// Time the worker spent encoding it (counted with the write in the telemetry).
+    encoding: std::time::Duration,
+}
+
+/// The process's checkpoint writer: a thread that writes the parts the workers queue, in
+/// the order queued.
+///
+/// Why a thread: a part is written with two fsyncs (its file's and its folder's), and the
+/// window stage's part of a NEWS-sized stream is ~0.5 MB; on the worker thread that stalled
+/// every output of the times around each checkpoint by 25–90 ms (BENCHMARKS.md, issue 18),
+/// which at replay speed is the exactly-once latency's tail. Encoding stays on the worker:
+/// it reads the operator's state in place, and takes ~1 ms.
+#[derive(Debug)]
+struct PartWriter {
+    /// Taken (dropped) by `finish`: the thread ends once the queue is empty.
+    sender: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<PendingPart>>>,
+    /// Joined by `finish`.
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// For parts queued after `finish` (written in place).
+    store: Arc<CheckpointStore>,
+    committed: Arc<AtomicU64>,
+}
+
+impl PartWriter {
+    fn start(store: Arc<CheckpointStore>, committed: Arc<AtomicU64>) -> Result<Self, CheckpointError> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<PendingPart>(PENDING_PARTS);
+        let (in_store, in_committed) = (store.clone(), committed.clone());
+        let thread = std::thread::Builder::new()
+            .name("checkpoint-writer".into())
+            .spawn(move || {
+                for part in receiver {
+                    write_part(&in_store, &in_committed, part);
+                }
+            })
+            .map_err(|e| StoreError::Io { path: store.dir().to_path_buf(), source: e })?;
+        Ok(Self { sender: std::sync::Mutex::new(Some(sender)), thread: std::sync::Mutex::new(Some(thread)), store, committed })
+    }
+
+    fn queue(&self, part: PendingPart) {
+        let sender = self.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        // A failed send gives the part back: the thread has ended (finish, or it panicked).
+        let unsent = match sender {
+            Some(sender) => sender.send(part).err().map(|e| e.0),
+            None => Some(part),
+        };
+        if let Some(part) = unsent {
+            write_part(&self.store, &self.committed, part);
+        }
+    }
+
+    fn finish(&self) {
+        self.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let thread = self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(Err(_)) = thread.map(std::thread::JoinHandle::join) {
+            tracing::error!("the checkpoint writer thread panicked");
+        }
+    }
+}
+
+/// Writes one part; worker 0's part of the first stage (the one every run writes) then
+/// prunes the checkpoints no longer needed.
+fn write_part(store: &CheckpointStore, committed: &AtomicU64, part: PendingPart) {
+    let started = std::time::Instant::now();
+    let PendingPart { time, stage, index, peers, body, encoding } = part;
+    match store.write_part(time, stage, index, peers, &body) {
+        Ok(bytes) => {
+            let took = encoding + started.elapsed();
+            crate::telemetry::checkpoint_part_written(stage, bytes, took);
+            tracing::debug!(
+                time,
+                stage,
+                index,
+                bytes,
+                encode_us = encoding.as_micros() as u64,
+                took_us = took.as_micros() as u64,
+                "checkpoint part written"
+            );
+            if index == 0 && stage == store.stages()[0] {
+                if let Err(e) = store.prune(committed.load(Ordering::Relaxed)) {
+                    tracing::warn!(error = %crate::ErrorChain(&e), "pruning old checkpoints failed");
+                }
+            }
+        }
+        Err(e) => {
+            crate::telemetry::checkpoint_failed();
+            let e = CheckpointError::from(e);
+            tracing::error!(error = %crate::ErrorChain(&e), time, stage, "writing a checkpoint part failed");
         }
     }
 }
@@ -273,6 +382,40 @@ mod tests {
         // A long idle gap re-bases instead of writing thousands of identical checkpoints.
         assert!(b.crossed(9_000_000).is_empty());
         assert_eq!(b.crossed(9_000_100), vec![9_000_100]);
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct TestPart(Vec<u64>);
+    impl StagePart for TestPart {
+        const STAGE: &'static str = "test";
+    }
+
+    #[test]
+    fn parts_queued_to_the_writer_thread_are_complete_on_disk_after_flush_and_later_ones_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CheckpointStore::open(dir.path(), 3, &["test"]).unwrap());
+        let ck = Checkpointing::new(store.clone(), 100, None, Arc::new(AtomicU64::new(0))).unwrap();
+        let workers: Vec<_> = (0..2)
+            .map(|index| {
+                let ck = ck.clone();
+                std::thread::spawn(move || {
+                    // More parts than the queue holds: a worker waits, nothing is dropped.
+                    for time in 1..=(PENDING_PARTS as Time) {
+                        ck.write(time * 100, index, 2, &TestPart(vec![time; 1000]));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        ck.flush();
+        let newest = store.latest(Time::MAX).unwrap().expect("a complete checkpoint");
+        assert_eq!(newest.time, PENDING_PARTS as Time * 100);
+        let parts = decode_parts::<TestPart>(&newest).unwrap();
+        assert_eq!(parts.len(), 2, "both workers' parts");
+        assert!(parts.iter().all(|p| p.0 == vec![PENDING_PARTS as u64; 1000]));
+        // After the flush (the end of a run) a part is written in place, not lost.
+        ck.write(9_900, 0, 1, &TestPart(vec![7]));
+        assert_eq!(store.latest(Time::MAX).unwrap().unwrap().time, 9_900);
     }
 
     #[test]

@@ -18,9 +18,9 @@
 //!
 //! What the figure includes: the pipeline's wait for event time to pass `c` (the next input
 //! second, 1/speed of wall time, plus the configured lateness), the fit and prediction, the
-//! producer's batching (`linger.ms`), the broker, and the consumer's fetch wait (set to 1 ms
-//! here). Windows that close after the last generated event never close in a live run and
-//! are not counted.
+//! producer's batching (`linger.ms`), the broker, and the consumer's fetch (a long poll the
+//! broker answers as soon as a record is visible: [`MEASURING_FETCH_WAIT_MS`]). Windows that
+//! close after the last generated event never close in a live run and are not counted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,6 +134,17 @@ fn parse(payload: &[u8]) -> Option<(bool, u64, Time)> {
     }
 }
 
+/// The measuring consumer's long poll: the broker answers a fetch as soon as a record becomes
+/// visible (for `read_committed`, when its transaction commits), or after this long.
+///
+/// Why not 1 ms, the earlier value: a fetch that finds nothing then returns after 1 ms, so the
+/// consumer asked up to ~1,000 times a second for the 8 partitions it reads, and on this
+/// 2-core machine the broker serving those fetches was part of what the figure measured.
+/// Measured with `scripts/latency-bench`, exactly once, 3 alternating rounds (BENCHMARKS.md,
+/// issue 18, fourth pass): the medians did not rise (26–76 ms against 50–206 ms), and the
+/// p99s were 72–290 ms against 117–443 ms.
+const MEASURING_FETCH_WAIT_MS: &str = "100";
+
 fn consumer_for(config: &DataflowConfig, topics: &[&str]) -> Result<BaseConsumer, KafkaSetupError> {
     let consumer: BaseConsumer = config
         .kafka
@@ -141,7 +152,7 @@ fn consumer_for(config: &DataflowConfig, topics: &[&str]) -> Result<BaseConsumer
         .set("group.id", format!("tweetoscope-latency-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "1")
+        .set("fetch.wait.max.ms", MEASURING_FETCH_WAIT_MS)
         .set("isolation.level", "read_committed")
         .create()?;
     // From each partition's end as it is now: records already on the topics (an earlier

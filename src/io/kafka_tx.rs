@@ -181,15 +181,28 @@ const DELIVERY_CHECK: Duration = Duration::from_micros(500);
 /// One transaction: the records, the progress record, commit. `Ok(false)` when the
 /// transaction had to be aborted (it is then retried whole).
 fn transaction(producer: &BaseProducer, records: &[OutRecord], progress: (&str, &str, &str)) -> Result<bool, KafkaSetupError> {
+    let began = std::time::Instant::now();
     retry_transactional("begin_transaction", || producer.begin_transaction())?;
     let sent = records
         .iter()
         .try_for_each(|r| send(producer, &r.topic, r.key.as_deref(), &r.value))
         .and_then(|()| send(producer, progress.0, Some(progress.1), progress.2));
+    let queued = began.elapsed();
     let outcome = match sent.and_then(|()| await_deliveries(producer)) {
         Ok(()) => loop {
+            let delivered = began.elapsed();
             match producer.commit_transaction(Duration::from_secs(60)) {
-                Ok(()) => break Ok(true),
+                Ok(()) => {
+                    // Where a slow transaction's time went: queueing, the produce round trip
+                    // (with the partitions' registration), or the commit's.
+                    tracing::debug!(
+                        queued_us = queued.as_micros() as u64,
+                        delivered_us = delivered.as_micros() as u64,
+                        committed_us = began.elapsed().as_micros() as u64,
+                        "transaction phases"
+                    );
+                    break Ok(true);
+                }
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {
                     tracing::warn!(error = %e, "commit: retrying");
                     std::thread::sleep(Duration::from_millis(200));

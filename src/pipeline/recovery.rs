@@ -47,13 +47,16 @@ impl Recovery {
         let store = CheckpointStore::open(dir, ck.retention, STAGES).map_err(|e| PipelineError::Checkpoint(e.into()))?;
         let restored = restore(&store, resume_from)?;
         let committed = output.as_ref().map_or_else(|| Arc::new(AtomicU64::new(resume_from)), |o| o.committed.clone());
-        let checkpointing = Checkpointing::new(Arc::new(store), ck.interval, restored.as_ref().map(|r| r.time), committed);
+        let checkpointing = Checkpointing::new(Arc::new(store), ck.interval, restored.as_ref().map(|r| r.time), committed)
+            .map_err(PipelineError::Checkpoint)?;
         Ok(Some(Self { checkpoint: Checkpoint { checkpointing, restored }, output, resume_from }))
     }
 
-    /// After the run: waits for the last output transaction (process 0), logs what was
-    /// checkpointed, and prunes the checkpoints a restart no longer needs.
+    /// After the run: waits for the checkpoint parts still queued and (process 0) for the
+    /// last output transaction, logs what was checkpointed, and prunes the checkpoints a
+    /// restart no longer needs.
     pub fn finish(self) -> Result<(), PipelineError> {
+        self.checkpoint.checkpointing.flush();
         let Some(output) = self.output else { return Ok(()) };
         let records = output.finish()?;
         tracing::info!(records, "output transactions done");
