@@ -142,7 +142,7 @@ fn parse(payload: &[u8]) -> Option<(bool, u64, Time)> {
 /// 2-core machine the broker serving those fetches was part of what the figure measured.
 /// Measured with `scripts/latency-bench`, exactly once, 3 alternating rounds (BENCHMARKS.md,
 /// issue 18, fourth pass): the medians did not rise (26–76 ms against 50–206 ms), and the
-/// p99s were 72–290 ms against 117–443 ms.
+/// p99s were 72–290 ms against 118–443 ms.
 const MEASURING_FETCH_WAIT_MS: &str = "100";
 
 fn consumer_for(config: &DataflowConfig, topics: &[&str]) -> Result<BaseConsumer, KafkaSetupError> {
