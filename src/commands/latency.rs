@@ -19,7 +19,7 @@
 //! What the figure includes: the pipeline's wait for event time to pass `c` (the next input
 //! second, 1/speed of wall time, plus the configured lateness), the fit and prediction, the
 //! producer's batching (`linger.ms`), the broker, and the consumer's fetch (a long poll the
-//! broker answers as soon as a record is visible: [`MEASURING_FETCH_WAIT_MS`]). Windows that
+//! broker answers as soon as a record is visible, or after 100 ms at most). Windows that
 //! close after the last generated event never close in a live run and are not counted.
 
 use std::collections::HashMap;
