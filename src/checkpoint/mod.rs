@@ -200,7 +200,13 @@ impl Checkpointing {
         let started = std::time::Instant::now();
         let stage = P::STAGE;
         match postcard::to_stdvec(part) {
-            Ok(body) => self.writer.queue(PendingPart { time, stage, index, peers, body, encoding: started.elapsed() }),
+            Ok(body) => {
+                let part = PendingPart { time, stage, index, peers, body, encoding: started.elapsed() };
+                // The writer thread has ended (the run's end, or a panic): written here.
+                if let Some(part) = self.writer.queue(part) {
+                    write_part(&self.store, &self.committed, part);
+                }
+            }
             Err(e) => {
                 crate::telemetry::checkpoint_failed();
                 let e = CheckpointError::Codec { stage, message: e.to_string() };
@@ -236,46 +242,41 @@ struct PendingPart {
 /// The process's checkpoint writer: a thread that writes the parts the workers queue, in
 /// the order queued.
 ///
-/// Why a thread: a part is written with two fsyncs (its file's and its folder's), and the
-/// window stage's part of a NEWS-sized stream is ~0.5 MB; on the worker thread that stalled
-/// every output of the times around each checkpoint by 25–90 ms (BENCHMARKS.md, issue 18),
-/// which at replay speed is the exactly-once latency's tail. Encoding stays on the worker:
-/// it reads the operator's state in place, and takes ~1 ms.
+/// Why a thread: a part is written with two fsyncs (its file's and its folder's); on the
+/// worker thread, in a latency run of `dataflows/kafka.toml`, the window stage's part
+/// (0.04–0.6 MB) took 2–47 ms and the outcome stage's 1–24 ms, and every output of the times
+/// around the checkpoint waited behind them (BENCHMARKS.md, issue 18, fourth pass). Encoding
+/// stays on the worker: it reads the operator's state in place.
 #[derive(Debug)]
 struct PartWriter {
     /// Taken (dropped) by `finish`: the thread ends once the queue is empty.
     sender: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<PendingPart>>>,
     /// Joined by `finish`.
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// For parts queued after `finish` (written in place).
-    store: Arc<CheckpointStore>,
-    committed: Arc<AtomicU64>,
 }
 
 impl PartWriter {
     fn start(store: Arc<CheckpointStore>, committed: Arc<AtomicU64>) -> Result<Self, CheckpointError> {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<PendingPart>(PENDING_PARTS);
-        let (in_store, in_committed) = (store.clone(), committed.clone());
+        let dir = store.dir().to_path_buf();
         let thread = std::thread::Builder::new()
             .name("checkpoint-writer".into())
             .spawn(move || {
                 for part in receiver {
-                    write_part(&in_store, &in_committed, part);
+                    write_part(&store, &committed, part);
                 }
             })
-            .map_err(|e| StoreError::Io { path: store.dir().to_path_buf(), source: e })?;
-        Ok(Self { sender: std::sync::Mutex::new(Some(sender)), thread: std::sync::Mutex::new(Some(thread)), store, committed })
+            .map_err(|e| StoreError::Io { path: dir, source: e })?;
+        Ok(Self { sender: std::sync::Mutex::new(Some(sender)), thread: std::sync::Mutex::new(Some(thread)) })
     }
 
-    fn queue(&self, part: PendingPart) {
+    /// Queues `part` for the thread, waiting while the queue is full; gives it back when
+    /// the thread has ended (`finish`, or it panicked).
+    fn queue(&self, part: PendingPart) -> Option<PendingPart> {
         let sender = self.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        // A failed send gives the part back: the thread has ended (finish, or it panicked).
-        let unsent = match sender {
+        match sender {
             Some(sender) => sender.send(part).err().map(|e| e.0),
             None => Some(part),
-        };
-        if let Some(part) = unsent {
-            write_part(&self.store, &self.committed, part);
         }
     }
 

@@ -178,9 +178,23 @@ fn await_deliveries(producer: &BaseProducer) -> Result<(), KafkaError> {
 /// trip's cost to the end-to-end latency, and ~2,000 wake-ups per second of commit at most.
 const DELIVERY_CHECK: Duration = Duration::from_micros(500);
 
-/// One transaction: the records, the progress record, commit. `Ok(false)` when the
+/// Where a committed transaction's time went, from its start: for the debug log, to tell a
+/// slow produce round trip (with the partitions' registration) from a slow commit.
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    /// Every record queued in the producer.
+    queued: Duration,
+    /// Every record acknowledged by the broker (the commit follows).
+    delivered: Duration,
+}
+
+/// One transaction: the records, the progress record, commit. `Ok(None)` when the
 /// transaction had to be aborted (it is then retried whole).
-fn transaction(producer: &BaseProducer, records: &[OutRecord], progress: (&str, &str, &str)) -> Result<bool, KafkaSetupError> {
+fn transaction(
+    producer: &BaseProducer,
+    records: &[OutRecord],
+    progress: (&str, &str, &str),
+) -> Result<Option<Phases>, KafkaSetupError> {
     let began = std::time::Instant::now();
     retry_transactional("begin_transaction", || producer.begin_transaction())?;
     let sent = records
@@ -192,33 +206,23 @@ fn transaction(producer: &BaseProducer, records: &[OutRecord], progress: (&str, 
         Ok(()) => loop {
             let delivered = began.elapsed();
             match producer.commit_transaction(Duration::from_secs(60)) {
-                Ok(()) => {
-                    // Where a slow transaction's time went: queueing, the produce round trip
-                    // (with the partitions' registration), or the commit's.
-                    tracing::debug!(
-                        queued_us = queued.as_micros() as u64,
-                        delivered_us = delivered.as_micros() as u64,
-                        committed_us = began.elapsed().as_micros() as u64,
-                        "transaction phases"
-                    );
-                    break Ok(true);
-                }
+                Ok(()) => break Ok(Some(Phases { queued, delivered })),
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {
                     tracing::warn!(error = %e, "commit: retrying");
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => break Ok(false),
+                Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => break Ok(None),
                 Err(e) => break Err(KafkaSetupError::Invalid(format!("commit_transaction: {e}"))),
             }
         },
-        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => Ok(false),
+        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => Ok(None),
         Err(e) if !matches!(&e, KafkaError::Transaction(t) if t.is_fatal()) => {
             tracing::warn!(error = %e, "sending in a transaction failed; aborting it");
-            Ok(false)
+            Ok(None)
         }
         Err(e) => Err(KafkaSetupError::Invalid(format!("produce: {e}"))),
     };
-    if let Ok(false) = outcome {
+    if let Ok(None) = outcome {
         retry_transactional("abort_transaction", || producer.abort_transaction(Duration::from_secs(60)))?;
     }
     outcome
@@ -262,14 +266,17 @@ fn produce_loop(
         let progress = serde_json::to_string(&Progress { frontier, records: records.len() as u64 }).expect("plain struct");
         let mut attempts = 0;
         let began = std::time::Instant::now();
-        while !transaction(producer, &records, (progress_topic, key, &progress))? {
+        let phases = loop {
+            if let Some(phases) = transaction(producer, &records, (progress_topic, key, &progress))? {
+                break phases;
+            }
             attempts += 1;
             crate::telemetry::output_transaction(false, frontier, 0, began.elapsed());
             if attempts > 100 {
                 return Err(KafkaSetupError::Invalid("an output transaction was aborted 100 times".into()));
             }
             std::thread::sleep(Duration::from_millis(200));
-        }
+        };
         if total == 0 && !records.is_empty() {
             // After a restart: the first new output, i.e. the pipeline has caught up with
             // what it had committed before the crash.
@@ -280,7 +287,15 @@ fn produce_loop(
                 "first output records committed"
             );
         }
-        tracing::debug!(records = records.len(), took_us = began.elapsed().as_micros() as u64, "transaction committed");
+        // took_us counts aborted attempts too; the phases are the committed attempt's.
+        tracing::debug!(
+            records = records.len(),
+            attempts = attempts + 1,
+            queued_us = phases.queued.as_micros() as u64,
+            delivered_us = phases.delivered.as_micros() as u64,
+            took_us = began.elapsed().as_micros() as u64,
+            "transaction committed"
+        );
         total += records.len() as u64;
         next_start = std::time::Instant::now() + Duration::from_millis(sink.commit_interval_ms);
         committed.store(frontier, Ordering::Relaxed);
