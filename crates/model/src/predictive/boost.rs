@@ -277,14 +277,12 @@ impl BoostedTrees {
         let n = y.len();
         let n_val = x_val.len() / n_features;
         let cuts = thresholds(x, n_features, params.max_bins);
-        // Column-major bins.
-        let mut bins = vec![0u8; n * n_features];
-        for f in 0..n_features {
-            for i in 0..n {
-                let v = x[i * n_features + f];
-                bins[f * n + i] = cuts[f].partition_point(|&c| c < v) as u8;
-            }
-        }
+        // Row-major bins, like `x`: a histogram reads a node's rows once each, all their
+        // features from one cache line (see `Grower::histogram`).
+        let bins: Vec<u8> = x
+            .chunks_exact(n_features)
+            .flat_map(|row| row.iter().zip(&cuts).map(|(&v, c)| c.partition_point(|&t| t < v) as u8))
+            .collect();
         let base = match params.loss {
             Loss::Squared => y.iter().sum::<f64>() / n as f64,
             Loss::Absolute => median_in_place(&mut y.to_vec()),
@@ -331,7 +329,7 @@ impl BoostedTrees {
                 r.sort_unstable();
                 r
             };
-            let (tree, leaves) = grower.grow(&bins, n, &grad, &resid, &mut rows, params);
+            let (tree, leaves) = grower.grow(&bins, &grad, &resid, &mut rows, params);
             if n_sub == n {
                 // Every training row is in exactly one leaf: add its value, no tree walk.
                 for (start, end, value) in leaves {
@@ -437,15 +435,21 @@ impl<'a> Grower<'a> {
         Self { n_features, cuts, offsets, width: total }
     }
 
-    /// The histogram of `rows`.
-    fn histogram(&self, bins: &[u8], n: usize, grad: &[f64], rows: &[u32]) -> Histogram {
+    /// The histogram of `rows` (row-major `bins`).
+    ///
+    /// One pass over the rows, each row's bins read together: a node's rows are scattered, so
+    /// a pass per feature over a column-major layout read a cache line per row and feature
+    /// (the histograms were two fifths of a 2,000-sample search). Each bin still sums its rows
+    /// in increasing row order, so the sums are the same, bit for bit.
+    fn histogram(&self, bins: &[u8], grad: &[f64], rows: &[u32]) -> Histogram {
+        let nf = self.n_features;
         let mut hist = vec![(0.0, 0u32); self.width];
-        for f in 0..self.n_features {
-            let col = &bins[f * n..(f + 1) * n];
-            let h = &mut hist[self.offsets[f]..self.offsets[f + 1]];
-            for &i in rows {
-                let e = &mut h[col[i as usize] as usize];
-                e.0 += grad[i as usize];
+        for &i in rows {
+            let g = grad[i as usize];
+            let row = &bins[i as usize * nf..(i as usize + 1) * nf];
+            for (&offset, &b) in self.offsets.iter().zip(row) {
+                let e = &mut hist[offset + b as usize];
+                e.0 += g;
                 e.1 += 1;
             }
         }
@@ -478,6 +482,13 @@ impl<'a> Grower<'a> {
             let h = &hist[self.offsets[f]..self.offsets[f + 1]];
             let (mut sl, mut nl) = (0.0, 0usize);
             for (k, e) in h.iter().enumerate().take(self.cuts[f].len()) {
+                if e.1 == 0 && e.0 == 0.0 {
+                    // An empty bin leaves (sl, nl) as they were, so its gain would be the
+                    // previous bin's, bit for bit, and could not beat it (`>` below): skipping
+                    // it changes no choice. Most bins of a deep node are empty, and this loop
+                    // was the largest part of a small search (perf, NEWS-sized stream).
+                    continue;
+                }
                 sl += e.0;
                 nl += e.1 as usize;
                 let nr = count - nl;
@@ -502,7 +513,6 @@ impl<'a> Grower<'a> {
     fn grow(
         &self,
         bins: &[u8],
-        n: usize,
         grad: &[f64],
         resid: &[f64],
         rows: &mut [u32],
@@ -511,7 +521,8 @@ impl<'a> Grower<'a> {
         let mut nodes = vec![Node { feature: LEAF, left: 0, value: 0.0 }];
         let mut leaves = Vec::new();
         let mut scratch = Vec::new();
-        let mut level = vec![Pending { node: 0, start: 0, end: rows.len(), hist: self.histogram(bins, n, grad, rows) }];
+        let mut right: Vec<u32> = Vec::with_capacity(rows.len());
+        let mut level = vec![Pending { node: 0, start: 0, end: rows.len(), hist: self.histogram(bins, grad, rows) }];
         for depth in 0..=params.max_depth {
             let mut next = Vec::new();
             for p in level {
@@ -526,28 +537,37 @@ impl<'a> Grower<'a> {
                 };
                 // Stable in-place partition: rows stay in increasing order on each side, so
                 // sums run in row order and training is reproducible.
-                let col = &bins[f * n..(f + 1) * n];
+                // Branch-free: each row is written to both sides and only the side it belongs
+                // to advances (the sides are a coin toss per row, so a branch mispredicted half
+                // the time: an eighth of a 2,000-sample search).
                 let node_rows = &mut rows[p.start..p.end];
-                let mut right: Vec<u32> = Vec::new();
-                let mut w = 0;
+                right.clear();
+                right.resize(node_rows.len(), 0);
+                let (mut w, mut r_len) = (0, 0);
                 for r in 0..node_rows.len() {
                     let i = node_rows[r];
-                    if (col[i as usize] as usize) <= k {
-                        node_rows[w] = i;
-                        w += 1;
-                    } else {
-                        right.push(i);
-                    }
+                    let goes_left = (bins[i as usize * self.n_features + f] as usize) <= k;
+                    node_rows[w] = i; // w ≤ r: the row there was already read
+                    right[r_len] = i;
+                    w += usize::from(goes_left);
+                    r_len += usize::from(!goes_left);
                 }
-                node_rows[w..].copy_from_slice(&right);
+                node_rows[w..].copy_from_slice(&right[..r_len]);
                 let mid = p.start + w;
                 let left = nodes.len();
                 nodes.push(Node { feature: LEAF, left: 0, value: 0.0 });
                 nodes.push(Node { feature: LEAF, left: 0, value: 0.0 });
                 nodes[p.node] = Node { feature: f as u16, left: left as u32, value: self.cuts[f][k] };
+                if depth + 1 == params.max_depth {
+                    // The children are at the last level: leaves, whose histograms nobody
+                    // reads (a fifth of a tree's histogram work at depth 3).
+                    next.push(Pending { node: left, start: p.start, end: mid, hist: Histogram::new() });
+                    next.push(Pending { node: left + 1, start: mid, end: p.end, hist: Histogram::new() });
+                    continue;
+                }
                 // The smaller child's histogram by scan, the larger one by subtraction.
                 let small = if mid - p.start <= p.end - mid { (p.start, mid) } else { (mid, p.end) };
-                let small_hist = self.histogram(bins, n, grad, &rows[small.0..small.1]);
+                let small_hist = self.histogram(bins, grad, &rows[small.0..small.1]);
                 let mut large_hist = p.hist;
                 for (l, s) in large_hist.iter_mut().zip(&small_hist) {
                     l.0 -= s.0;
@@ -658,5 +678,96 @@ mod tests {
         let m = BoostedTrees::train(&[1.0, 1.0, 1.0], 3, &[2.5], &p, 0).unwrap();
         assert_eq!(m.predict(&[9.0, 9.0, 9.0]), 2.5);
         assert!(m.predict(&[f64::NAN]).is_finite());
+    }
+
+    /// A plain grower: every node's histogram summed from its own rows, every bin's gain
+    /// evaluated, no subtraction, no skipped bin or level. With the absolute loss every
+    /// gradient is −1, 0 or 1, so every sum is an exact integer whatever the order: the
+    /// optimised grower must build the same trees, bit for bit. (With the squared loss the
+    /// larger child's histogram by subtraction rounds differently, by design.)
+    fn plain_model(x: &[f64], nf: usize, y: &[f64], p: &BoostParams) -> BoostedTrees {
+        let n = y.len();
+        let cuts = thresholds(x, nf, p.max_bins);
+        let bin = |i: usize, f: usize| cuts[f].partition_point(|&c| c < x[i * nf + f]);
+        let base = median_in_place(&mut y.to_vec());
+        let mut f_train = vec![base; n];
+        let mut trees = Vec::new();
+        for _ in 0..p.n_trees {
+            let resid: Vec<f64> = (0..n).map(|i| y[i] - f_train[i]).collect();
+            let grad: Vec<f64> = resid.iter().map(|&r| if r > 0.0 { 1.0 } else if r < 0.0 { -1.0 } else { 0.0 }).collect();
+            let mut nodes = vec![Node { feature: LEAF, left: 0, value: 0.0 }];
+            let mut level: Vec<(usize, Vec<usize>)> = vec![(0, (0..n).collect())];
+            for depth in 0..=p.max_depth {
+                let mut next = Vec::new();
+                for (node, rows) in level {
+                    let count = rows.len();
+                    let mut best: Option<(usize, usize, f64)> = None;
+                    if depth < p.max_depth && count >= 2 * p.min_samples_leaf {
+                        let sums = |f: usize| {
+                            let mut h = vec![(0.0, 0usize); cuts[f].len() + 1];
+                            for &i in &rows {
+                                h[bin(i, f)].0 += grad[i];
+                                h[bin(i, f)].1 += 1;
+                            }
+                            h
+                        };
+                        let total: f64 = sums(0).iter().map(|e| e.0).sum();
+                        let parent = total * total / count as f64;
+                        for f in 0..nf {
+                            let h = sums(f);
+                            let (mut sl, mut nl) = (0.0, 0);
+                            for (k, e) in h.iter().enumerate().take(cuts[f].len()) {
+                                sl += e.0;
+                                nl += e.1;
+                                let nr = count - nl;
+                                if nl < p.min_samples_leaf {
+                                    continue;
+                                }
+                                if nr < p.min_samples_leaf {
+                                    break;
+                                }
+                                let sr = total - sl;
+                                let gain = sl * sl / nl as f64 + sr * sr / nr as f64 - parent;
+                                if gain > 1e-12 * (1.0 + parent.abs()) && best.is_none_or(|b| gain > b.2) {
+                                    best = Some((f, k, gain));
+                                }
+                            }
+                        }
+                    }
+                    match best {
+                        None => {
+                            let mut r: Vec<f64> = rows.iter().map(|&i| resid[i]).collect();
+                            let value = p.learning_rate * median_in_place(&mut r);
+                            nodes[node].value = value;
+                            for &i in &rows {
+                                f_train[i] += value;
+                            }
+                        }
+                        Some((f, k, _)) => {
+                            let left = nodes.len();
+                            nodes.push(Node { feature: LEAF, left: 0, value: 0.0 });
+                            nodes.push(Node { feature: LEAF, left: 0, value: 0.0 });
+                            nodes[node] = Node { feature: f as u16, left: left as u32, value: cuts[f][k] };
+                            let (l, r): (Vec<usize>, Vec<usize>) = rows.iter().partition(|&&i| bin(i, f) <= k);
+                            next.push((left, l));
+                            next.push((left + 1, r));
+                        }
+                    }
+                }
+                level = next;
+            }
+            trees.push(Tree { nodes });
+        }
+        BoostedTrees { params: *p, n_features: nf, base, trees }
+    }
+
+    #[test]
+    fn the_optimised_grower_builds_the_plain_growers_trees_bit_for_bit() {
+        for (n, depth, leaf, seed) in [(300, 3, 5, 1), (120, 2, 20, 2), (800, 4, 1, 3), (60, 3, 5, 4)] {
+            let (x, y) = data(n, seed);
+            let p = BoostParams::new(Loss::Absolute, 40, 0.1, depth, leaf, 1.0, 64).unwrap();
+            let fast = BoostedTrees::train(&x, 3, &y, &p, 0).unwrap();
+            assert_eq!(fast, plain_model(&x, 3, &y, &p), "n = {n}, depth = {depth}, leaf = {leaf}");
+        }
     }
 }
