@@ -65,8 +65,13 @@ fn source_stream<'s>(
     match &shared.job.source {
         SourceSpec::Replay { dataset, pace } => {
             let input = &shared.job.config.input;
-            let timeline =
-                crate::io::timeline::worker_timeline(dataset, input.random_start_range, input.seed, scope.index(), scope.peers());
+            let timeline = crate::io::timeline::Timeline::new(
+                dataset.clone(),
+                input.random_start_range,
+                input.seed,
+                scope.index(),
+                scope.peers(),
+            );
             (source::replay(scope, timeline, *pace, handles.events.clone(), handles.shutdown.clone()), None)
         }
         SourceSpec::Kafka(spec) => {

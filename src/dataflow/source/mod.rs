@@ -61,16 +61,16 @@ pub type Pace = Option<f64>;
 /// the next event, and releases it at the end (or on shutdown).
 pub fn replay<'s>(
     scope: Scope<'s, Time>,
-    events: Vec<TweetEvent>,
+    events: impl IntoIterator<Item = TweetEvent, IntoIter: 'static>,
     pace: Pace,
     progress: Arc<AtomicU64>,
     shutdown: Arc<AtomicBool>,
 ) -> StreamVec<'s, Time, TweetEvent> {
     source::<_, Builder<TweetEvent>, _, _>(scope, "ReplaySource", move |capability, info| {
         let activator = scope.activator_for(info.address);
-        let first_time = events.first().map(|e| e.time).unwrap_or(0);
-        let mut cap = if events.is_empty() { None } else { Some(capability) };
         let mut events = events.into_iter().peekable();
+        let first_time = events.peek().map(|e| e.time).unwrap_or(0);
+        let mut cap = events.peek().is_some().then_some(capability);
         let started = Instant::now();
         move |output| {
             let Some(c) = cap.as_mut() else { return };
