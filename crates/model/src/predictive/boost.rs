@@ -694,7 +694,18 @@ mod tests {
         let mut trees = Vec::new();
         for _ in 0..p.n_trees {
             let resid: Vec<f64> = (0..n).map(|i| y[i] - f_train[i]).collect();
-            let grad: Vec<f64> = resid.iter().map(|&r| if r > 0.0 { 1.0 } else if r < 0.0 { -1.0 } else { 0.0 }).collect();
+            let grad: Vec<f64> = resid
+                .iter()
+                .map(|&r| {
+                    if r > 0.0 {
+                        1.0
+                    } else if r < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
             let mut nodes = vec![Node { feature: LEAF, left: 0, value: 0.0 }];
             let mut level: Vec<(usize, Vec<usize>)> = vec![(0, (0..n).collect())];
             for depth in 0..=p.max_depth {
@@ -713,10 +724,10 @@ mod tests {
                         };
                         let total: f64 = sums(0).iter().map(|e| e.0).sum();
                         let parent = total * total / count as f64;
-                        for f in 0..nf {
+                        for (f, cut) in cuts.iter().enumerate() {
                             let h = sums(f);
                             let (mut sl, mut nl) = (0.0, 0);
-                            for (k, e) in h.iter().enumerate().take(cuts[f].len()) {
+                            for (k, e) in h.iter().enumerate().take(cut.len()) {
                                 sl += e.0;
                                 nl += e.1;
                                 let nr = count - nl;
