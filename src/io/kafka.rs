@@ -216,7 +216,8 @@ pub struct SourceConfig {
     pub max_message_bytes: usize,
     /// Live mode: a partition silent this long (wall clock) stops holding the watermark back.
     pub idle_timeout_ms: u64,
-    /// Most messages one activation of the source polls.
+    /// Most messages one activation of the source takes from its prefetch thread (the
+    /// thread polls and decodes them beforehand, at most ~32 k ahead).
     pub poll_batch: usize,
     /// Most events a worker's source may have read that the dataflow has not completed:
     /// beyond it the source pauses until the dataflow catches up, and the backlog stays in
@@ -278,6 +279,9 @@ pub enum KafkaSetupError {
     /// A topic does not exist or has no partitions.
     #[error("kafka topic {0:?} does not exist or has no partitions")]
     NoSuchTopic(String),
+    /// The source's prefetch thread could not be started.
+    #[error("kafka source: cannot start its prefetch thread: {0}")]
+    Thread(String),
     /// The password file could not be read.
     #[error("kafka config: cannot read sasl_password_file {path}: {source}")]
     SecretFile {

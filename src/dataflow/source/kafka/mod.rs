@@ -3,8 +3,9 @@
 //! - Partitions are `assign`ed (`p % peers == worker`), never subscribed, so no group
 //!   rebalance moves them behind timely's back.
 //! - Event time, lateness, idleness and the watermark are the [`clock`]'s rules (pure and
-//!   unit-tested); this runner polls rdkafka, decodes, and emits events and dead letters on
-//!   two outputs whose capabilities follow the watermark.
+//!   unit-tested); the [`prefetch`] thread polls rdkafka and decodes, and this operator
+//!   applies the clock and emits events and dead letters on two outputs whose capabilities
+//!   follow the watermark.
 //! - Read-ahead is bounded ([`readahead`]): the source pauses while more than
 //!   `max_in_flight` of its events have not left the dataflow, so a slow dataflow leaves
 //!   the backlog in Kafka instead of in memory.
@@ -16,6 +17,7 @@
 //!   a restart seeks every partition to its saved offset and restores its newest event time.
 
 pub mod clock;
+pub mod prefetch;
 pub mod readahead;
 
 use std::collections::BTreeMap;
@@ -24,21 +26,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::scheduling::SyncActivator;
 
 use self::clock::{ClockSettings, SourceClock};
+use self::prefetch::{Polled, Prefetch};
 use self::readahead::ReadAhead;
 use crate::dataflow::source::SharedSourceCuts;
 use crate::dataflow::Builder;
 use crate::dataflow::Checkpoint;
 use crate::io::kafka::{KafkaConfig, KafkaSetupError};
-use crate::io::wire::{decode, truncate};
 use crate::records::{DeadLetter, RejectReason, TweetEvent};
 use crate::{owns, Time};
 
@@ -159,18 +161,6 @@ fn setup(
     Ok((consumer, clock))
 }
 
-/// A polled message as a dead letter (key and payload lossily decoded and truncated).
-fn dead_letter(message: &BorrowedMessage<'_>, reason: RejectReason, detail: String) -> DeadLetter {
-    DeadLetter {
-        reason,
-        detail,
-        partition: Some(message.partition()),
-        offset: Some(message.offset()),
-        key: message.key().map(|k| truncate(&String::from_utf8_lossy(k), 200).to_owned()),
-        payload: truncate(&String::from_utf8_lossy(message.payload().unwrap_or_default()), 1024).to_owned(),
-    }
-}
-
 /// The source's two outputs (events, dead letters): one capability each, always at the same
 /// time, the watermark.
 struct Caps {
@@ -192,10 +182,10 @@ impl Caps {
 type EventsOut = OutputBuilder<Time, Builder<TweetEvent>>;
 type LettersOut = OutputBuilder<Time, Builder<DeadLetter>>;
 
-/// One worker's Kafka reader: the consumer, the clock, and where the cut offsets go.
+/// One worker's Kafka reader: the prefetch thread, the clock, and where the cut offsets go.
 struct KafkaReader {
-    /// This worker's consumer (assigned partitions only).
-    consumer: BaseConsumer,
+    /// This worker's consumer (assigned partitions only), polled and decoded on its thread.
+    prefetch: Prefetch,
     /// Positions, newest times, idleness, the watermark.
     clock: SourceClock,
     /// Events read and not yet through the dataflow (the read-ahead bound).
@@ -208,8 +198,6 @@ struct KafkaReader {
     end_offsets: Option<EndOffsets>,
     /// When the lag was last reported.
     last_lag_report: Instant,
-    /// Decoder bound: larger messages are oversized.
-    max_bytes: usize,
     /// Most messages one activation polls.
     batch_limit: usize,
     /// Counts the events emitted (progress bars, throughput).
@@ -217,9 +205,9 @@ struct KafkaReader {
 }
 
 impl KafkaReader {
-    /// Polls up to a batch of messages at `now` and emits them at the capability's time, in
-    /// offset order: events on one output, dead letters on the other. Decoding goes straight
-    /// into the output sessions (no batch in between). Returns the number of messages polled.
+    /// Takes up to a batch of the messages the prefetch thread polled and decoded, at `now`,
+    /// and emits them at the capability's time, in offset order: events on one output, dead
+    /// letters on the other. Returns the number of messages taken.
     ///
     /// Live mode may exclude an idle partition whose late data then arrives below the
     /// watermark: such an event is late too. (In bounded mode the per-partition rule already
@@ -231,22 +219,32 @@ impl KafkaReader {
         let (mut polled, mut sent) = (0, 0u64);
         self.clock.begin_round(now);
         while polled < self.batch_limit {
-            let message = match self.consumer.poll(Duration::ZERO) {
+            let (p, offset, decoded) = match self.prefetch.ready() {
                 None => break,
-                Some(Err(e)) => {
+                Some(Polled::Error(e)) => {
                     tracing::warn!(error = %e, "kafka consumer error; retrying");
                     self.clock.on_error(now);
                     break;
                 }
-                Some(Ok(m)) => m,
+                Some(Polled::Message { partition, offset, decoded }) => (partition, offset, decoded),
             };
             polled += 1;
-            let (p, offset) = (message.partition(), message.offset());
             if !self.clock.admit(p, offset, now) {
                 continue;
             }
-            let judged = decode(message.key(), message.payload(), offset as u64, self.max_bytes)
-                .and_then(|event| self.clock.judge(p, event.time).map(|()| event));
+            let judged = decoded.and_then(|event| match self.clock.judge(p, event.time) {
+                Ok(()) => Ok(event),
+                // Judged on its time (too far ahead, or late on its partition): the event
+                // stands for the message, as for a late one below.
+                Err(e) => Err(DeadLetter {
+                    reason: e.reason,
+                    detail: e.detail,
+                    partition: Some(p),
+                    offset: Some(offset),
+                    key: Some(event.cascade.to_string()),
+                    payload: String::new(),
+                }),
+            });
             match judged {
                 Ok(event) if event.time >= watermark => {
                     sent += 1;
@@ -260,7 +258,7 @@ impl KafkaReader {
                     key: Some(event.cascade.to_string()),
                     payload: String::new(),
                 }),
-                Err(e) => letters.give(dead_letter(&message, e.reason, e.detail)),
+                Err(letter) => letters.give(letter),
             }
         }
         self.clock.end_round(polled, now);
@@ -338,12 +336,13 @@ pub fn kafka_source<'s>(scope: Scope<'s, Time>, spec: KafkaSourceSpec, links: So
     let (letters_out, dead_letters) = builder.new_output::<Vec<DeadLetter>>();
     let (mut events_out, mut letters_out) = (EventsOut::from(events_out), LettersOut::from(letters_out));
     builder.build(move |mut capabilities| {
+        let wake = scope.worker().sync_activator_for(address.to_vec());
         let activator = scope.activator_for(address);
         let (Some(letters), Some(events)) = (capabilities.pop(), capabilities.pop()) else {
             unreachable!("an operator with two outputs has two capabilities")
         };
         let mut caps = Caps { events, letters };
-        let mut reader = start_reader(&spec, scope.index(), scope.peers(), &mut caps, &links);
+        let mut reader = start_reader(&spec, scope.index(), scope.peers(), &mut caps, &links, wake);
         let mut caps = reader.as_ref().filter(|r| !r.clock.all_done()).map(|_| caps);
         if caps.is_none() {
             reader.as_ref().inspect(|r| r.finished());
@@ -387,7 +386,14 @@ pub fn kafka_source<'s>(scope: Scope<'s, Time>, spec: KafkaSourceSpec, links: So
 /// Sets up the reader (consumer, clock, checkpoint cuts); `None` after a set-up failure,
 /// which goes to `links.errors`. A restored checkpoint moves the capabilities to its F:
 /// everything before F is in the restored state.
-fn start_reader(spec: &KafkaSourceSpec, index: usize, peers: usize, caps: &mut Caps, links: &SourceLinks) -> Option<KafkaReader> {
+fn start_reader(
+    spec: &KafkaSourceSpec,
+    index: usize,
+    peers: usize,
+    caps: &mut Caps,
+    links: &SourceLinks,
+    wake: SyncActivator,
+) -> Option<KafkaReader> {
     let restored = links.checkpoint.as_ref().and_then(|(c, _)| c.restored.clone());
     if let Some(r) = &restored {
         caps.downgrade(&r.time);
@@ -400,17 +406,23 @@ fn start_reader(spec: &KafkaSourceSpec, index: usize, peers: usize, caps: &mut C
         }
     };
     let source = &spec.kafka.source;
+    let prefetch = match Prefetch::start(consumer, source.max_message_bytes, wake) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = links.errors.send(KafkaSetupError::Thread(e.to_string()));
+            return None;
+        }
+    };
     Some(KafkaReader {
         end_offsets: (!spec.bounded)
             .then(|| EndOffsets::start(&spec.kafka, spec.kafka.topics.tweets.clone(), clock.partitions().collect()))
             .flatten(),
-        consumer,
+        prefetch,
         clock,
         read_ahead: ReadAhead::new(source.max_in_flight),
         boundaries: links.checkpoint.as_ref().map(|(c, _)| c.checkpointing.boundaries()),
         cuts: links.checkpoint.as_ref().map(|(_, cuts)| cuts.clone()),
         last_lag_report: Instant::now(),
-        max_bytes: source.max_message_bytes,
         batch_limit: source.poll_batch,
         events_in: links.events_in.clone(),
     })
