@@ -116,9 +116,12 @@ pub struct DeadLetter {
     pub partition: Option<i32>,
     /// Its offset, if from Kafka.
     pub offset: Option<i64>,
-    /// Its key, lossily decoded and truncated.
+    /// Its key, lossily decoded and truncated; for a message that decoded but was rejected on
+    /// its time (late, or too far ahead), its event's cascade id.
     pub key: Option<String>,
-    /// Its payload, lossily decoded and truncated to 1 KiB.
+    /// Its payload, lossily decoded and truncated to 1 KiB; empty for a message rejected on
+    /// its time (the event was decoded on the Kafka source's prefetch thread, which keeps no
+    /// copy of the bytes).
     pub payload: String,
 }
 
