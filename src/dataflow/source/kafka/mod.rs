@@ -198,7 +198,7 @@ struct KafkaReader {
     end_offsets: Option<EndOffsets>,
     /// When the lag was last reported.
     last_lag_report: Instant,
-    /// Most messages one activation polls.
+    /// Most messages one activation takes from the prefetch thread.
     batch_limit: usize,
     /// Counts the events emitted (progress bars, throughput).
     events_in: Arc<AtomicU64>,
