@@ -20,12 +20,7 @@ pub fn start_time(cascade: &RecordedCascade, random_start_range: Time, seed: u64
     }
 }
 
-/// The events of one cascade on the global timeline, original tweet first.
-pub fn cascade_events(cascade: &RecordedCascade, start: Time) -> impl Iterator<Item = TweetEvent> + '_ {
-    (0..cascade.events.len()).map(move |i| event(cascade, start + cascade.events[i].0, i))
-}
-
-/// Event `i` of `cascade`, at `time` on the global timeline.
+/// Event `i` of `cascade`, at `time` on the global timeline (the original tweet is event 0).
 fn event(cascade: &RecordedCascade, time: Time, i: usize) -> TweetEvent {
     TweetEvent {
         cascade: cascade.id,
@@ -51,6 +46,13 @@ struct Slot {
     seq: u32,
     /// The cascade's position in the dataset.
     index: u32,
+}
+
+impl Slot {
+    /// The event this slot stands for.
+    fn event(&self, dataset: &Dataset) -> TweetEvent {
+        event(&dataset.cascades[self.index as usize], self.time, self.seq as usize)
+    }
 }
 
 /// The share of source worker `index` of `peers` (see [`worker_timeline`]), as slots in
@@ -79,7 +81,7 @@ fn worker_slots(dataset: &Dataset, random_start_range: Time, seed: u64, index: u
 /// through the network between processes.
 pub fn worker_timeline(dataset: &Dataset, random_start_range: Time, seed: u64, index: usize, peers: usize) -> Vec<TweetEvent> {
     let slots = worker_slots(dataset, random_start_range, seed, index, peers);
-    slots.iter().map(|s| event(&dataset.cascades[s.index as usize], s.time, s.seq as usize)).collect()
+    slots.iter().map(|s| s.event(dataset)).collect()
 }
 
 /// [`worker_timeline`] as an iterator that makes each event when it is replayed: the replay
@@ -103,8 +105,7 @@ impl Iterator for Timeline {
     type Item = TweetEvent;
 
     fn next(&mut self) -> Option<TweetEvent> {
-        let s = self.slots.next()?;
-        Some(event(&self.dataset.cascades[s.index as usize], s.time, s.seq as usize))
+        self.slots.next().map(|s| s.event(&self.dataset))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -558,23 +558,25 @@ impl<'a> Grower<'a> {
                 nodes.push(Node { feature: LEAF, left: 0, value: 0.0 });
                 nodes.push(Node { feature: LEAF, left: 0, value: 0.0 });
                 nodes[p.node] = Node { feature: f as u16, left: left as u32, value: self.cuts[f][k] };
-                if depth + 1 == params.max_depth {
+                let (left_hist, right_hist) = if depth + 1 == params.max_depth {
                     // The children are at the last level: leaves, whose histograms nobody
                     // reads (a fifth of a tree's histogram work at depth 3).
-                    next.push(Pending { node: left, start: p.start, end: mid, hist: Histogram::new() });
-                    next.push(Pending { node: left + 1, start: mid, end: p.end, hist: Histogram::new() });
-                    continue;
-                }
-                // The smaller child's histogram by scan, the larger one by subtraction.
-                let small = if mid - p.start <= p.end - mid { (p.start, mid) } else { (mid, p.end) };
-                let small_hist = self.histogram(bins, grad, &rows[small.0..small.1]);
-                let mut large_hist = p.hist;
-                for (l, s) in large_hist.iter_mut().zip(&small_hist) {
-                    l.0 -= s.0;
-                    l.1 -= s.1;
-                }
-                let (left_hist, right_hist) =
-                    if small.0 == p.start { (small_hist, large_hist) } else { (large_hist, small_hist) };
+                    (Histogram::new(), Histogram::new())
+                } else {
+                    // The smaller child's histogram by scan, the larger one by subtraction.
+                    let small = if mid - p.start <= p.end - mid { (p.start, mid) } else { (mid, p.end) };
+                    let small_hist = self.histogram(bins, grad, &rows[small.0..small.1]);
+                    let mut large_hist = p.hist;
+                    for (l, s) in large_hist.iter_mut().zip(&small_hist) {
+                        l.0 -= s.0;
+                        l.1 -= s.1;
+                    }
+                    if small.0 == p.start {
+                        (small_hist, large_hist)
+                    } else {
+                        (large_hist, small_hist)
+                    }
+                };
                 next.push(Pending { node: left, start: p.start, end: mid, hist: left_hist });
                 next.push(Pending { node: left + 1, start: mid, end: p.end, hist: right_hist });
             }

@@ -232,33 +232,36 @@ impl KafkaReader {
             if !self.clock.admit(p, offset, now) {
                 continue;
             }
-            let judged = decoded.and_then(|event| match self.clock.judge(p, event.time) {
-                Ok(()) => Ok(event),
-                // Judged on its time (too far ahead, or late on its partition): the event
-                // stands for the message, as for a late one below.
-                Err(e) => Err(DeadLetter {
-                    reason: e.reason,
-                    detail: e.detail,
-                    partition: Some(p),
-                    offset: Some(offset),
-                    key: Some(event.cascade.to_string()),
-                    payload: String::new(),
-                }),
-            });
-            match judged {
-                Ok(event) if event.time >= watermark => {
+            let event = match decoded {
+                Ok(event) => event,
+                Err(letter) => {
+                    letters.give(letter);
+                    continue;
+                }
+            };
+            // Rejected on its time: too far ahead or late on its partition (the clock), or
+            // behind the watermark. The event stands for the message (its bytes stayed on
+            // the prefetch thread).
+            let rejected = match self.clock.judge(p, event.time) {
+                Err(e) => Some((e.reason, e.detail)),
+                Ok(()) if event.time < watermark => {
+                    Some((RejectReason::Late, format!("time {} is behind the watermark {watermark}", event.time)))
+                }
+                Ok(()) => None,
+            };
+            match rejected {
+                None => {
                     sent += 1;
                     events.give(event);
                 }
-                Ok(event) => letters.give(DeadLetter {
-                    reason: RejectReason::Late,
-                    detail: format!("time {} is behind the watermark {watermark}", event.time),
+                Some((reason, detail)) => letters.give(DeadLetter {
+                    reason,
+                    detail,
                     partition: Some(p),
                     offset: Some(offset),
                     key: Some(event.cascade.to_string()),
                     payload: String::new(),
                 }),
-                Err(letter) => letters.give(letter),
             }
         }
         self.clock.end_round(polled, now);
